@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// a2q: accumulator-aware quantized training (A2Q / A2Q+) in Swift.
+/// System C libraries come from Debian's packages; run `Launch/setup.sh` first.
+let debianBuildDeps = ["libopenmpi-dev", "libhdf5-dev", "libopenblas-dev", "zlib1g-dev", "pkg-config"]
+
+let package = Package(
+    name: "a2q",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "a2q", targets: ["a2q"]),
+        .library(name: "A2QTrain", targets: ["A2QTrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries (pkg-config names as Debian ships them).
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        // Thin C shims that expose only <stdint.h> types to Swift.
+        .target(name: "MPIShim", dependencies: ["CMPI"], path: "Sources/MPIShim"),
+        .target(name: "HDF5Shim", dependencies: ["CHDF5"], path: "Sources/HDF5Shim"),
+        // Swift modules, bottom to top.
+        .target(name: "A2QCore", dependencies: ["COpenBLAS"]),
+        .target(name: "A2QQuant", dependencies: ["A2QCore"]),
+        .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "COpenBLAS"]),
+        .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),
+        .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),
+        .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),
+        .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
+                                                 "A2QDistributed", "A2QCheckpoint", "COpenBLAS"]),
+        .executableTarget(name: "a2q", dependencies: [
+            "A2QTrain",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "A2QTests", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
+                                                     "A2QDistributed", "A2QCheckpoint", "A2QTrain"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,35 @@
+/// A layer with an explicit, paired forward and backward pass (llm.c style).
+///
+/// Layers declare their parameters into a `ParameterLayout` when constructed and read them
+/// from the model's `ParameterStore` on every call. A layer owns the tensors it writes
+/// (output, input gradient, scratch) and reuses them across steps; it keeps a reference to
+/// its input (no copy) for the backward pass, so the caller must not overwrite that input
+/// between `forward` and `backward`.
+public protocol Layer: AnyObject {
+    /// Dotted prefix of this layer's parameters, e.g. `conv1`.
+    var name: String { get }
+
+    /// Fills this layer's parameters with their initial values.
+    func initialize(_ parameters: ParameterStore, generator: inout Xoshiro256)
+
+    /// Computes the output for `input`; returns a tensor owned by the layer.
+    func forward(_ input: Tensor, parameters: ParameterStore, training: Bool) -> Tensor
+
+    /// Accumulates parameter gradients into `parameters.gradients` and returns the gradient
+    /// with respect to the last input (a tensor owned by the layer).
+    func backward(_ outputGradient: Tensor, parameters: ParameterStore) -> Tensor
+
+    /// When false, `backward` may skip computing the input gradient (first layer).
+    var computesInputGradient: Bool { get set }
+
+    /// Non-trainable state that a checkpoint must keep (e.g. BatchNorm running statistics).
+    var buffers: [(name: String, tensor: Tensor)] { get }
+}
+
+extension Layer {
+    public func initialize(_ parameters: ParameterStore, generator: inout Xoshiro256) {}
+    public var buffers: [(name: String, tensor: Tensor)] { [] }
+}
+
+/// Formats a shape for messages: `[64, 32, 14, 14]`.
+public func describe(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ", ") + "]" }

@@ -1,0 +1,90 @@
+import A2QCore
+import MPIShim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// OpenMPI over the C shim, on MPI_COMM_WORLD. Errors come back as `A2QError`s carrying
+/// `MPI_Error_string`; a collective that outlives `timeout` is an error too (watchdog).
+public final class MPICommunicator: Communicator, @unchecked Sendable {
+    public let rank: Int
+    public let worldSize: Int
+    public var timeout: Double
+
+    /// Initialises MPI (once per process) and reads rank and size.
+    public init(timeout: Double = 300) throws {
+        var r: Int32 = 0, s: Int32 = 1
+        let code = a2q_mpi_init(&r, &s)
+        guard code == 0 else { throw MPICommunicator.error(code, "MPI_Init") }
+        rank = Int(r)
+        worldSize = Int(s)
+        self.timeout = timeout
+    }
+
+    /// True when this process was started by mpirun/mpiexec (OpenMPI sets these).
+    public static var launchedByMPIRun: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        return environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+    }
+
+    /// The MPI library's version string (first line).
+    public static var libraryVersion: String {
+        var buffer = [CChar](repeating: 0, count: 512)
+        a2q_mpi_library_version(&buffer, Int32(buffer.count))
+        let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return text.split(separator: "\n").first.map(String.init) ?? text
+    }
+
+    static func error(_ code: Int32, _ operation: String) -> A2QError {
+        var buffer = [CChar](repeating: 0, count: 512)
+        a2q_mpi_error_string(code, &buffer, Int32(buffer.count))
+        let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return A2QError("MPI: \(operation) failed: \(text) (code \(code))",
+                        remedy: code == A2Q_MPI_TIMEOUT ? "a peer rank died or stalled; see its log above" : "")
+    }
+
+    private func check(_ code: Int32, _ operation: String) throws {
+        if code != 0 { throw MPICommunicator.error(code, operation) }
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        guard let base = buffer.baseAddress else { return }
+        try check(a2q_mpi_allreduce_sum_f32(base, Int64(buffer.count), timeout), "all-reduce (sum, float)")
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
+        guard let base = buffer.baseAddress else { return }
+        try check(a2q_mpi_allreduce_sum_f64(base, Int64(buffer.count), timeout), "all-reduce (sum, double)")
+    }
+
+    public func allReduceMin(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {
+        guard let base = buffer.baseAddress else { return }
+        try check(a2q_mpi_allreduce_minmax_i64(base, Int64(buffer.count), 0, timeout), "all-reduce (min)")
+    }
+
+    public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {
+        guard let base = buffer.baseAddress else { return }
+        try check(a2q_mpi_allreduce_minmax_i64(base, Int64(buffer.count), 1, timeout), "all-reduce (max)")
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        guard let base = buffer.baseAddress else { return }
+        try check(a2q_mpi_broadcast_bytes(base, Int64(buffer.count), Int32(root), timeout), "broadcast")
+    }
+
+    public func barrier() throws {
+        try check(a2q_mpi_barrier(timeout), "barrier")
+    }
+
+    /// Prints `message` prefixed with the rank and calls `MPI_Abort`, which ends every rank.
+    public func abort(_ message: String, code: Int32) -> Never {
+        printError("a2q: rank \(rank) of \(worldSize): \(message)")
+        a2q_mpi_abort(code)
+        exit(code)
+    }
+
+    /// Finalises MPI (call once, at a clean exit).
+    public func finalize() { _ = a2q_mpi_finalize() }
+}
+
+import Foundation

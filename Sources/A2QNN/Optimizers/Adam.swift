@@ -1,0 +1,63 @@
+import A2QCore
+
+/// Adam (Kingma & Ba) with bias correction; `decoupled` gives AdamW (Loshchilov & Hutter):
+/// Adam: `g ← g + λ·p`; AdamW: `p ← p − lr·λ·p` before the Adam update. Decay applies to
+/// the views the policy selects (weights only by default).
+public final class Adam: Optimizer, @unchecked Sendable {
+    public let beta1: Float
+    public let beta2: Float
+    public let epsilon: Float
+    public let weightDecay: Float
+    public let decoupled: Bool
+    public var stepCount = 0
+    private let decays: DecayPolicy
+    private let firstMoment: UnsafeMutableBufferPointer<Float>
+    private let secondMoment: UnsafeMutableBufferPointer<Float>
+
+    public init(parameterCount: Int, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0, decoupled: Bool = false, decays: @escaping DecayPolicy = decayWeightsOnly) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+        self.decoupled = decoupled
+        self.decays = decays
+        firstMoment = .allocate(capacity: max(parameterCount, 1))
+        firstMoment.initialize(repeating: 0)
+        secondMoment = .allocate(capacity: max(parameterCount, 1))
+        secondMoment.initialize(repeating: 0)
+    }
+
+    deinit {
+        firstMoment.deallocate()
+        secondMoment.deallocate()
+    }
+
+    public var stateBuffers: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] {
+        [("exp_avg", firstMoment), ("exp_avg_sq", secondMoment)]
+    }
+
+    public func step(_ parameters: ParameterStore, learningRate: Float) {
+        stepCount += 1
+        let p = parameters.values, g = parameters.gradients
+        guard let m = firstMoment.baseAddress, let v = secondMoment.baseAddress else { return }
+        let t = Double(stepCount)
+        let correction1 = Float(1 - pow(Double(beta1), t)), correction2 = Float(1 - pow(Double(beta2), t))
+        let stepSize = learningRate / correction1
+        let b1 = beta1, b2 = beta2, eps = epsilon
+        for view in parameters.views {
+            let lambda = decays(view) ? weightDecay : 0
+            for i in view.range {
+                var grad = g[i]
+                if decoupled { p[i] -= learningRate * lambda * p[i] } else { grad += lambda * p[i] }
+                m[i] = b1 * m[i] + (1 - b1) * grad
+                v[i] = b2 * v[i] + (1 - b2) * grad * grad
+                p[i] -= stepSize * m[i] / ((v[i] / correction2).squareRoot() + eps)
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,36 @@
+import A2QCore
+
+/// A chain of layers sharing one parameter store.
+public final class Sequential: @unchecked Sendable {
+    public let layers: [any Layer]
+    public let parameters: ParameterStore
+
+    /// Builds the store from `layout` (which the layers declared into) and marks the first
+    /// layer as not needing an input gradient.
+    public init(layers: [any Layer], layout: ParameterLayout) {
+        self.layers = layers
+        parameters = ParameterStore(layout: layout)
+        layers.first?.computesInputGradient = false
+    }
+
+    /// Initialises every layer's parameters in order.
+    public func initialize(generator: inout Xoshiro256) {
+        for layer in layers { layer.initialize(parameters, generator: &generator) }
+    }
+
+    /// Runs the layers in order; returns the last layer's output (owned by it).
+    public func forward(_ input: Tensor, training: Bool) -> Tensor {
+        var x = input
+        for layer in layers { x = layer.forward(x, parameters: parameters, training: training) }
+        return x
+    }
+
+    /// Runs the backward passes in reverse order, accumulating parameter gradients.
+    public func backward(_ outputGradient: Tensor) {
+        var g = outputGradient
+        for layer in layers.reversed() { g = layer.backward(g, parameters: parameters) }
+    }
+
+    /// Every layer's non-trainable buffers, in layer order.
+    public var buffers: [(name: String, tensor: Tensor)] { layers.flatMap(\.buffers) }
+}

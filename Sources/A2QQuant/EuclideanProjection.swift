@@ -1,0 +1,33 @@
+/// Euclidean projection onto the L1 ball (Duchi et al., 2008), used by EP-init.
+public enum EuclideanProjection {
+    /// Replaces `x[0..<count]` by its Euclidean projection onto `{ y : ||y||_1 <= radius }`.
+    /// Sort-based, O(K log K); leaves `x` unchanged when it is already inside the ball.
+    /// Arithmetic in Float64.
+    public static func projectOntoL1Ball(_ x: UnsafeMutablePointer<Float>, count: Int, radius: Double) {
+        precondition(radius >= 0, "projectOntoL1Ball: negative radius \(radius)")
+        var total: Double = 0
+        for i in 0..<count { total += Double(abs(x[i])) }
+        guard total > radius else { return }
+        let theta = threshold(UnsafeBufferPointer(start: x, count: count), radius: radius)
+        for i in 0..<count {
+            let magnitude = max(Double(abs(x[i])) - theta, 0)
+            x[i] = x[i] < 0 ? -Float(magnitude) : Float(magnitude)
+        }
+    }
+
+    /// The soft threshold θ with `Σ max(|x_i| − θ, 0) = radius` (for `||x||_1 > radius`).
+    public static func threshold(_ x: UnsafeBufferPointer<Float>, radius: Double) -> Double {
+        let sorted = x.map { Double(abs($0)) }.sorted(by: >)
+        var cumulative: Double = 0
+        var rho = 0
+        var cumulativeAtRho: Double = 0
+        for (j, value) in sorted.enumerated() {
+            cumulative += value
+            if value * Double(j + 1) > cumulative - radius {
+                rho = j + 1
+                cumulativeAtRho = cumulative
+            }
+        }
+        return rho > 0 ? (cumulativeAtRho - radius) / Double(rho) : 0
+    }
+}

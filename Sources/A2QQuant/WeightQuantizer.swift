@@ -1,0 +1,411 @@
+import A2QCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which weight quantizer a layer uses.
+public enum WeightQuantizerKind: String, CaseIterable, Sendable, Codable {
+    /// No quantization: the layer uses its float weights.
+    case float
+    /// Per-channel M-bit, narrow range, round to nearest, learned log2 scale; no accumulator bound.
+    case qat
+    /// A2Q: weight normalisation with an L1 bound `T_A2Q`, round toward zero.
+    case a2q
+    /// A2Q+: as A2Q on zero-centred weights with the looser bound `T_A2Q+`.
+    case a2qPlus = "a2q+"
+
+    /// Whether the quantizer constrains the accumulator.
+    public var isAccumulatorAware: Bool { self == .a2q || self == .a2qPlus }
+}
+
+/// How a constrained layer's parameters are set from float weights.
+public enum WeightInitMethod: String, CaseIterable, Sendable, Codable {
+    /// `s = max|w|/(2^(M-1)-1)`, `v = w`, `g = ||w||_1` (A2Q paper; clamped at `T` later).
+    case naive
+    /// Euclidean projection of each channel onto the L1 ball of radius `s·T` (A2Q+ paper).
+    case ep
+}
+
+/// A layer's weight quantizer settings.
+public struct WeightQuantizerSpec: Sendable, Hashable, Codable {
+    public var kind: WeightQuantizerKind
+    /// M, the weight bit width (2...16).
+    public var weightBits: Int
+    /// P, the accumulator bit width (used by `a2q`/`a2q+`; up to 32).
+    public var accumulatorBits: Int
+
+    public init(kind: WeightQuantizerKind, weightBits: Int = 8, accumulatorBits: Int = 32) {
+        self.kind = kind
+        self.weightBits = weightBits
+        self.accumulatorBits = accumulatorBits
+    }
+
+    /// No quantization.
+    public static let float = WeightQuantizerSpec(kind: .float)
+}
+
+/// A per-output-channel weight quantizer for a weight matrix `[out, K]` (row-major; a conv's
+/// `[out, in, kh, kw]` is the same memory).
+///
+/// Parameters (declared next to the layer's weight, which is the direction `v`):
+/// `<layer>.weight_log2_scale` (`d`, `s = 2^d`, qat/a2q/a2q+) and `<layer>.weight_log2_norm`
+/// (`t`, `g = 2^t`, a2q/a2q+).
+///
+/// Forward (A2Q, A2Q+): `u = v` (A2Q) or `v - mean(v)` (A2Q+), `c = min(g/s, T)`,
+/// `r = c / ||u||_1`, `q = clip(RTZ(u·r), ±(2^(M-1)-1))`, `w_q = q·s`.
+///
+/// Backward convention: the straight-through estimator passes the gradient of rounding
+/// unchanged (`∂q/∂y = 1`); elements whose rounded value was clipped get zero gradient;
+/// `c = min(g/s, T)` passes gradient to `g` and `s` only while `g/s < T`; `s` also gets its
+/// direct gradient through `w_q = q·s`. All other derivatives (through `||u||_1`, the mean,
+/// and `exp2`) are exact. QAT: `w_q = clip(round(v/s))·s` with the same STE, so
+/// `∂w_q/∂s = q - v/s` inside the range and `q` when clipped (Brevitas autograd).
+///
+/// Numerics: the forward pass runs in Float32; afterwards the integer L1 norm (A2Q) or the
+/// positive and negative sums (A2Q+) are checked exactly and, if float rounding ever pushed
+/// them over the bound, the largest magnitudes are moved one step toward zero. So the
+/// guarantee holds exactly, not just up to rounding.
+public final class WeightQuantizer: @unchecked Sendable {
+    public let spec: WeightQuantizerSpec
+    /// Dotted layer name (for messages and parameter names).
+    public let layerName: String
+    /// The layer input's integer format (nil for `float`).
+    public let input: InputFormat?
+    public let outChannels: Int
+    /// K: inputs per output channel.
+    public let fanIn: Int
+    /// The direction `v` (the layer's weight tensor).
+    public let weight: ParameterView
+    public let logScale: ParameterView?
+    public let logNorm: ParameterView?
+    /// The L1 bound `T` in integer units (`.infinity` when unconstrained).
+    public let bound: Double
+    /// Largest integer magnitude, `2^(M-1) - 1`.
+    public let maxLevel: Float
+
+    // Scratch, allocated once: quantized weights, their integers, dL/dw_q, centred weights.
+    private let quantized: UnsafeMutablePointer<Float>
+    private let integers: UnsafeMutablePointer<Float>
+    private let quantizedGradient: UnsafeMutablePointer<Float>
+    private let centered: UnsafeMutablePointer<Float>?
+    // Per-channel caches from the last forward pass.
+    private var channelScale: [Float]
+    private var channelRatio: [Float]
+    private var channelClamp: [Float]
+    private var channelNorm: [Float]
+    private var channelActive: [Bool]
+
+    /// Declares the quantizer's parameters. Throws if the accumulator is too narrow for any
+    /// non-zero weight or a bit width is out of range.
+    public init(spec: WeightQuantizerSpec, layerName: String, weight: ParameterView, outChannels: Int,
+                fanIn: Int, input: InputFormat?, layout: inout ParameterLayout) throws {
+        precondition(weight.count == outChannels * fanIn,
+                     "\(layerName): weight \(describe(weight.shape)) is not [\(outChannels), \(fanIn)]")
+        self.spec = spec
+        self.layerName = layerName
+        self.weight = weight
+        self.outChannels = outChannels
+        self.fanIn = fanIn
+        if spec.kind != .float {
+            guard (2...16).contains(spec.weightBits) else {
+                throw A2QError("\(layerName): weight bits \(spec.weightBits) is out of the supported range 2...16")
+            }
+        }
+        maxLevel = Float((1 << (max(spec.weightBits, 2) - 1)) - 1)
+        switch spec.kind {
+        case .float:
+            self.input = input
+            bound = .infinity
+            logScale = nil
+            logNorm = nil
+        case .qat:
+            self.input = input
+            bound = .infinity
+            logScale = layout.declare("\(layerName).weight_log2_scale", shape: [outChannels], role: .logScale)
+            logNorm = nil
+        case .a2q, .a2qPlus:
+            guard let input else {
+                preconditionFailure("\(layerName): an accumulator-aware quantizer needs the input quantizer's format")
+            }
+            guard (2...32).contains(spec.accumulatorBits) else {
+                throw A2QError("\(layerName): accumulator bits \(spec.accumulatorBits) is out of the supported range 2...32")
+            }
+            self.input = input
+            let plus = spec.kind == .a2qPlus
+            bound = plus ? AccumulatorBounds.a2qPlusBound(accumulatorBits: spec.accumulatorBits, input: input)
+                : AccumulatorBounds.a2qBound(accumulatorBits: spec.accumulatorBits, input: input)
+            guard bound >= 1 else {
+                let smallest = AccumulatorBounds.smallestUsefulBits(plus: plus, input: input).map(String.init) ?? "none ≤ 32"
+                throw A2QError(
+                    "\(layerName): a \(spec.accumulatorBits)-bit accumulator is too narrow for any non-zero \(spec.kind.rawValue) weight with \(input) inputs (N=\(input.bits), bound T=\(bound) < 1)",
+                    remedy: "use at least P=\(smallest) accumulator bits for this layer, or fewer input bits")
+            }
+            logScale = layout.declare("\(layerName).weight_log2_scale", shape: [outChannels], role: .logScale)
+            logNorm = layout.declare("\(layerName).weight_log2_norm", shape: [outChannels], role: .logNorm)
+        }
+        let n = outChannels * fanIn
+        quantized = .allocate(capacity: n); quantized.initialize(repeating: 0, count: n)
+        integers = .allocate(capacity: n); integers.initialize(repeating: 0, count: n)
+        quantizedGradient = .allocate(capacity: n); quantizedGradient.initialize(repeating: 0, count: n)
+        if spec.kind == .a2qPlus {
+            let c = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            c.initialize(repeating: 0, count: n)
+            centered = c
+        } else {
+            centered = nil
+        }
+        channelScale = Array(repeating: 1, count: outChannels)
+        channelRatio = Array(repeating: 0, count: outChannels)
+        channelClamp = Array(repeating: 0, count: outChannels)
+        channelNorm = Array(repeating: 0, count: outChannels)
+        channelActive = Array(repeating: false, count: outChannels)
+    }
+
+    deinit {
+        quantized.deallocate()
+        integers.deallocate()
+        quantizedGradient.deallocate()
+        centered?.deallocate()
+    }
+
+    /// True for `float`.
+    public var isIdentity: Bool { spec.kind == .float }
+
+    // MARK: Initialisation
+
+    /// Sets `d` (and `t`) from the current float weights `v`, as when a float layer is
+    /// converted. With `.ep`, each channel of `v` is first projected onto the L1 ball of
+    /// radius `s·T` (only for a2q/a2q+).
+    public func initializeFromFloatWeights(_ parameters: ParameterStore, method: WeightInitMethod = .naive) {
+        guard let logScale else { return }
+        let v = parameters.value(weight)
+        let d = parameters.value(logScale)
+        for o in 0..<outChannels {
+            let row = v + o * fanIn
+            var maxAbs: Float = 0
+            for i in 0..<fanIn { maxAbs = max(maxAbs, abs(row[i])) }
+            let s = maxAbs > 0 ? maxAbs / maxLevel : Float.leastNormalMagnitude.squareRoot()
+            d[o] = log2f(s)
+            guard let logNorm else { continue }
+            if method == .ep {
+                let radius = Double(s) * bound
+                EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius)
+            }
+            var l1: Double = 0
+            for i in 0..<fanIn { l1 += Double(abs(row[i])) }
+            let g = method == .ep ? min(l1, Double(s) * bound) : l1
+            parameters.value(logNorm)[o] = g > 0 ? Float(log2(g)) : d[o]
+        }
+    }
+
+    // MARK: Forward
+
+    /// Computes the weights the float graph uses, `w_q = q·s` (for `float`, `v` itself: a view).
+    public func forward(_ parameters: ParameterStore) -> UnsafePointer<Float> {
+        let v = parameters.value(weight)
+        switch spec.kind {
+        case .float:
+            return UnsafePointer(v)
+        case .qat:
+            forwardQAT(v, parameters)
+        case .a2q, .a2qPlus:
+            forwardA2Q(v, parameters)
+        }
+        return UnsafePointer(quantized)
+    }
+
+    private func forwardQAT(_ v: UnsafeMutablePointer<Float>, _ parameters: ParameterStore) {
+        guard let logScale else { return }
+        let d = parameters.value(logScale)
+        let qmax = maxLevel, k = fanIn
+        for o in 0..<outChannels {
+            let s = exp2f(d[o]), inv = 1 / s
+            channelScale[o] = s
+            let row = v + o * k, q = integers + o * k, w = quantized + o * k
+            for i in 0..<k {
+                let level = min(max((row[i] * inv).rounded(.toNearestOrEven), -qmax), qmax)
+                q[i] = level
+                w[i] = level * s
+            }
+        }
+    }
+
+    private func forwardA2Q(_ v: UnsafeMutablePointer<Float>, _ parameters: ParameterStore) {
+        guard let logScale, let logNorm else { return }
+        let d = parameters.value(logScale), t = parameters.value(logNorm)
+        let qmax = maxLevel, k = fanIn, bound = Float(self.bound)
+        for o in 0..<outChannels {
+            var u = UnsafePointer(v + o * k)
+            if let centered {
+                var sum: Float = 0
+                for i in 0..<k { sum += u[i] }
+                let mean = sum / Float(k)
+                let c = centered + o * k
+                for i in 0..<k { c[i] = u[i] - mean }
+                u = UnsafePointer(c)
+            }
+            var l1: Float = 0
+            for i in 0..<k { l1 += abs(u[i]) }
+            let s = exp2f(d[o]), g = exp2f(t[o])
+            let ratio = g / s
+            let active = ratio < bound
+            let clamp = active ? ratio : bound
+            let r = l1 > 0 ? clamp / l1 : 0
+            channelScale[o] = s; channelRatio[o] = r; channelClamp[o] = clamp
+            channelNorm[o] = l1; channelActive[o] = active
+            let q = integers + o * k, w = quantized + o * k
+            var positive: Float = 0, negative: Float = 0
+            for i in 0..<k {
+                let level = min(max((u[i] * r).rounded(.towardZero), -qmax), qmax)
+                q[i] = level
+                w[i] = level * s
+                positive += max(level, 0)
+                negative += min(level, 0)
+            }
+            enforceBound(channel: o, positive: positive, negative: negative)
+        }
+    }
+
+    /// Moves the largest magnitudes toward zero until the channel's integer sums satisfy the
+    /// bound exactly. Only float rounding at an integer boundary can trigger it.
+    private func enforceBound(channel o: Int, positive: Float, negative: Float) {
+        let q = integers + o * fanIn, w = quantized + o * fanIn, s = channelScale[o]
+        var alpha = Int64(positive), beta = Int64(-negative)
+        if spec.kind == .a2qPlus {
+            // A2Q+ (Prop. 3.2): each of Σq⁺ and Σ|q⁻| stays within T/2.
+            let half = Int64((bound / 2).rounded(.down))
+            while alpha > half { shrinkLargest(q: q, w: w, s: s, positive: true); alpha -= 1 }
+            while beta > half { shrinkLargest(q: q, w: w, s: s, positive: false); beta -= 1 }
+        } else {
+            let limit = Int64(bound.rounded(.down))
+            while alpha + beta > limit {
+                let positive = alpha >= beta
+                shrinkLargest(q: q, w: w, s: s, positive: positive)
+                if positive { alpha -= 1 } else { beta -= 1 }
+            }
+        }
+    }
+
+    private func shrinkLargest(q: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, s: Float, positive: Bool) {
+        var best = -1
+        var bestValue: Float = 0
+        for i in 0..<fanIn {
+            let value = positive ? q[i] : -q[i]
+            if value > bestValue { bestValue = value; best = i }
+        }
+        guard best >= 0 else { return }
+        q[best] -= positive ? 1 : -1
+        w[best] = q[best] * s
+    }
+
+    // MARK: Backward
+
+    /// Where the layer writes `∂L/∂w_q`: the weight's own gradient for `float` (accumulate,
+    /// `beta = 1`), else the quantizer's scratch (overwrite, `beta = 0`).
+    public func weightGradientTarget(_ parameters: ParameterStore) -> (pointer: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        isIdentity ? (parameters.gradient(weight), true) : (quantizedGradient, false)
+    }
+
+    /// Maps `∂L/∂w_q` (in the scratch) to gradients of `v`, `d` and `t`, accumulating.
+    public func backward(_ parameters: ParameterStore) {
+        switch spec.kind {
+        case .float: return
+        case .qat: backwardQAT(parameters)
+        case .a2q, .a2qPlus: backwardA2Q(parameters)
+        }
+    }
+
+    private func backwardQAT(_ parameters: ParameterStore) {
+        guard let logScale else { return }
+        let v = parameters.value(weight), dv = parameters.gradient(weight), dd = parameters.gradient(logScale)
+        let qmax = maxLevel, k = fanIn, ln2 = Float(M_LN2)
+        for o in 0..<outChannels {
+            let s = channelScale[o], inv = 1 / s
+            let g = quantizedGradient + o * k, q = integers + o * k, row = v + o * k, dRow = dv + o * k
+            var scaleGradient: Float = 0
+            for i in 0..<k {
+                let y = row[i] * inv
+                let inside = abs(y.rounded(.toNearestOrEven)) <= qmax
+                dRow[i] += inside ? g[i] : 0
+                scaleGradient += g[i] * (inside ? q[i] - y : q[i])
+            }
+            dd[o] += ln2 * s * scaleGradient
+        }
+    }
+
+    private func backwardA2Q(_ parameters: ParameterStore) {
+        guard let logScale, let logNorm else { return }
+        let v = parameters.value(weight), dv = parameters.gradient(weight)
+        let dd = parameters.gradient(logScale), dt = parameters.gradient(logNorm)
+        let qmax = maxLevel, k = fanIn, ln2 = Float(M_LN2)
+        for o in 0..<outChannels {
+            let s = channelScale[o], r = channelRatio[o], l1 = channelNorm[o], clamp = channelClamp[o]
+            let u = UnsafePointer(centered.map { $0 + o * k } ?? (v + o * k))
+            let g = quantizedGradient + o * k, q = integers + o * k, dRow = dv + o * k
+            // Pass 1: ∂L/∂s (direct), A = Σ gy·u, Σ gy and Σ sign(u) (for the centring).
+            var direct: Float = 0, a: Float = 0, sumGy: Float = 0, sumSign: Float = 0
+            for i in 0..<k {
+                direct += g[i] * q[i]
+                let y = u[i] * r
+                let gy = abs(y.rounded(.towardZero)) <= qmax ? g[i] * s : 0
+                a += gy * u[i]
+                sumGy += gy
+                sumSign += u[i] > 0 ? 1 : (u[i] < 0 ? -1 : 0)
+            }
+            guard l1 > 0 else { dd[o] += ln2 * s * direct; continue }
+            let aOverL = a / l1
+            // ∂L/∂u_j = r·(gy_j − sign(u_j)·A/‖u‖₁); A2Q+ subtracts the mean over the channel.
+            let meanDu = centered == nil ? 0 : r * (sumGy - sumSign * aOverL) / Float(k)
+            for i in 0..<k {
+                let y = u[i] * r
+                let gy = abs(y.rounded(.towardZero)) <= qmax ? g[i] * s : 0
+                let sign: Float = u[i] > 0 ? 1 : (u[i] < 0 ? -1 : 0)
+                dRow[i] += r * (gy - sign * aOverL) - meanDu
+            }
+            // c = g/s while active: ∂c/∂t = c·ln2, ∂c/∂d = −c·ln2; ∂L/∂c = A/‖u‖₁.
+            let clampGradient = channelActive[o] ? aOverL * clamp * ln2 : 0
+            dt[o] += clampGradient
+            dd[o] += ln2 * s * direct - clampGradient
+        }
+    }
+
+    // MARK: Constraint upkeep
+
+    /// Projects `t <= d + log2 T` per channel so the stored parameters satisfy the bound
+    /// (projected gradient descent). Deterministic; a no-op when unconstrained.
+    public func reproject(_ parameters: ParameterStore) {
+        guard let logScale, let logNorm else { return }
+        let d = parameters.value(logScale), t = parameters.value(logNorm)
+        let logBound = Float(log2(bound))
+        for o in 0..<outChannels { t[o] = min(t[o], d[o] + logBound) }
+    }
+
+    /// The papers' penalty `Σ relu(g − T·s)`; adds `weight ×` its gradient to `t` and `d`.
+    /// Returns the unweighted penalty.
+    @discardableResult
+    public func addRegularizer(_ parameters: ParameterStore, weight penaltyWeight: Float) -> Float {
+        guard let logScale, let logNorm else { return 0 }
+        let d = parameters.value(logScale), t = parameters.value(logNorm)
+        let dd = parameters.gradient(logScale), dt = parameters.gradient(logNorm)
+        let ln2 = Float(M_LN2), bound = Float(self.bound)
+        var penalty: Float = 0
+        for o in 0..<outChannels {
+            let g = exp2f(t[o]), limit = bound * exp2f(d[o])
+            guard g > limit else { continue }
+            penalty += g - limit
+            dt[o] += penaltyWeight * g * ln2
+            dd[o] -= penaltyWeight * limit * ln2
+        }
+        return penalty
+    }
+
+    // MARK: Integer view
+
+    /// The integer weights of the last forward pass (`[out·K]`, row-major).
+    public var integerWeights: UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: isIdentity ? nil : integers, count: isIdentity ? 0 : outChannels * fanIn)
+    }
+
+    /// Per-channel scales `s` of the last forward pass.
+    public var scales: [Float] { channelScale }
+}

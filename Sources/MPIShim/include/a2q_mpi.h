@@ -1,0 +1,28 @@
+// A thin C shim over OpenMPI for Swift: only <stdint.h> types cross the boundary.
+// Swift cannot import MPI_COMM_WORLD, MPI_FLOAT or MPI_IN_PLACE (cast-of-address macros).
+// Every function works on MPI_COMM_WORLD and returns an MPI error code (0 = success)
+// because the communicator's error handler is set to MPI_ERRORS_RETURN.
+#ifndef A2Q_MPI_H
+#define A2Q_MPI_H
+#include <stdint.h>
+
+/// Returned by the *_timeout collectives when the deadline passed before completion.
+#define A2Q_MPI_TIMEOUT (-1000)
+
+int a2q_mpi_init(int32_t *rank, int32_t *size);
+int a2q_mpi_is_initialized(void);
+int a2q_mpi_finalize(void);
+void a2q_mpi_abort(int32_t code);
+void a2q_mpi_error_string(int32_t code, char *buffer, int32_t capacity);
+void a2q_mpi_library_version(char *buffer, int32_t capacity);
+double a2q_mpi_wtime(void);
+
+int a2q_mpi_barrier(double timeout_seconds);
+/// In-place sum over ranks; counts above INT_MAX are chunked. timeout <= 0 waits forever.
+int a2q_mpi_allreduce_sum_f32(float *data, int64_t count, double timeout_seconds);
+int a2q_mpi_allreduce_sum_f64(double *data, int64_t count, double timeout_seconds);
+/// In-place element-wise min (op = 0) or max (op = 1) of int64 values.
+int a2q_mpi_allreduce_minmax_i64(int64_t *data, int64_t count, int32_t op, double timeout_seconds);
+int a2q_mpi_broadcast_bytes(void *data, int64_t count, int32_t root, double timeout_seconds);
+
+#endif
