@@ -28,9 +28,11 @@ let package = Package(
         // Thin C shims that expose only <stdint.h> types to Swift.
         .target(name: "MPIShim", dependencies: ["CMPI"], path: "Sources/MPIShim"),
         .target(name: "HDF5Shim", dependencies: ["CHDF5"], path: "Sources/HDF5Shim"),
+        // Vectorised quantizer kernels (C, so that reductions may be reassociated).
+        .target(name: "QuantKernels", path: "Sources/QuantKernels"),
         // Swift modules, bottom to top.
         .target(name: "A2QCore", dependencies: ["COpenBLAS"]),
-        .target(name: "A2QQuant", dependencies: ["A2QCore"]),
+        .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels"]),
         .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "COpenBLAS"]),
         .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),

@@ -1,4 +1,5 @@
 import A2QCore
+import QuantKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -83,12 +84,12 @@ public final class WeightQuantizer: @unchecked Sendable {
     /// Largest integer magnitude, `2^(M-1) - 1`.
     public let maxLevel: Float
 
-    // Scratch, allocated once: quantized weights, their integers, dL/dw_q, centred weights.
+    // Scratch, allocated once: quantized weights w_q and dL/dw_q.
     private let quantized: UnsafeMutablePointer<Float>
-    private let integers: UnsafeMutablePointer<Float>
     private let quantizedGradient: UnsafeMutablePointer<Float>
-    private let centered: UnsafeMutablePointer<Float>?
-    // Per-channel caches from the last forward pass.
+    private let reductions: UnsafeMutablePointer<Float>  // 4 per-channel sums from the kernels
+    // Per-channel caches from the last forward pass (centring mean, s, r, min(g/s, T), ||u||_1).
+    private var channelMean: [Float]
     private var channelScale: [Float]
     private var channelRatio: [Float]
     private var channelClamp: [Float]
@@ -145,15 +146,9 @@ public final class WeightQuantizer: @unchecked Sendable {
         }
         let n = outChannels * fanIn
         quantized = .allocate(capacity: n); quantized.initialize(repeating: 0, count: n)
-        integers = .allocate(capacity: n); integers.initialize(repeating: 0, count: n)
         quantizedGradient = .allocate(capacity: n); quantizedGradient.initialize(repeating: 0, count: n)
-        if spec.kind == .a2qPlus {
-            let c = UnsafeMutablePointer<Float>.allocate(capacity: n)
-            c.initialize(repeating: 0, count: n)
-            centered = c
-        } else {
-            centered = nil
-        }
+        reductions = .allocate(capacity: 4); reductions.initialize(repeating: 0, count: 4)
+        channelMean = Array(repeating: 0, count: outChannels)
         channelScale = Array(repeating: 1, count: outChannels)
         channelRatio = Array(repeating: 0, count: outChannels)
         channelClamp = Array(repeating: 0, count: outChannels)
@@ -163,9 +158,8 @@ public final class WeightQuantizer: @unchecked Sendable {
 
     deinit {
         quantized.deallocate()
-        integers.deallocate()
         quantizedGradient.deallocate()
-        centered?.deallocate()
+        reductions.deallocate()
     }
 
     /// True for `float`.
@@ -217,85 +211,64 @@ public final class WeightQuantizer: @unchecked Sendable {
     private func forwardQAT(_ v: UnsafeMutablePointer<Float>, _ parameters: ParameterStore) {
         guard let logScale else { return }
         let d = parameters.value(logScale)
-        let qmax = maxLevel, k = fanIn
         for o in 0..<outChannels {
-            let s = exp2f(d[o]), inv = 1 / s
+            let s = exp2f(d[o])
             channelScale[o] = s
-            let row = v + o * k, q = integers + o * k, w = quantized + o * k
-            for i in 0..<k {
-                let level = min(max((row[i] * inv).rounded(.toNearestOrEven), -qmax), qmax)
-                q[i] = level
-                w[i] = level * s
-            }
+            a2qk_qat_forward(v + o * fanIn, quantized + o * fanIn, Int64(fanIn), s, maxLevel)
         }
     }
 
     private func forwardA2Q(_ v: UnsafeMutablePointer<Float>, _ parameters: ParameterStore) {
         guard let logScale, let logNorm else { return }
         let d = parameters.value(logScale), t = parameters.value(logNorm)
-        let qmax = maxLevel, k = fanIn, bound = Float(self.bound)
+        let k = fanIn, bound = Float(self.bound), plus = spec.kind == .a2qPlus
         for o in 0..<outChannels {
-            var u = UnsafePointer(v + o * k)
-            if let centered {
-                var sum: Float = 0
-                for i in 0..<k { sum += u[i] }
-                let mean = sum / Float(k)
-                let c = centered + o * k
-                for i in 0..<k { c[i] = u[i] - mean }
-                u = UnsafePointer(c)
-            }
-            var l1: Float = 0
-            for i in 0..<k { l1 += abs(u[i]) }
+            let row = UnsafePointer(v + o * k)
+            var mean: Float = 0, l1: Float
+            if plus { mean = a2qk_sum(row, Int64(k)) / Float(k) }
+            l1 = a2qk_l1(row, Int64(k), mean)
             let s = exp2f(d[o]), g = exp2f(t[o])
             let ratio = g / s
             let active = ratio < bound
             let clamp = active ? ratio : bound
             let r = l1 > 0 ? clamp / l1 : 0
-            channelScale[o] = s; channelRatio[o] = r; channelClamp[o] = clamp
-            channelNorm[o] = l1; channelActive[o] = active
-            let q = integers + o * k, w = quantized + o * k
-            var positive: Float = 0, negative: Float = 0
-            for i in 0..<k {
-                let level = min(max((u[i] * r).rounded(.towardZero), -qmax), qmax)
-                q[i] = level
-                w[i] = level * s
-                positive += max(level, 0)
-                negative += min(level, 0)
-            }
-            enforceBound(channel: o, positive: positive, negative: negative)
+            channelMean[o] = mean; channelScale[o] = s; channelRatio[o] = r
+            channelClamp[o] = clamp; channelNorm[o] = l1; channelActive[o] = active
+            a2qk_a2q_forward(row, quantized + o * k, Int64(k), mean, r, s, maxLevel, reductions)
+            enforceBound(channel: o, positive: reductions[0], negative: reductions[1])
         }
     }
 
     /// Moves the largest magnitudes toward zero until the channel's integer sums satisfy the
     /// bound exactly. Only float rounding at an integer boundary can trigger it.
     private func enforceBound(channel o: Int, positive: Float, negative: Float) {
-        let q = integers + o * fanIn, w = quantized + o * fanIn, s = channelScale[o]
+        let w = quantized + o * fanIn, s = channelScale[o]
         var alpha = Int64(positive), beta = Int64(-negative)
         if spec.kind == .a2qPlus {
             // A2Q+ (Prop. 3.2): each of Σq⁺ and Σ|q⁻| stays within T/2.
             let half = Int64((bound / 2).rounded(.down))
-            while alpha > half { shrinkLargest(q: q, w: w, s: s, positive: true); alpha -= 1 }
-            while beta > half { shrinkLargest(q: q, w: w, s: s, positive: false); beta -= 1 }
+            while alpha > half { shrinkLargest(w: w, s: s, positive: true); alpha -= 1 }
+            while beta > half { shrinkLargest(w: w, s: s, positive: false); beta -= 1 }
         } else {
             let limit = Int64(bound.rounded(.down))
             while alpha + beta > limit {
                 let positive = alpha >= beta
-                shrinkLargest(q: q, w: w, s: s, positive: positive)
+                shrinkLargest(w: w, s: s, positive: positive)
                 if positive { alpha -= 1 } else { beta -= 1 }
             }
         }
     }
 
-    private func shrinkLargest(q: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, s: Float, positive: Bool) {
+    private func shrinkLargest(w: UnsafeMutablePointer<Float>, s: Float, positive: Bool) {
         var best = -1
         var bestValue: Float = 0
         for i in 0..<fanIn {
-            let value = positive ? q[i] : -q[i]
+            let value = positive ? w[i] : -w[i]
             if value > bestValue { bestValue = value; best = i }
         }
         guard best >= 0 else { return }
-        q[best] -= positive ? 1 : -1
-        w[best] = q[best] * s
+        let level = (w[best] / s).rounded() - (positive ? 1 : -1)
+        w[best] = level * s
     }
 
     // MARK: Backward
@@ -318,17 +291,11 @@ public final class WeightQuantizer: @unchecked Sendable {
     private func backwardQAT(_ parameters: ParameterStore) {
         guard let logScale else { return }
         let v = parameters.value(weight), dv = parameters.gradient(weight), dd = parameters.gradient(logScale)
-        let qmax = maxLevel, k = fanIn, ln2 = Float(M_LN2)
+        let ln2 = Float(M_LN2)
         for o in 0..<outChannels {
-            let s = channelScale[o], inv = 1 / s
-            let g = quantizedGradient + o * k, q = integers + o * k, row = v + o * k, dRow = dv + o * k
-            var scaleGradient: Float = 0
-            for i in 0..<k {
-                let y = row[i] * inv
-                let inside = abs(y.rounded(.toNearestOrEven)) <= qmax
-                dRow[i] += inside ? g[i] : 0
-                scaleGradient += g[i] * (inside ? q[i] - y : q[i])
-            }
+            let s = channelScale[o]
+            let scaleGradient = a2qk_qat_backward(v + o * fanIn, quantizedGradient + o * fanIn, dv + o * fanIn,
+                                                  Int64(fanIn), s, maxLevel)
             dd[o] += ln2 * s * scaleGradient
         }
     }
@@ -337,33 +304,21 @@ public final class WeightQuantizer: @unchecked Sendable {
         guard let logScale, let logNorm else { return }
         let v = parameters.value(weight), dv = parameters.gradient(weight)
         let dd = parameters.gradient(logScale), dt = parameters.gradient(logNorm)
-        let qmax = maxLevel, k = fanIn, ln2 = Float(M_LN2)
+        let k = fanIn, ln2 = Float(M_LN2), plus = spec.kind == .a2qPlus
         for o in 0..<outChannels {
-            let s = channelScale[o], r = channelRatio[o], l1 = channelNorm[o], clamp = channelClamp[o]
-            let u = UnsafePointer(centered.map { $0 + o * k } ?? (v + o * k))
-            let g = quantizedGradient + o * k, q = integers + o * k, dRow = dv + o * k
-            // Pass 1: ∂L/∂s (direct), A = Σ gy·u, Σ gy and Σ sign(u) (for the centring).
-            var direct: Float = 0, a: Float = 0, sumGy: Float = 0, sumSign: Float = 0
-            for i in 0..<k {
-                direct += g[i] * q[i]
-                let y = u[i] * r
-                let gy = abs(y.rounded(.towardZero)) <= qmax ? g[i] * s : 0
-                a += gy * u[i]
-                sumGy += gy
-                sumSign += u[i] > 0 ? 1 : (u[i] < 0 ? -1 : 0)
-            }
+            let s = channelScale[o], r = channelRatio[o], l1 = channelNorm[o], mean = channelMean[o]
+            let row = UnsafePointer(v + o * k), g = UnsafePointer(quantizedGradient + o * k)
+            // ∂L/∂s (direct), A = Σ gy·u, Σ gy and Σ sign(u) (for the centring).
+            // ∂L/∂u_j = r·(gy_j − sign(u_j)·A/‖u‖₁); A2Q+ subtracts its mean over the channel.
+            // Pass 1 adds r·gy_j and returns ∂L/∂s (direct), A = Σ gy·u, Σ gy and Σ sign(u).
+            a2qk_a2q_backward_direct(row, g, dv + o * k, Int64(k), mean, r, s, maxLevel, reductions)
+            let (direct, a, sumGy, sumSign) = (reductions[0], reductions[1], reductions[2], reductions[3])
             guard l1 > 0 else { dd[o] += ln2 * s * direct; continue }
             let aOverL = a / l1
-            // ∂L/∂u_j = r·(gy_j − sign(u_j)·A/‖u‖₁); A2Q+ subtracts the mean over the channel.
-            let meanDu = centered == nil ? 0 : r * (sumGy - sumSign * aOverL) / Float(k)
-            for i in 0..<k {
-                let y = u[i] * r
-                let gy = abs(y.rounded(.towardZero)) <= qmax ? g[i] * s : 0
-                let sign: Float = u[i] > 0 ? 1 : (u[i] < 0 ? -1 : 0)
-                dRow[i] += r * (gy - sign * aOverL) - meanDu
-            }
+            let meanDu = plus ? r * (sumGy - sumSign * aOverL) / Float(k) : 0
+            a2qk_a2q_backward_norm(row, dv + o * k, Int64(k), mean, r * aOverL, meanDu)
             // c = g/s while active: ∂c/∂t = c·ln2, ∂c/∂d = −c·ln2; ∂L/∂c = A/‖u‖₁.
-            let clampGradient = channelActive[o] ? aOverL * clamp * ln2 : 0
+            let clampGradient = channelActive[o] ? aOverL * channelClamp[o] * ln2 : 0
             dt[o] += clampGradient
             dd[o] += ln2 * s * direct - clampGradient
         }
@@ -401,9 +356,17 @@ public final class WeightQuantizer: @unchecked Sendable {
 
     // MARK: Integer view
 
-    /// The integer weights of the last forward pass (`[out·K]`, row-major).
-    public var integerWeights: UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(start: isIdentity ? nil : integers, count: isIdentity ? 0 : outChannels * fanIn)
+    /// The integer weights `q` of the last forward pass (`[out·K]`, row-major), recovered
+    /// exactly from `w_q = q·s` (integers below 2^15 survive the float round trip).
+    /// Empty for `float`. Cold path: allocates.
+    public func integerWeights() -> [Int32] {
+        guard !isIdentity else { return [] }
+        var q = [Int32](repeating: 0, count: outChannels * fanIn)
+        for o in 0..<outChannels {
+            let s = channelScale[o]
+            for i in 0..<fanIn { q[o * fanIn + i] = Int32((quantized[o * fanIn + i] / s).rounded()) }
+        }
+        return q
     }
 
     /// Per-channel scales `s` of the last forward pass.

@@ -1,0 +1,70 @@
+import A2QCore
+
+/// An image-classification dataset of 8-bit grayscale images (`[count, height, width]`)
+/// with class labels. Pixels are unsigned 8-bit integers; the model input is `pixel / 255`,
+/// exactly the 8-bit unsigned input quantizer's grid.
+public struct Dataset: Sendable {
+    public let images: [UInt8]
+    public let labels: [UInt8]
+    public let count: Int
+    public let height: Int
+    public let width: Int
+    public let classes: Int
+
+    public init(images: [UInt8], labels: [UInt8], height: Int, width: Int, classes: Int) throws {
+        guard height > 0, width > 0, images.count == labels.count * height * width else {
+            throw A2QError("dataset: \(images.count) pixels do not make \(labels.count) images of \(height)×\(width)")
+        }
+        if let bad = labels.first(where: { Int($0) >= classes }) {
+            throw A2QError("dataset: label \(bad) is outside 0..<\(classes)")
+        }
+        self.images = images
+        self.labels = labels
+        self.count = labels.count
+        self.height = height
+        self.width = width
+        self.classes = classes
+    }
+
+    /// Pixels per image.
+    public var imageSize: Int { height * width }
+
+    /// The first `n` examples.
+    public func prefix(_ n: Int) -> Dataset {
+        let k = min(n, count)
+        // Slicing a validated dataset keeps it valid.
+        return Dataset(uncheckedImages: Array(images[0..<(k * imageSize)]), labels: Array(labels[0..<k]),
+                       height: height, width: width, classes: classes)
+    }
+
+    private init(uncheckedImages: [UInt8], labels: [UInt8], height: Int, width: Int, classes: Int) {
+        images = uncheckedImages
+        self.labels = labels
+        count = labels.count
+        self.height = height
+        self.width = width
+        self.classes = classes
+    }
+
+    /// Copies examples `indices` into preallocated batch buffers: `x` as `[n, 1, H, W]`
+    /// floats `pixel/255` and `y` as class indices. No allocation once `x` has its shape.
+    public func fill<C: Collection>(_ indices: C, into x: Tensor, labels y: UnsafeMutableBufferPointer<Int32>)
+    where C.Element == Int {
+        let n = indices.count
+        precondition(y.count >= n, "Dataset.fill: label buffer holds \(y.count), need \(n)")
+        if x.shape.count != 4 || x.shape[0] != n || x.shape[2] != height || x.shape[3] != width {
+            x.reshape([n, 1, height, width])
+        }
+        let size = imageSize, scale: Float = 1 / 255
+        images.withUnsafeBufferPointer { pixels in
+            var row = 0
+            for index in indices {
+                let source = pixels.baseAddress! + index * size
+                let destination = x.data + row * size
+                for i in 0..<size { destination[i] = Float(source[i]) * scale }
+                y[row] = Int32(labels[index])
+                row += 1
+            }
+        }
+    }
+}

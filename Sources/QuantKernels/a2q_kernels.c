@@ -1,0 +1,87 @@
+#include "a2q_kernels.h"
+#include <math.h>
+
+// Each kernel is compiled twice: for AVX2+FMA machines and a baseline x86-64 fallback,
+// chosen once at load time (ifunc). Other architectures get the plain version.
+#if defined(__x86_64__) && defined(__clang__)
+#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KERNEL
+#endif
+
+#pragma clang fp reassociate(on)
+
+KERNEL float a2qk_sum(const float *x, int64_t k) {
+    float s = 0;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < k; i++) s += x[i];
+    return s;
+}
+
+KERNEL float a2qk_l1(const float *x, int64_t k, float shift) {
+    float s = 0;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < k; i++) s += fabsf(x[i] - shift);
+    return s;
+}
+
+KERNEL void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float r, float s,
+                             float qmax, float *out) {
+    float pos = 0, neg = 0;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < k; i++) {
+        float q = fminf(fmaxf(truncf((x[i] - mean) * r), -qmax), qmax);
+        w[i] = q * s;
+        pos += fmaxf(q, 0.0f);
+        neg += fminf(q, 0.0f);
+    }
+    out[0] = pos;
+    out[1] = neg;
+}
+
+static inline float sign_of(float u) { return u > 0 ? 1.0f : (u < 0 ? -1.0f : 0.0f); }
+
+KERNEL void a2qk_a2q_backward_direct(const float *x, const float *g, float *dx, int64_t k, float mean,
+                                     float r, float s, float qmax, float *out) {
+    float direct = 0, a = 0, sum_gy = 0, sum_sign = 0;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < k; i++) {
+        float u = x[i] - mean;
+        float t = truncf(u * r);
+        direct += g[i] * fminf(fmaxf(t, -qmax), qmax);
+        float gy = fabsf(t) <= qmax ? g[i] * s : 0.0f;
+        dx[i] += r * gy;
+        a += gy * u;
+        sum_gy += gy;
+        sum_sign += sign_of(u);
+    }
+    out[0] = direct;
+    out[1] = a;
+    out[2] = sum_gy;
+    out[3] = sum_sign;
+}
+
+KERNEL void a2qk_a2q_backward_norm(const float *x, float *dx, int64_t k, float mean, float c1, float c2) {
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < k; i++) dx[i] -= c1 * sign_of(x[i] - mean) + c2;
+}
+
+KERNEL void a2qk_qat_forward(const float *x, float *w, int64_t k, float s, float qmax) {
+    float inv = 1.0f / s;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < k; i++) w[i] = fminf(fmaxf(rintf(x[i] * inv), -qmax), qmax) * s;
+}
+
+KERNEL float a2qk_qat_backward(const float *x, const float *g, float *dx, int64_t k, float s, float qmax) {
+    float inv = 1.0f / s, total = 0;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < k; i++) {
+        float y = x[i] * inv;
+        float t = rintf(y);
+        int inside = fabsf(t) <= qmax;
+        float q = fminf(fmaxf(t, -qmax), qmax);
+        dx[i] += inside ? g[i] : 0.0f;
+        total += g[i] * (inside ? q - y : q);
+    }
+    return total;
+}

@@ -1,0 +1,29 @@
+// Per-channel weight-quantizer kernels (A2Q, A2Q+, QAT), vectorised by the C compiler.
+// Float reductions are reassociated on purpose (8-wide partial sums): these sums feed a
+// clamp and straight-through gradients; the overflow guarantee is checked exactly on the
+// integers by the Swift caller.
+#ifndef A2Q_KERNELS_H
+#define A2Q_KERNELS_H
+#include <stdint.h>
+
+/// Sum of x[0..k).
+float a2qk_sum(const float *x, int64_t k);
+/// Sum of |x_i - shift|.
+float a2qk_l1(const float *x, int64_t k, float shift);
+/// w_i = clip(trunc((x_i - mean) * r), +-qmax) * s; returns the sums of the positive and
+/// negative integer levels in out[0], out[1].
+void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float r, float s, float qmax,
+                      float *out);
+/// Backward, pass 1. With u = x - mean, t = trunc(u r), q = clip(t),
+/// gy = (|t| <= qmax) ? g s : 0: dx_i += r gy_i and
+/// out = { sum g q, sum gy u, sum gy, sum sign(u) }.
+void a2qk_a2q_backward_direct(const float *x, const float *g, float *dx, int64_t k, float mean,
+                              float r, float s, float qmax, float *out);
+/// Backward, pass 2 (through the L1 norm and the centring): dx_i -= c1 sign(u_i) + c2.
+void a2qk_a2q_backward_norm(const float *x, float *dx, int64_t k, float mean, float c1, float c2);
+/// w_i = clip(rint(x_i / s), +-qmax) * s (round half to even).
+void a2qk_qat_forward(const float *x, float *w, int64_t k, float s, float qmax);
+/// dx_i += g_i where not clipped; returns sum g (inside ? q - y : q), y = x / s.
+float a2qk_qat_backward(const float *x, const float *g, float *dx, int64_t k, float s, float qmax);
+
+#endif

@@ -1,0 +1,220 @@
+import A2QCore
+import A2QNN
+import Testing
+
+@Suite("Layer forward and backward against Float64 finite differences")
+struct LayerGradientTests {
+    @Test("Linear", arguments: [(1, 3, 2), (4, 7, 5), (3, 1, 1), (2, 16, 9)])
+    func linear(shape: (Int, Int, Int)) throws {
+        let (batch, inputs, outputs) = shape
+        var layout = ParameterLayout()
+        let layer = try Linear(name: "fc", inputs: inputs, outputs: outputs, layout: &layout)
+        let store = ParameterStore(layout: layout)
+        var g = Xoshiro256(seed: UInt64(batch * 100 + inputs))
+        randomize(store, &g)
+        let x = randomTensor([batch, inputs], &g)
+        checkLayer(layer, store: store, input: x) { x, p in
+            var y = [Double](repeating: 0, count: batch * outputs)
+            for n in 0..<batch {
+                for o in 0..<outputs {
+                    var s = p[outputs * inputs + o]
+                    for i in 0..<inputs { s += x[n * inputs + i] * p[o * inputs + i] }
+                    y[n * outputs + o] = s
+                }
+            }
+            return y
+        }
+    }
+
+    struct ConvCase: Sendable, CustomTestStringConvertible {
+        let n, c, h, w, out, k, stride, pad: Int
+        var testDescription: String { "N\(n) C\(c) \(h)x\(w) → \(out), k\(k) s\(stride) p\(pad)" }
+    }
+
+    static let convCases: [ConvCase] = [
+        .init(n: 1, c: 1, h: 5, w: 5, out: 2, k: 3, stride: 1, pad: 1),
+        .init(n: 2, c: 3, h: 7, w: 5, out: 4, k: 3, stride: 2, pad: 0),
+        .init(n: 1, c: 2, h: 6, w: 9, out: 3, k: 3, stride: 2, pad: 1),
+        .init(n: 3, c: 2, h: 5, w: 4, out: 2, k: 2, stride: 1, pad: 0),
+        .init(n: 2, c: 1, h: 9, w: 7, out: 3, k: 5, stride: 2, pad: 1),
+        .init(n: 1, c: 4, h: 3, w: 3, out: 5, k: 1, stride: 1, pad: 0),
+    ]
+
+    @Test("Conv2d", arguments: convCases)
+    func conv2d(_ t: ConvCase) throws {
+        var layout = ParameterLayout()
+        let layer = try Conv2d(name: "conv", inChannels: t.c, outChannels: t.out, kernelSize: t.k,
+                               stride: t.stride, padding: t.pad, layout: &layout)
+        let store = ParameterStore(layout: layout)
+        var g = Xoshiro256(seed: UInt64(t.h * 31 + t.w))
+        randomize(store, &g)
+        let x = randomTensor([t.n, t.c, t.h, t.w], &g)
+        let weights = t.out * t.c * t.k * t.k
+        checkLayer(layer, store: store, input: x) { x, p in
+            naiveConvolution(x, n: t.n, c: t.c, h: t.h, w: t.w, weight: Array(p[0..<weights]),
+                             bias: Array(p[weights...]), outChannels: t.out, kernel: t.k, stride: t.stride, padding: t.pad)
+        }
+    }
+
+    @Test("ReLU")
+    func relu() {
+        let layer = ReLU(name: "relu")
+        let store = ParameterStore(layout: ParameterLayout())
+        var g = Xoshiro256(seed: 3)
+        let x = randomTensor([3, 2, 3, 5], &g, margin: 0.01)
+        checkLayer(layer, store: store, input: x) { x, _ in x.map { max($0, 0) } }
+    }
+
+    @Test("MaxPool2d", arguments: [(2, 2, 4, 6), (1, 3, 5, 7)])
+    func maxPool(shape: (Int, Int, Int, Int)) {
+        let (n, c, h, w) = shape
+        let layer = MaxPool2d(name: "pool", kernelSize: 2)
+        let store = ParameterStore(layout: ParameterLayout())
+        var g = Xoshiro256(seed: 11)
+        let x = randomTensor([n, c, h, w], &g)
+        checkLayer(layer, store: store, input: x) { x, _ in
+            let ho = h / 2, wo = w / 2
+            var y = [Double](repeating: 0, count: n * c * ho * wo)
+            for p in 0..<(n * c) {
+                for i in 0..<ho {
+                    for j in 0..<wo {
+                        var m = -Double.infinity
+                        for a in 0..<2 { for b in 0..<2 { m = max(m, x[p * h * w + (2 * i + a) * w + 2 * j + b]) } }
+                        y[(p * ho + i) * wo + j] = m
+                    }
+                }
+            }
+            return y
+        }
+    }
+
+    @Test("AvgPool2d with stride 1 and 2")
+    func avgPool() {
+        for stride in [1, 2] {
+            let (n, c, h, w, k) = (2, 2, 5, 6, 2)
+            let layer = AvgPool2d(name: "avg", kernelSize: k, stride: stride)
+            let store = ParameterStore(layout: ParameterLayout())
+            var g = Xoshiro256(seed: 5)
+            let x = randomTensor([n, c, h, w], &g)
+            checkLayer(layer, store: store, input: x) { x, _ in
+                let ho = (h - k) / stride + 1, wo = (w - k) / stride + 1
+                var y = [Double](repeating: 0, count: n * c * ho * wo)
+                for p in 0..<(n * c) {
+                    for i in 0..<ho {
+                        for j in 0..<wo {
+                            var s = 0.0
+                            for a in 0..<k { for b in 0..<k { s += x[p * h * w + (i * stride + a) * w + j * stride + b] } }
+                            y[(p * ho + i) * wo + j] = s / Double(k * k)
+                        }
+                    }
+                }
+                return y
+            }
+        }
+    }
+
+    @Test("Global average pool and Flatten")
+    func globalPoolAndFlatten() {
+        let store = ParameterStore(layout: ParameterLayout())
+        var g = Xoshiro256(seed: 9)
+        let x = randomTensor([2, 3, 3, 5], &g)
+        checkLayer(GlobalAvgPool(name: "gap"), store: store, input: x) { x, _ in
+            (0..<6).map { p in x[(p * 15)..<(p * 15 + 15)].reduce(0, +) / 15 }
+        }
+        let flatten = Flatten(name: "flat")
+        let y = flatten.forward(x, parameters: store, training: true)
+        #expect(y.shape == [2, 45])
+        #expect(y.data == x.data, "Flatten must be a view, not a copy")
+        checkLayer(flatten, store: store, input: x) { x, _ in x }
+    }
+
+    @Test("BatchNorm in train mode, 1d and 2d", arguments: [[5, 3], [2, 3, 3, 4], [1, 2, 3, 3]])
+    func batchNorm(shape: [Int]) {
+        var layout = ParameterLayout()
+        let c = shape[1]
+        let layer = BatchNorm(name: "bn", channels: c, layout: &layout)
+        let store = ParameterStore(layout: layout)
+        var g = Xoshiro256(seed: 13)
+        randomize(store, &g, low: 0.5, high: 1.5)
+        let x = randomTensor(shape, &g)
+        let n = shape[0], plane = shape.count == 4 ? shape[2] * shape[3] : 1
+        checkLayer(layer, store: store, input: x) { x, p in
+            var y = x
+            for ch in 0..<c {
+                var values: [Double] = []
+                for b in 0..<n { for i in 0..<plane { values.append(x[(b * c + ch) * plane + i]) } }
+                let mean = values.reduce(0, +) / Double(values.count)
+                let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count)
+                for b in 0..<n {
+                    for i in 0..<plane {
+                        let at = (b * c + ch) * plane + i
+                        y[at] = p[ch] * (x[at] - mean) / (variance + 1e-5).squareRoot() + p[c + ch]
+                    }
+                }
+            }
+            return y
+        }
+    }
+
+    @Test("BatchNorm running statistics and eval mode")
+    func batchNormRunning() {
+        var layout = ParameterLayout()
+        let layer = BatchNorm(name: "bn", channels: 1, layout: &layout)
+        let store = ParameterStore(layout: layout)
+        var g = Xoshiro256(seed: 1)
+        layer.initialize(store, generator: &g)
+        let x = Tensor(shape: [4, 1], values: [1, 2, 3, 6])
+        _ = layer.forward(x, parameters: store, training: true)
+        // mean 3, unbiased variance 14/3; momentum 0.1 from (0, 1).
+        #expect(abs(layer.runningMean[0] - 0.3) < 1e-6)
+        #expect(abs(layer.runningVariance[0] - (0.9 + 0.1 * 14.0 / 3.0)) < 1e-5)
+        let y = layer.forward(x, parameters: store, training: false)
+        let expected = (1 - 0.3) / (layer.runningVariance[0] + 1e-5).squareRoot()
+        #expect(abs(y[0] - expected) < 1e-5)
+    }
+
+    @Test("Residual Add shares the output gradient")
+    func add() {
+        let add = Add(name: "res")
+        let a = Tensor(shape: [2, 2], values: [1, 2, 3, 4]), b = Tensor(shape: [2, 2], values: [10, 20, 30, 40])
+        #expect(add.forward(a, b).array == [11, 22, 33, 44])
+        let dy = Tensor(shape: [2, 2], values: [1, -1, 2, -2])
+        let (da, db) = add.backward(dy)
+        #expect(da.array == dy.array && db.array == dy.array)
+    }
+
+    @Test("Softmax cross-entropy gradient and stability")
+    func crossEntropy() {
+        let loss = SoftmaxCrossEntropy()
+        var g = Xoshiro256(seed: 21)
+        let (n, c) = (4, 5)
+        let logits = randomTensor([n, c], &g)
+        let labels: [Int32] = [0, 3, 4, 1]
+        func reference(_ z: [Double]) -> Double {
+            var total = 0.0
+            for i in 0..<n {
+                let row = z[(i * c)..<(i * c + c)]
+                let m = row.max()!
+                let lse = m + log(row.map { exp($0 - m) }.reduce(0, +))
+                total += lse - z[i * c + Int(labels[i])]
+            }
+            return total / Double(n)
+        }
+        let value = labels.withUnsafeBufferPointer { loss.forward(logits, labels: $0) }
+        let z = logits.array.map(Double.init)
+        #expect(abs(Double(value) - reference(z)) < 1e-5)
+        let grad = loss.backward().array
+        for i in 0..<z.count {
+            var plus = z, minus = z
+            plus[i] += 1e-6; minus[i] -= 1e-6
+            let numeric = (reference(plus) - reference(minus)) / 2e-6
+            #expect(abs(Double(grad[i]) - numeric) < 1e-4)
+        }
+        // Huge logits stay finite.
+        let big = Tensor(shape: [1, 3], values: [1000, -1000, 999])
+        let stable = [Int32(2)].withUnsafeBufferPointer { loss.forward(big, labels: $0) }
+        #expect(stable.isFinite && abs(stable - 1.3132616) < 1e-4)
+    }
+}
+
+import Foundation
