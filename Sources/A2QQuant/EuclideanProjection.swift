@@ -28,6 +28,7 @@ public enum EuclideanProjection {
                 cumulativeAtRho = cumulative
             }
         }
-        return rho > 0 ? (cumulativeAtRho - radius) / Double(rho) : 0
+        // rho = 0 only when radius = 0: everything shrinks to zero.
+        return rho > 0 ? (cumulativeAtRho - radius) / Double(rho) : (sorted.first ?? 0)
     }
 }

@@ -1,0 +1,67 @@
+import A2QCore
+import A2QQuant
+import Testing
+
+@Suite("EP-init: Euclidean projection onto the L1 ball")
+struct EuclideanProjectionTests {
+    /// Brute force: bisection on θ for Σ max(|x| − θ, 0) = z (independent of the sort-based method).
+    func bisection(_ x: [Double], radius z: Double) -> [Double] {
+        var lo = 0.0, hi = x.map(abs).max() ?? 0
+        for _ in 0..<200 {
+            let mid = (lo + hi) / 2
+            let mass = x.reduce(0) { $0 + max(abs($1) - mid, 0) }
+            if mass > z { lo = mid } else { hi = mid }
+        }
+        let theta = (lo + hi) / 2
+        return x.map { ($0 < 0 ? -1 : 1) * max(abs($0) - theta, 0) }
+    }
+
+    @Test("matches bisection to 1e-6 over random vectors and radii")
+    func matchesBisection() {
+        var g = Xoshiro256(seed: 77)
+        for trial in 0..<300 {
+            let k = 1 + Int(g.next() % 400)
+            var x = (0..<k).map { _ in trial % 3 == 0 ? g.normal() * 5 : g.uniform(-1, 1) }
+            let l1 = x.reduce(0.0) { $0 + Double(abs($1)) }
+            let radius = l1 * Double(g.uniform(0.01, 0.99))
+            let expected = bisection(x.map(Double.init), radius: radius)
+            x.withUnsafeMutableBufferPointer { EuclideanProjection.projectOntoL1Ball($0.baseAddress!, count: k, radius: radius) }
+            let worst = zip(x, expected).map { abs(Double($0) - $1) }.max() ?? 0
+            let scale = max(1, expected.map(abs).max() ?? 1)
+            #expect(worst / scale < 1e-6, "K=\(k): max difference \(worst)")
+            let projectedL1 = x.reduce(0.0) { $0 + Double(abs($1)) }
+            #expect(abs(projectedL1 - radius) < 1e-4 * max(radius, 1))
+        }
+    }
+
+    @Test("returns the input unchanged inside the ball, and zero for radius 0")
+    func insideBall() {
+        var x: [Float] = [0.5, -0.25, 0.125]
+        let original = x
+        x.withUnsafeMutableBufferPointer { EuclideanProjection.projectOntoL1Ball($0.baseAddress!, count: 3, radius: 0.875) }
+        #expect(x == original)
+        x.withUnsafeMutableBufferPointer { EuclideanProjection.projectOntoL1Ball($0.baseAddress!, count: 3, radius: 10) }
+        #expect(x == original)
+        x.withUnsafeMutableBufferPointer { EuclideanProjection.projectOntoL1Ball($0.baseAddress!, count: 3, radius: 0) }
+        #expect(x == [0, 0, 0])
+        // Hand-computed: [3, −1, 0.5] onto radius 2 → θ = 1 → [2, 0, 0].
+        var y: [Float] = [3, -1, 0.5]
+        y.withUnsafeMutableBufferPointer { EuclideanProjection.projectOntoL1Ball($0.baseAddress!, count: 3, radius: 2) }
+        #expect(y == [2, 0, 0])
+    }
+
+    @Test("EP-init keeps more non-zero weights than the naive init at a tight P")
+    func epBeatsNaive() throws {
+        var nonZero: [WeightInitMethod: Int] = [:]
+        for method in WeightInitMethod.allCases {
+            let (quantizer, store) = try makeQuantizer(kind: .a2q, out: 8, k: 288, m: 8, p: 14,
+                                                       input: InputFormat(bits: 8, signed: false))
+            var g = Xoshiro256(seed: 1)
+            for i in 0..<quantizer.weight.count { store.value(quantizer.weight)[i] = g.uniform(-0.06, 0.06) }
+            quantizer.initializeFromFloatWeights(store, method: method)
+            _ = quantizer.forward(store)
+            nonZero[method] = quantizer.integerWeights().filter { $0 != 0 }.count
+        }
+        #expect((nonZero[.ep] ?? 0) > (nonZero[.naive] ?? 0), "\(nonZero)")
+    }
+}

@@ -1,0 +1,184 @@
+import A2QCore
+import A2QNN
+import A2QQuant
+import Testing
+
+/// The straight-through surrogate of a weight quantizer in Float64, linearised at θ₀:
+/// rounding is the identity for the derivative (q = q₀ + y − y₀ where not clipped, q₀ where
+/// clipped) and `min(g/s, T)` keeps the branch it takes at θ₀. Finite differences of this
+/// function are exactly the gradients the quantizer's convention defines.
+struct SurrogateQuantizer {
+    let kind: WeightQuantizerKind
+    let out: Int, k: Int
+    let qmax: Double, bound: Double
+    let weightOffset: Int, scaleOffset: Int, normOffset: Int
+    var y0: [Double] = [], q0: [Double] = [], inside: [Bool] = [], active: [Bool] = []
+
+    init(kind: WeightQuantizerKind, quantizer: WeightQuantizer, parameters p0: [Double]) {
+        self.kind = kind
+        out = quantizer.outChannels
+        k = quantizer.fanIn
+        qmax = Double(quantizer.maxLevel)
+        bound = quantizer.bound
+        weightOffset = quantizer.weight.offset
+        scaleOffset = quantizer.logScale?.offset ?? -1
+        normOffset = quantizer.logNorm?.offset ?? -1
+        let (y, act) = unrounded(p0)
+        y0 = y
+        active = act
+        for value in y {
+            let level = kind == .qat ? value.rounded(.toNearestOrEven) : value.rounded(.towardZero)
+            inside.append(abs(level) <= qmax)
+            q0.append(min(max(level, -qmax), qmax))
+        }
+    }
+
+    /// y = u·r (A2Q/A2Q+) or v/s (QAT), and whether each channel's clamp is active.
+    func unrounded(_ p: [Double], fixedActive: [Bool]? = nil) -> ([Double], [Bool]) {
+        var y = [Double](repeating: 0, count: out * k)
+        var act: [Bool] = []
+        for o in 0..<out {
+            let s = exp2(p[scaleOffset + o])
+            let row = Array(p[(weightOffset + o * k)..<(weightOffset + (o + 1) * k)])
+            if kind == .qat {
+                for i in 0..<k { y[o * k + i] = row[i] / s }
+                act.append(false)
+                continue
+            }
+            let mean = kind == .a2qPlus ? row.reduce(0, +) / Double(k) : 0
+            let u = row.map { $0 - mean }
+            let l1 = u.map(abs).reduce(0, +)
+            let ratio = exp2(p[normOffset + o]) / s
+            let isActive = fixedActive?[o] ?? (ratio < bound)
+            act.append(isActive)
+            let r = (isActive ? ratio : bound) / l1
+            for i in 0..<k { y[o * k + i] = u[i] * r }
+        }
+        return (y, act)
+    }
+
+    /// The surrogate weights w = q·s.
+    func weights(_ p: [Double]) -> [Double] {
+        let (y, _) = unrounded(p, fixedActive: active)
+        var w = [Double](repeating: 0, count: out * k)
+        for o in 0..<out {
+            let s = exp2(p[scaleOffset + o])
+            for i in 0..<k {
+                let j = o * k + i
+                w[j] = (inside[j] ? q0[j] + (y[j] - y0[j]) : q0[j]) * s
+            }
+        }
+        return w
+    }
+
+    /// Distance of the closest unrounded value to a rounding decision boundary.
+    var closestBoundary: Double {
+        y0.map { kind == .qat ? abs(abs($0 - $0.rounded(.down)) - 0.5) : abs($0 - $0.rounded()) }.min() ?? 1
+    }
+}
+
+@Suite("Quantized layers: gradients through the straight-through surrogate (Float64 finite differences)")
+struct QuantizerGradientTests {
+    static let kinds: [WeightQuantizerKind] = [.qat, .a2q, .a2qPlus]
+
+    /// Randomises parameters until no value sits within 1e-3 of a rounding boundary and the clamp is
+    /// clearly on one side (`activeClamp` picks which).
+    func prepare(_ quantizer: WeightQuantizer, _ store: ParameterStore, activeClamp: Bool, seed: UInt64) -> SurrogateQuantizer {
+        var g = Xoshiro256(seed: seed)
+        for attempt in 0..<200 {
+            randomize(store, &g, low: -1, high: 1)
+            quantizer.initializeFromFloatWeights(store)
+            if let logNorm = quantizer.logNorm, let logScale = quantizer.logScale {
+                for o in 0..<quantizer.outChannels {
+                    let ceiling = store.value(logScale)[o] + Float(log2(quantizer.bound))
+                    store.value(logNorm)[o] = activeClamp ? ceiling - g.uniform(0.3, 1.5) : ceiling + g.uniform(0.3, 1.5)
+                }
+            }
+            let surrogate = SurrogateQuantizer(kind: quantizer.spec.kind, quantizer: quantizer,
+                                               parameters: store.valuesArray().map(Double.init))
+            if surrogate.closestBoundary > 1e-3 { return surrogate }
+            _ = attempt
+        }
+        Issue.record("could not find parameters away from rounding boundaries")
+        return SurrogateQuantizer(kind: quantizer.spec.kind, quantizer: quantizer, parameters: store.valuesArray().map(Double.init))
+    }
+
+    @Test("Linear", arguments: kinds, [true, false])
+    func linear(kind: WeightQuantizerKind, activeClamp: Bool) throws {
+        if kind == .qat && !activeClamp { return }  // QAT has no clamp
+        let (batch, inputs, outputs) = (3, 6, 4)
+        var layout = ParameterLayout()
+        // M=4 keeps levels coarse so that some values clip (qmax = 7) and P large enough for non-zero levels.
+        let fc = try Linear(name: "fc", inputs: inputs, outputs: outputs,
+                            quantizer: WeightQuantizerSpec(kind: kind, weightBits: 4, accumulatorBits: 14),
+                            input: InputFormat(bits: 4, signed: false), layout: &layout)
+        let store = ParameterStore(layout: layout)
+        let surrogate = prepare(fc.quantizer, store, activeClamp: activeClamp, seed: 17)
+        var g = Xoshiro256(seed: 99)
+        let x = randomTensor([batch, inputs], &g)
+        let biasOffset = fc.bias!.offset
+        checkLayer(fc, store: store, input: x) { x, p in
+            let w = surrogate.weights(p)
+            var y = [Double](repeating: 0, count: batch * outputs)
+            for n in 0..<batch {
+                for o in 0..<outputs {
+                    var s = p[biasOffset + o]
+                    for i in 0..<inputs { s += x[n * inputs + i] * w[o * inputs + i] }
+                    y[n * outputs + o] = s
+                }
+            }
+            return y
+        }
+    }
+
+    @Test("Conv2d", arguments: kinds)
+    func conv(kind: WeightQuantizerKind) throws {
+        let (n, c, h, w, out, k) = (2, 2, 5, 4, 3, 3)
+        var layout = ParameterLayout()
+        let conv = try Conv2d(name: "conv", inChannels: c, outChannels: out, kernelSize: k, stride: 1, padding: 1,
+                              quantizer: WeightQuantizerSpec(kind: kind, weightBits: 5, accumulatorBits: 16),
+                              input: InputFormat(bits: 5, signed: true), layout: &layout)
+        let store = ParameterStore(layout: layout)
+        let surrogate = prepare(conv.quantizer, store, activeClamp: true, seed: 23)
+        var g = Xoshiro256(seed: 7)
+        let x = randomTensor([n, c, h, w], &g)
+        let biasOffset = conv.bias!.offset
+        checkLayer(conv, store: store, input: x) { x, p in
+            naiveConvolution(x, n: n, c: c, h: h, w: w, weight: surrogate.weights(p),
+                             bias: Array(p[biasOffset..<(biasOffset + out)]), outChannels: out, kernel: k, stride: 1, padding: 1)
+        }
+    }
+
+    @Test("Activation quantizer: input and scale gradients (unsigned and signed)", arguments: [false, true])
+    func activation(signed: Bool) {
+        var layout = ParameterLayout()
+        let format = InputFormat(bits: 3, signed: signed)
+        let act = ActivationQuantizer(name: "act", format: format, layout: &layout)
+        let store = ParameterStore(layout: layout)
+        var g = Xoshiro256(seed: signed ? 3 : 4)
+        store.values[0] = log2(0.3)
+        let lo = Double(format.minimum), hi = Double(format.maximum)
+        // Inputs spread over and beyond the range, away from rounding boundaries.
+        let x = Tensor(shape: [4, 10])
+        for i in 0..<x.count {
+            var v: Float
+            repeat { v = g.uniform(signed ? -2 : -0.5, 3) } while abs(abs(Double(v) / 0.3 - (Double(v) / 0.3).rounded(.down)) - 0.5) < 0.02
+            x[i] = v
+        }
+        let s0 = 0.3
+        let y0 = x.array.map { Double($0) / s0 }
+        checkLayer(act, store: store, input: x) { x, p in
+            let s = exp2(p[0])
+            return zip(x, y0).map { xi, yi in
+                let level = yi.rounded(.toNearestOrEven)
+                if level < lo { return lo * s }
+                if level > hi { return hi * s }
+                return (level + (xi / s - yi)) * s
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
