@@ -53,7 +53,8 @@ public struct WeightQuantizerSpec: Sendable, Hashable, Codable {
 /// (`t`, `g = 2^t`, a2q/a2q+).
 ///
 /// Forward (A2Q, A2Q+): `u = v` (A2Q) or `v - mean(v)` (A2Q+), `c = min(g/s, T)`,
-/// `r = c / ||u||_1`, `q = clip(RTZ(u·r), ±(2^(M-1)-1))`, `w_q = q·s`.
+/// `r = c / ||u||_1`, `q = clip(RTZ(u·r), ±(2^(M-1)-1))`, `w_q = q·s`, evaluated as Brevitas does,
+/// `u / (||u||_1 / c)`, so that the integers match the authors' library bit for bit.
 ///
 /// Backward convention: the straight-through estimator passes the gradient of rounding
 /// unchanged (`∂q/∂y = 1`); elements whose rounded value was clipped get zero gradient;
@@ -88,10 +89,11 @@ public final class WeightQuantizer: @unchecked Sendable {
     private let quantized: UnsafeMutablePointer<Float>
     private let quantizedGradient: UnsafeMutablePointer<Float>
     private let reductions: UnsafeMutablePointer<Float>  // 4 per-channel sums from the kernels
-    // Per-channel caches from the last forward pass (centring mean, s, r, min(g/s, T), ||u||_1).
+    // Per-channel caches from the last forward pass (centring mean, s, ||u||_1 / min(g/s, T),
+    // min(g/s, T), ||u||_1).
     private var channelMean: [Float]
     private var channelScale: [Float]
-    private var channelRatio: [Float]
+    private var channelPreScale: [Float]
     private var channelClamp: [Float]
     private var channelNorm: [Float]
     private var channelActive: [Bool]
@@ -150,7 +152,7 @@ public final class WeightQuantizer: @unchecked Sendable {
         reductions = .allocate(capacity: 4); reductions.initialize(repeating: 0, count: 4)
         channelMean = Array(repeating: 0, count: outChannels)
         channelScale = Array(repeating: 1, count: outChannels)
-        channelRatio = Array(repeating: 0, count: outChannels)
+        channelPreScale = Array(repeating: 0, count: outChannels)
         channelClamp = Array(repeating: 0, count: outChannels)
         channelNorm = Array(repeating: 0, count: outChannels)
         channelActive = Array(repeating: false, count: outChannels)
@@ -231,10 +233,11 @@ public final class WeightQuantizer: @unchecked Sendable {
             let ratio = g / s
             let active = ratio < bound
             let clamp = active ? ratio : bound
-            let r = l1 > 0 ? clamp / l1 : 0
-            channelMean[o] = mean; channelScale[o] = s; channelRatio[o] = r
+            // Brevitas's order of operations: pre = ||u||₁ / min(g/s, T), then y = u / pre.
+            let pre = l1 > 0 ? l1 / clamp : .infinity
+            channelMean[o] = mean; channelScale[o] = s; channelPreScale[o] = pre
             channelClamp[o] = clamp; channelNorm[o] = l1; channelActive[o] = active
-            a2qk_a2q_forward(row, quantized + o * k, Int64(k), mean, r, s, maxLevel, reductions)
+            a2qk_a2q_forward(row, quantized + o * k, Int64(k), mean, pre, s, maxLevel, reductions)
             enforceBound(channel: o, positive: reductions[0], negative: reductions[1])
         }
     }
@@ -306,12 +309,13 @@ public final class WeightQuantizer: @unchecked Sendable {
         let dd = parameters.gradient(logScale), dt = parameters.gradient(logNorm)
         let k = fanIn, ln2 = Float(M_LN2), plus = spec.kind == .a2qPlus
         for o in 0..<outChannels {
-            let s = channelScale[o], r = channelRatio[o], l1 = channelNorm[o], mean = channelMean[o]
+            let s = channelScale[o], pre = channelPreScale[o], l1 = channelNorm[o], mean = channelMean[o]
+            let r = 1 / pre
             let row = UnsafePointer(v + o * k), g = UnsafePointer(quantizedGradient + o * k)
             // ∂L/∂s (direct), A = Σ gy·u, Σ gy and Σ sign(u) (for the centring).
             // ∂L/∂u_j = r·(gy_j − sign(u_j)·A/‖u‖₁); A2Q+ subtracts its mean over the channel.
             // Pass 1 adds r·gy_j and returns ∂L/∂s (direct), A = Σ gy·u, Σ gy and Σ sign(u).
-            a2qk_a2q_backward_direct(row, g, dv + o * k, Int64(k), mean, r, s, maxLevel, reductions)
+            a2qk_a2q_backward_direct(row, g, dv + o * k, Int64(k), mean, pre, s, maxLevel, reductions)
             let (direct, a, sumGy, sumSign) = (reductions[0], reductions[1], reductions[2], reductions[3])
             guard l1 > 0 else { dd[o] += ln2 * s * direct; continue }
             let aOverL = a / l1

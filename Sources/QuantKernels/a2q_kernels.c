@@ -25,12 +25,12 @@ KERNEL float a2qk_l1(const float *x, int64_t k, float shift) {
     return s;
 }
 
-KERNEL void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float r, float s,
+KERNEL void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float pre, float s,
                              float qmax, float *out) {
     float pos = 0, neg = 0;
     _Pragma("clang loop vectorize(enable) interleave_count(4)")
     for (int64_t i = 0; i < k; i++) {
-        float q = fminf(fmaxf(truncf((x[i] - mean) * r), -qmax), qmax);
+        float q = fminf(fmaxf(truncf((x[i] - mean) / pre), -qmax), qmax);
         w[i] = q * s;
         pos += fmaxf(q, 0.0f);
         neg += fminf(q, 0.0f);
@@ -42,12 +42,12 @@ KERNEL void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, fl
 static inline float sign_of(float u) { return u > 0 ? 1.0f : (u < 0 ? -1.0f : 0.0f); }
 
 KERNEL void a2qk_a2q_backward_direct(const float *x, const float *g, float *dx, int64_t k, float mean,
-                                     float r, float s, float qmax, float *out) {
-    float direct = 0, a = 0, sum_gy = 0, sum_sign = 0;
+                                     float pre, float s, float qmax, float *out) {
+    float direct = 0, a = 0, sum_gy = 0, sum_sign = 0, r = 1.0f / pre;
     _Pragma("clang loop vectorize(enable) interleave_count(4)")
     for (int64_t i = 0; i < k; i++) {
         float u = x[i] - mean;
-        float t = truncf(u * r);
+        float t = truncf(u / pre);
         direct += g[i] * fminf(fmaxf(t, -qmax), qmax);
         float gy = fabsf(t) <= qmax ? g[i] * s : 0.0f;
         dx[i] += r * gy;

@@ -10,15 +10,15 @@
 float a2qk_sum(const float *x, int64_t k);
 /// Sum of |x_i - shift|.
 float a2qk_l1(const float *x, int64_t k, float shift);
-/// w_i = clip(trunc((x_i - mean) * r), +-qmax) * s; returns the sums of the positive and
-/// negative integer levels in out[0], out[1].
-void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float r, float s, float qmax,
+/// w_i = clip(trunc((x_i - mean) / pre), +-qmax) * s (pre = ||u||_1 / min(g/s, T), divided as
+/// Brevitas does); returns the sums of the positive and negative integer levels in out[0], out[1].
+void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float pre, float s, float qmax,
                       float *out);
-/// Backward, pass 1. With u = x - mean, t = trunc(u r), q = clip(t),
+/// Backward, pass 1. With u = x - mean, r = 1/pre, t = trunc(u / pre), q = clip(t),
 /// gy = (|t| <= qmax) ? g s : 0: dx_i += r gy_i and
 /// out = { sum g q, sum gy u, sum gy, sum sign(u) }.
 void a2qk_a2q_backward_direct(const float *x, const float *g, float *dx, int64_t k, float mean,
-                              float r, float s, float qmax, float *out);
+                              float pre, float s, float qmax, float *out);
 /// Backward, pass 2 (through the L1 norm and the centring): dx_i -= c1 sign(u_i) + c2.
 void a2qk_a2q_backward_norm(const float *x, float *dx, int64_t k, float mean, float c1, float c2);
 /// w_i = clip(rint(x_i / s), +-qmax) * s (round half to even).
