@@ -33,7 +33,7 @@ let package = Package(
         // Swift modules, bottom to top.
         .target(name: "A2QCore", dependencies: ["COpenBLAS"]),
         .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels"]),
-        .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "COpenBLAS"]),
+        .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "COpenBLAS"]),
         .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),
         .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),

@@ -24,11 +24,16 @@ public protocol Layer: AnyObject {
 
     /// Non-trainable state that a checkpoint must keep (e.g. BatchNorm running statistics).
     var buffers: [(name: String, tensor: Tensor)] { get }
+
+    /// Whether the layer owns trainable parameters (layers before the first one that does
+    /// need no input gradient).
+    var hasParameters: Bool { get }
 }
 
 extension Layer {
     public func initialize(_ parameters: ParameterStore, generator: inout Xoshiro256) {}
     public var buffers: [(name: String, tensor: Tensor)] { [] }
+    public var hasParameters: Bool { false }
 }
 
 /// Formats a shape for messages: `[64, 32, 14, 14]`.

@@ -5,12 +5,15 @@ public final class Sequential: @unchecked Sendable {
     public let layers: [any Layer]
     public let parameters: ParameterStore
 
-    /// Builds the store from `layout` (which the layers declared into) and marks the first
-    /// layer as not needing an input gradient.
+    /// Builds the store from `layout` (which the layers declared into) and marks every layer
+    /// up to and including the first one with parameters as not needing an input gradient.
     public init(layers: [any Layer], layout: ParameterLayout) {
         self.layers = layers
         parameters = ParameterStore(layout: layout)
-        layers.first?.computesInputGradient = false
+        for layer in layers {
+            layer.computesInputGradient = false
+            if layer.hasParameters { break }
+        }
     }
 
     /// Initialises every layer's parameters in order.
@@ -24,6 +27,16 @@ public final class Sequential: @unchecked Sendable {
         for layer in layers { x = layer.forward(x, parameters: parameters, training: training) }
         return x
     }
+
+    /// Runs the layers up to and including `layers[last]`; returns that layer's output.
+    public func forward(_ input: Tensor, training: Bool, through last: Int) -> Tensor {
+        var x = input
+        for layer in layers[...last] { x = layer.forward(x, parameters: parameters, training: training) }
+        return x
+    }
+
+    /// The index of the layer named `name`.
+    public func index(of name: String) -> Int? { layers.firstIndex { $0.name == name } }
 
     /// Runs the backward passes in reverse order, accumulating parameter gradients.
     public func backward(_ outputGradient: Tensor) {

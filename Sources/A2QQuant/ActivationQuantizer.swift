@@ -1,4 +1,5 @@
 import A2QCore
+import QuantKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,6 +25,7 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
     /// The fixed scale, if any.
     public let fixedScale: Float?
     public var computesInputGradient = true
+    public var hasParameters: Bool { logScale != nil }
     /// The percentile used for calibration.
     public let calibrationPercentile: Double
 
@@ -97,11 +99,7 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
                 parameters.value(logScale)[0] = Float(log2(calibrationSum / calibrationCount / Double(high)))
             }
         }
-        let s = scale(parameters), inv = 1 / s, lo = low, hi = high
-        let x = input.data, y = output.data
-        for i in 0..<input.count {
-            y[i] = min(max((x[i] * inv).rounded(.toNearestOrEven), lo), hi) * s
-        }
+        a2qk_act_forward(input.data, output.data, Int64(input.count), scale(parameters), low, high)
         return output
     }
 
@@ -110,20 +108,9 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
         precondition(outputGradient.shape == input.shape,
                      "\(name): gradient \(describe(outputGradient.shape)) does not match input \(describe(input.shape))")
         inputGradient.reshape(input.shape)
-        let s = scale(parameters), inv = 1 / s, lo = low, hi = high
-        let x = input.data, dy = outputGradient.data, dx = inputGradient.data
-        var scaleGradient: Float = 0
-        for i in 0..<input.count {
-            let y = x[i] * inv
-            let level = y.rounded(.toNearestOrEven)
-            if level < lo {
-                dx[i] = 0; scaleGradient += dy[i] * lo
-            } else if level > hi {
-                dx[i] = 0; scaleGradient += dy[i] * hi
-            } else {
-                dx[i] = dy[i]; scaleGradient += dy[i] * (level - y)
-            }
-        }
+        let s = scale(parameters)
+        let scaleGradient = a2qk_act_backward(input.data, outputGradient.data, inputGradient.data,
+                                              Int64(input.count), s, low, high)
         if let logScale { parameters.gradient(logScale)[0] += scaleGradient * s * Float(M_LN2) }
         return inputGradient
     }

@@ -23,8 +23,14 @@ public enum WeightQuantizerKind: String, CaseIterable, Sendable, Codable {
 public enum WeightInitMethod: String, CaseIterable, Sendable, Codable {
     /// `s = max|w|/(2^(M-1)-1)`, `v = w`, `g = ||w||_1` (A2Q paper; clamped at `T` later).
     case naive
-    /// Euclidean projection of each channel onto the L1 ball of radius `s·T` (A2Q+ paper).
+    /// Euclidean projection of each channel onto the L1 ball of radius `s·T` with
+    /// `s = max|w|/(2^(M-1)-1)` (A2Q+ paper, Brevitas's `ep_init`).
     case ep
+    /// EP-init with the scale chosen per channel: among `s` on a log grid from
+    /// `max|w|/(2^(M-1)-1)` up, project onto `s·T`, quantize, refit the scale by least squares
+    /// and keep the one with the smallest `||w − s·q||₂`. Under a tight budget this keeps the
+    /// layer's output scale instead of shrinking it by about `||w||₁ / (s·T)`.
+    case epScaled = "ep-scaled"
 }
 
 /// A layer's weight quantizer settings.
@@ -183,6 +189,10 @@ public final class WeightQuantizer: @unchecked Sendable {
             let s = maxAbs > 0 ? maxAbs / maxLevel : Float.leastNormalMagnitude.squareRoot()
             d[o] = log2f(s)
             guard let logNorm else { continue }
+            if method == .epScaled {
+                initializeScaleSearch(channel: o, parameters)
+                continue
+            }
             if method == .ep {
                 let radius = Double(s) * bound
                 EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius)
@@ -191,6 +201,76 @@ public final class WeightQuantizer: @unchecked Sendable {
             for i in 0..<fanIn { l1 += Double(abs(row[i])) }
             let g = method == .ep ? min(l1, Double(s) * bound) : l1
             parameters.value(logNorm)[o] = g > 0 ? Float(log2(g)) : d[o]
+        }
+    }
+
+    /// The `epScaled` search for one channel (Float64, cold path).
+    private func initializeScaleSearch(channel o: Int, _ parameters: ParameterStore) {
+        guard let logScale, let logNorm else { return }
+        let row = parameters.value(weight) + o * fanIn
+        let w = (0..<fanIn).map { Double(row[$0]) }
+        let maxAbs = w.map(abs).max() ?? 0
+        guard maxAbs > 0 else { return }
+        let l1 = w.reduce(0) { $0 + abs($1) }
+        let qmax = Double(maxLevel), plus = spec.kind == .a2qPlus
+        let base = maxAbs / qmax
+        let top = 2 * max(base, l1 / bound, maxAbs)
+        let steps = Int((4 * log2(top / base)).rounded(.up))
+        var best: (error: Double, trial: Double, fitted: Double, projected: [Float])? = nil
+        var candidate = [Float](repeating: 0, count: fanIn)
+        for j in 0...max(steps, 0) {
+            let trial = base * exp2(Double(j) / 4)
+            for i in 0..<fanIn { candidate[i] = row[i] }
+            candidate.withUnsafeMutableBufferPointer { buffer in
+                if let base = buffer.baseAddress { EuclideanProjection.projectOntoL1Ball(base, count: fanIn, radius: trial * bound) }
+            }
+            // Simulate the forward pass for v = candidate, s = trial, g = min(||v||₁, s·T).
+            let v = candidate.map(Double.init)
+            let mean = plus ? v.reduce(0, +) / Double(fanIn) : 0
+            let u = v.map { $0 - mean }
+            let uNorm = u.reduce(0) { $0 + abs($1) }
+            let vNorm = v.reduce(0) { $0 + abs($1) }
+            guard uNorm > 0 else { continue }
+            let pre = uNorm / min(vNorm / trial, bound)
+            let q = u.map { min(max(($0 / pre).rounded(.towardZero), -qmax), qmax) }
+            let qq = q.reduce(0) { $0 + $1 * $1 }
+            guard qq > 0 else { continue }
+            let fitted = zip(w, q).reduce(0) { $0 + $1.0 * $1.1 } / qq
+            guard fitted > 0 else { continue }
+            let error = zip(w, q).reduce(0) { $0 + ($1.0 - fitted * $1.1) * ($1.0 - fitted * $1.1) }
+            if error < (best?.error ?? .infinity) { best = (error, trial, fitted, candidate) }
+        }
+        guard let best else {
+            // Nothing survives at any scale: fall back to plain EP-init.
+            let s = base
+            parameters.value(logScale)[o] = Float(log2(s))
+            EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: s * bound)
+            var norm: Double = 0
+            for i in 0..<fanIn { norm += Double(abs(row[i])) }
+            parameters.value(logNorm)[o] = Float(log2(max(min(norm, s * bound), Double.leastNormalMagnitude)))
+            return
+        }
+        // Rescale (v, g, s) by fitted/trial: the integers stay those of the trial.
+        let ratio = best.fitted / best.trial
+        var norm: Double = 0
+        for i in 0..<fanIn {
+            row[i] = Float(Double(best.projected[i]) * ratio)
+            norm += Double(abs(best.projected[i]))
+        }
+        parameters.value(logScale)[o] = Float(log2(best.fitted))
+        parameters.value(logNorm)[o] = Float(log2(min(norm, best.trial * bound) * ratio))
+    }
+
+    /// Multiplies channel `o`'s effective weights by `factor` without changing its integers:
+    /// `v`, `g` and `s` all scale by `factor` (so `q = RTZ(u·min(g/s, T)/||u||₁)` is unchanged).
+    public func rescaleChannel(_ o: Int, by factor: Double, _ parameters: ParameterStore) {
+        guard factor > 0, factor.isFinite, let logScale else { return }
+        let shift = Float(log2(factor))
+        parameters.value(logScale)[o] += shift
+        if let logNorm {
+            parameters.value(logNorm)[o] += shift
+            let row = parameters.value(weight) + o * fanIn
+            for i in 0..<fanIn { row[i] = Float(Double(row[i]) * factor) }
         }
     }
 

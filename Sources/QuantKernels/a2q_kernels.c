@@ -85,3 +85,34 @@ KERNEL float a2qk_qat_backward(const float *x, const float *g, float *dx, int64_
     }
     return total;
 }
+
+KERNEL void a2qk_act_forward(const float *x, float *y, int64_t n, float s, float lo, float hi) {
+    float inv = 1.0f / s;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < n; i++) y[i] = fminf(fmaxf(rintf(x[i] * inv), lo), hi) * s;
+}
+
+KERNEL float a2qk_act_backward(const float *x, const float *dy, float *dx, int64_t n, float s, float lo,
+                               float hi) {
+    float inv = 1.0f / s, total = 0;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < n; i++) {
+        float y = x[i] * inv;
+        float level = rintf(y);
+        float below = level < lo, above = level > hi;
+        float inside = 1.0f - below - above;
+        dx[i] = dy[i] * inside;
+        total += dy[i] * (inside * (level - y) + below * lo + above * hi);
+    }
+    return total;
+}
+
+KERNEL void a2qk_relu_forward(const float *x, float *y, int64_t n) {
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < n; i++) y[i] = fmaxf(x[i], 0.0f);
+}
+
+KERNEL void a2qk_relu_backward(const float *x, const float *dy, float *dx, int64_t n) {
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0.0f;
+}

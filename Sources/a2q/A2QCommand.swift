@@ -10,7 +10,7 @@ struct A2QCommand: ParsableCommand {
         commandName: "a2q",
         abstract: "Accumulator-aware quantized training (A2Q / A2Q+) for integer hardware.",
         version: a2qVersion,
-        subcommands: [EnvCommand.self, QuantizeCommand.self, BenchCommand.self])
+        subcommands: [TrainCommand.self, QuantizeCommand.self, EnvCommand.self, BenchCommand.self])
 }
 
 /// `a2q env`: what this process sees of MPI, HDF5 and OpenBLAS.

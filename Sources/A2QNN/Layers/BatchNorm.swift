@@ -14,6 +14,7 @@ public final class BatchNorm: Layer, @unchecked Sendable {
     public let scale: ParameterView
     public let shift: ParameterView
     public var computesInputGradient = true
+    public var hasParameters: Bool { true }
     /// Running mean and variance (`[C]`).
     public let runningMean: Tensor
     public let runningVariance: Tensor

@@ -19,6 +19,7 @@ public final class Conv2d: Layer, @unchecked Sendable {
     public let bias: ParameterView?
     public let quantizer: WeightQuantizer
     public var computesInputGradient = true
+    public var hasParameters: Bool { true }
 
     private let output = Tensor(shape: [0])
     private let inputGradient = Tensor(shape: [0])

@@ -12,6 +12,7 @@ public final class Linear: Layer, @unchecked Sendable {
     public let bias: ParameterView?
     public let quantizer: WeightQuantizer
     public var computesInputGradient = true
+    public var hasParameters: Bool { true }
 
     private let output = Tensor(shape: [0])
     private let inputGradient = Tensor(shape: [0])

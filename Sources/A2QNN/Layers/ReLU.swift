@@ -1,4 +1,5 @@
 import A2QCore
+import QuantKernels
 
 /// `y = max(x, 0)`; the gradient passes where `x > 0`.
 public final class ReLU: Layer, @unchecked Sendable {
@@ -13,8 +14,7 @@ public final class ReLU: Layer, @unchecked Sendable {
     public func forward(_ input: Tensor, parameters: ParameterStore, training: Bool) -> Tensor {
         self.input = input
         output.reshape(input.shape)
-        let x = input.data, y = output.data
-        for i in 0..<input.count { y[i] = max(x[i], 0) }
+        a2qk_relu_forward(input.data, output.data, Int64(input.count))
         return output
     }
 
@@ -23,8 +23,7 @@ public final class ReLU: Layer, @unchecked Sendable {
         precondition(outputGradient.shape == input.shape,
                      "\(name): gradient \(describe(outputGradient.shape)) does not match input \(describe(input.shape))")
         inputGradient.reshape(input.shape)
-        let x = input.data, dy = outputGradient.data, dx = inputGradient.data
-        for i in 0..<input.count { dx[i] = x[i] > 0 ? dy[i] : 0 }
+        a2qk_relu_backward(input.data, outputGradient.data, inputGradient.data, Int64(input.count))
         return inputGradient
     }
 }

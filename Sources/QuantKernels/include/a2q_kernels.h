@@ -26,4 +26,12 @@ void a2qk_qat_forward(const float *x, float *w, int64_t k, float s, float qmax);
 /// dx_i += g_i where not clipped; returns sum g (inside ? q - y : q), y = x / s.
 float a2qk_qat_backward(const float *x, const float *g, float *dx, int64_t k, float s, float qmax);
 
+/// Activation quantizer: y_i = clip(rint(x_i / s), lo, hi) * s.
+void a2qk_act_forward(const float *x, float *y, int64_t n, float s, float lo, float hi);
+/// dx_i = dy_i inside the range, 0 outside; returns sum dy (inside ? level - x/s : lo or hi).
+float a2qk_act_backward(const float *x, const float *dy, float *dx, int64_t n, float s, float lo, float hi);
+/// y_i = max(x_i, 0) and its backward.
+void a2qk_relu_forward(const float *x, float *y, int64_t n);
+void a2qk_relu_backward(const float *x, const float *dy, float *dx, int64_t n);
+
 #endif

@@ -1,0 +1,198 @@
+import A2QCore
+import A2QData
+import A2QQuant
+import Foundation
+
+/// The architectures `a2q train --model` knows.
+public enum ModelName: String, CaseIterable, Sendable, Codable {
+    case mlp
+    case cnn
+    case cnnBN = "cnn-bn"
+}
+
+/// Whether the first and last layers get the target quantizer too.
+public enum FirstLastPolicy: String, CaseIterable, Sendable, Codable {
+    /// 8-bit `qat`, no accumulator constraint (the papers' default).
+    case unconstrained
+    /// Same quantizer, bits and P as the hidden layers.
+    case constrained
+}
+
+public enum OptimizerName: String, CaseIterable, Sendable, Codable { case sgd, adam, adamw }
+public enum ScheduleName: String, CaseIterable, Sendable, Codable { case constant, step, cosine }
+
+/// Everything that defines a training run. Keys in a config file (JSON) are the flag names
+/// (`weight-bits`, ...); flags override the file; unset values take the defaults below.
+public struct TrainConfig: Sendable, Codable, Equatable {
+    public var model: ModelName = .cnn
+    public var quantizer: WeightQuantizerKind = .a2qPlus
+    public var weightBits = 8
+    public var actBits = 8
+    public var accumulatorBits = 16
+    public var firstLast: FirstLastPolicy = .unconstrained
+    /// Per-layer accumulator widths overriding `accumulatorBits` (layer name → P).
+    public var layerAccumulatorBits: [String: Int] = [:]
+    public var epochs = 2
+    public var maxSteps: Int?
+    public var floatEpochs = 2
+    public var batchSize = 64
+    public var optimizer: OptimizerName = .adam
+    public var lr: Float = 1e-3
+    public var floatLr: Float = 1e-3
+    public var weightDecay: Float = 1e-5
+    public var schedule: ScheduleName = .cosine
+    public var warmupSteps = 0
+    public var seed: UInt64 = 0
+    public var data = DataSource.defaultFolder
+    public var trainSubset: Int?
+    public var out: String?
+    public var init_: WeightInitMethod = .epScaled
+    public var regularizer: Float = 1e-3
+    public var calibrationBatches = 16
+    public var logEvery = 50
+    public var checkEvery = 100
+    public var watchdogSeconds: Double = 120
+    public var checkpointEvery: Int?
+    public var keepCheckpoints = 3
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case model, quantizer, weightBits = "weight-bits", actBits = "act-bits", accumulatorBits = "accumulator-bits"
+        case firstLast = "first-last", layerAccumulatorBits = "layer-accumulator-bits", epochs
+        case maxSteps = "max-steps", floatEpochs = "float-epochs", batchSize = "batch-size", optimizer, lr
+        case floatLr = "float-lr", weightDecay = "weight-decay", schedule, warmupSteps = "warmup-steps", seed, data
+        case trainSubset = "train-subset", out, init_ = "init", regularizer, calibrationBatches = "calibration-batches"
+        case logEvery = "log-every", checkEvery = "check-every", watchdogSeconds = "watchdog-seconds"
+        case checkpointEvery = "checkpoint-every", keepCheckpoints = "keep-checkpoints"
+    }
+
+    /// Decodes a config file where every key is optional and defaults fill the rest.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TrainConfig.defaults
+        model = try c.decodeIfPresent(ModelName.self, forKey: .model) ?? d.model
+        quantizer = try c.decodeIfPresent(WeightQuantizerKind.self, forKey: .quantizer) ?? d.quantizer
+        weightBits = try c.decodeIfPresent(Int.self, forKey: .weightBits) ?? d.weightBits
+        actBits = try c.decodeIfPresent(Int.self, forKey: .actBits) ?? d.actBits
+        accumulatorBits = try c.decodeIfPresent(Int.self, forKey: .accumulatorBits) ?? d.accumulatorBits
+        firstLast = try c.decodeIfPresent(FirstLastPolicy.self, forKey: .firstLast) ?? d.firstLast
+        layerAccumulatorBits = try c.decodeIfPresent([String: Int].self, forKey: .layerAccumulatorBits) ?? d.layerAccumulatorBits
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? d.epochs
+        maxSteps = try c.decodeIfPresent(Int.self, forKey: .maxSteps) ?? d.maxSteps
+        floatEpochs = try c.decodeIfPresent(Int.self, forKey: .floatEpochs) ?? d.floatEpochs
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
+        optimizer = try c.decodeIfPresent(OptimizerName.self, forKey: .optimizer) ?? d.optimizer
+        lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
+        floatLr = try c.decodeIfPresent(Float.self, forKey: .floatLr) ?? d.floatLr
+        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? d.weightDecay
+        schedule = try c.decodeIfPresent(ScheduleName.self, forKey: .schedule) ?? d.schedule
+        warmupSteps = try c.decodeIfPresent(Int.self, forKey: .warmupSteps) ?? d.warmupSteps
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        data = try c.decodeIfPresent(String.self, forKey: .data) ?? d.data
+        trainSubset = try c.decodeIfPresent(Int.self, forKey: .trainSubset) ?? d.trainSubset
+        out = try c.decodeIfPresent(String.self, forKey: .out) ?? d.out
+        init_ = try c.decodeIfPresent(WeightInitMethod.self, forKey: .init_) ?? d.init_
+        regularizer = try c.decodeIfPresent(Float.self, forKey: .regularizer) ?? d.regularizer
+        calibrationBatches = try c.decodeIfPresent(Int.self, forKey: .calibrationBatches) ?? d.calibrationBatches
+        logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? d.logEvery
+        checkEvery = try c.decodeIfPresent(Int.self, forKey: .checkEvery) ?? d.checkEvery
+        watchdogSeconds = try c.decodeIfPresent(Double.self, forKey: .watchdogSeconds) ?? d.watchdogSeconds
+        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? d.checkpointEvery
+        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
+    }
+
+    public static let defaults = TrainConfig()
+
+    /// Reads a JSON config file; unknown keys are an error that lists the valid ones.
+    public static func load(path: String) throws -> TrainConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw A2QError("cannot read the config file \(path)")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw A2QError("\(path) is not a JSON object", remedy: "write the config as {\"model\": \"cnn\", \"epochs\": 2, ...}")
+        }
+        let valid = Set(CodingKeys.allCases.map(\.stringValue))
+        if let unknown = object.keys.sorted().first(where: { !valid.contains($0) }) {
+            throw A2QError("\(path): unknown key '\(unknown)'", remedy: "valid keys: \(valid.sorted().joined(separator: ", "))")
+        }
+        do {
+            return try JSONDecoder().decode(TrainConfig.self, from: data)
+        } catch let DecodingError.dataCorrupted(context) {
+            throw A2QError("\(path): \(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw A2QError("\(path): wrong type for '\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)")
+        } catch {
+            throw A2QError("\(path): \(error)")
+        }
+    }
+
+    /// Whether the run quantizes at all.
+    public var isQuantized: Bool { quantizer != .float }
+
+    /// Steps of float pre-training before conversion (a2q/a2q+ only).
+    public var usesFloatPhase: Bool { quantizer.isAccumulatorAware && floatEpochs > 0 }
+
+    /// A readable run name: `cnn-a2q+-w8a8-p16`.
+    public var runName: String {
+        switch quantizer {
+        case .float: return "\(model.rawValue)-float"
+        case .qat: return "\(model.rawValue)-qat-w\(weightBits)a\(actBits)"
+        case .a2q, .a2qPlus: return "\(model.rawValue)-\(quantizer.rawValue)-w\(weightBits)a\(actBits)-p\(accumulatorBits)"
+        }
+    }
+
+    /// The output folder.
+    public var outputFolder: String { out ?? "Checkpoints/\(runName)" }
+
+    /// Rejects bad values before any work starts. `trainCount` is the training-set size
+    /// after `trainSubset`, when known.
+    public func validate(trainCount: Int? = nil, worldSize: Int = 1) throws {
+        func check(_ ok: Bool, _ message: String, _ remedy: String = "") throws {
+            if !ok { throw A2QError(message, remedy: remedy) }
+        }
+        try check((2...16).contains(weightBits), "--weight-bits \(weightBits) is out of the supported range 2...16")
+        try check((2...16).contains(actBits), "--act-bits \(actBits) is out of the supported range 2...16")
+        try check((2...32).contains(accumulatorBits), "--accumulator-bits \(accumulatorBits) is out of the supported range 2...32")
+        for (layer, bits) in layerAccumulatorBits {
+            try check((2...32).contains(bits), "layer-accumulator-bits \(layer)=\(bits) is out of the supported range 2...32")
+        }
+        try check(epochs > 0, "--epochs must be positive (got \(epochs))")
+        try check(floatEpochs >= 0, "--float-epochs must be zero or positive (got \(floatEpochs))")
+        try check(maxSteps.map { $0 > 0 } ?? true, "--max-steps must be positive")
+        try check(batchSize > 0, "--batch-size must be positive (got \(batchSize))")
+        try check(lr > 0 && lr.isFinite, "--lr must be positive (got \(lr))")
+        try check(floatLr > 0 && floatLr.isFinite, "--float-lr must be positive (got \(floatLr))")
+        try check(weightDecay >= 0, "--weight-decay must not be negative")
+        try check(regularizer >= 0, "--regularizer must not be negative")
+        try check(trainSubset.map { $0 > 0 } ?? true, "--train-subset must be positive")
+        try check(logEvery > 0 && checkEvery > 0, "--log-every and --check-every must be positive")
+        try check(watchdogSeconds >= 0, "--watchdog-seconds must not be negative")
+        try check(checkpointEvery.map { $0 > 0 } ?? true, "--checkpoint-every must be positive")
+        try check(keepCheckpoints > 0, "--keep-checkpoints must be positive")
+        try check(batchSize % worldSize == 0,
+                  "the global batch size \(batchSize) is not divisible by the \(worldSize) ranks",
+                  "choose --batch-size as a multiple of \(worldSize), or run with a rank count that divides it")
+        if let trainCount {
+            try check(batchSize <= trainCount, "--batch-size \(batchSize) is larger than the training set (\(trainCount) examples)",
+                      "use a smaller --batch-size or a larger --train-subset")
+        }
+    }
+
+    /// A stable hash of everything that must agree across ranks (FNV-1a over the JSON).
+    public var hash: UInt64 {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = (try? encoder.encode(self)) ?? Data()
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        return h
+    }
+
+    /// Pretty JSON (for `config.json` in the run folder and checkpoints).
+    public func json(pretty: Bool = true) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}

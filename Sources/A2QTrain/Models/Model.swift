@@ -1,0 +1,56 @@
+import A2QCore
+import A2QNN
+import A2QQuant
+
+/// A Linear or Conv2d layer with its weight quantizer and the format of its input.
+public struct QuantizedLayer: @unchecked Sendable {
+    public enum Kind: String, Sendable { case linear, conv2d }
+    public let name: String
+    public let kind: Kind
+    public let layer: any Layer
+    public let quantizer: WeightQuantizer
+    /// The integer format of this layer's input (from the input quantizer before it).
+    public let input: InputFormat?
+    /// Whether the accumulator constraint applies (a2q/a2q+).
+    public var isConstrained: Bool { quantizer.spec.kind.isAccumulatorAware }
+    /// The weight tensor's shape.
+    public var weightShape: [Int] { quantizer.weight.shape }
+}
+
+/// A built network: the layer chain, its parameters, and the quantization metadata that
+/// training, checkpoints and the integer engine need.
+public final class Model: @unchecked Sendable {
+    public let name: ModelName
+    public let network: Sequential
+    public let quantizedLayers: [QuantizedLayer]
+    public let activationQuantizers: [ActivationQuantizer]
+    public let classes: Int
+
+    init(name: ModelName, network: Sequential, quantizedLayers: [QuantizedLayer],
+         activationQuantizers: [ActivationQuantizer], classes: Int) {
+        self.name = name
+        self.network = network
+        self.quantizedLayers = quantizedLayers
+        self.activationQuantizers = activationQuantizers
+        self.classes = classes
+    }
+
+    public var parameters: ParameterStore { network.parameters }
+
+    /// The layers the accumulator constraint applies to.
+    public var constrainedLayers: [QuantizedLayer] { quantizedLayers.filter(\.isConstrained) }
+
+    /// Projects every constrained layer back into its feasible set (after each optimizer step).
+    public func reproject() {
+        for layer in quantizedLayers { layer.quantizer.reproject(parameters) }
+    }
+
+    /// Adds the papers' regulariser `weight · Σ relu(g − T·s)` to the gradients; returns it.
+    @discardableResult
+    public func addRegularizer(weight: Float) -> Float {
+        guard weight > 0 else { return 0 }
+        var total: Float = 0
+        for layer in constrainedLayers { total += layer.quantizer.addRegularizer(parameters, weight: weight) }
+        return weight * total
+    }
+}

@@ -1,0 +1,447 @@
+import A2QCore
+import A2QData
+import A2QDistributed
+import A2QNN
+import A2QQuant
+import Foundation
+
+/// Runs the papers' recipe for one configuration: optional float pre-training, conversion
+/// (EP-init and activation calibration), and quantized fine-tuning with re-projection after
+/// every step, data-parallel over a `Communicator` (world size 1 without MPI).
+///
+/// Every rank runs the same code on its slice of each global batch; gradients are summed in
+/// one fused all-reduce and scaled by 1/R, so every rank applies the same update. Only rank 0
+/// prints and writes files.
+public final class Trainer: @unchecked Sendable {
+    public let config: TrainConfig
+    public let communicator: any Communicator
+    public let train: Dataset
+    public let test: Dataset
+    public let sampler: EpochSampler
+    /// The output folder (rank 0's decision; empty on other ranks).
+    public private(set) var output = ""
+
+    private let metrics: MetricsLog
+    private let progress: Progress
+    private let localBatch: Int
+    private let input = Tensor(shape: [0])
+    private var labels: [Int32]
+    private let loss = SoftmaxCrossEntropy()
+    private var timings: [String: Double] = [:]
+    /// Set only by tests: make rank `r` fail (exit or hang) at global step `k`.
+    public var faultInjection: (rank: Int, step: Int, hang: Bool)?
+
+    /// Loads and validates data and configuration. Errors here are the same on every rank.
+    public init(config: TrainConfig, communicator: any Communicator, data: (train: Dataset, test: Dataset)? = nil) throws {
+        let (fullTrain, test) = try data ?? DataSource(argument: config.data).load()
+        let train = config.trainSubset.map { fullTrain.prefix($0) } ?? fullTrain
+        try config.validate(trainCount: train.count, worldSize: communicator.worldSize)
+        let sampler = EpochSampler(count: train.count, globalBatch: config.batchSize, seed: config.seed)
+        guard sampler.batchesPerEpoch >= 1 else {
+            throw A2QError("the training set (\(train.count)) holds no full global batch of \(config.batchSize)")
+        }
+        self.config = config
+        self.communicator = communicator
+        self.train = train
+        self.test = test
+        self.sampler = sampler
+        localBatch = config.batchSize / communicator.worldSize
+        labels = Array(repeating: 0, count: localBatch)
+        communicator.timeout = config.watchdogSeconds
+        if communicator.isRoot {
+            output = try Trainer.chooseOutputFolder(config)
+            try FileSystem.ensureWritableFolder(output)
+            try Data(config.json().utf8).write(to: URL(fileURLWithPath: output).appendingPathComponent("config.json"))
+            metrics = try MetricsLog(path: (output as NSString).appendingPathComponent("metrics.jsonl"))
+        } else {
+            metrics = try MetricsLog(path: nil)
+        }
+        progress = Progress(enabled: communicator.isRoot, logEvery: config.logEvery)
+    }
+
+    /// `--out`, or `Checkpoints/<run-name>` (with `-2`, `-3`, ... when that already holds a run).
+    static func chooseOutputFolder(_ config: TrainConfig) throws -> String {
+        if let out = config.out { return out }
+        let base = config.outputFolder
+        var candidate = base
+        var n = 2
+        while FileManager.default.fileExists(atPath: (candidate as NSString).appendingPathComponent("config.json")) {
+            candidate = "\(base)-\(n)"
+            n += 1
+        }
+        return candidate
+    }
+
+    // MARK: Run
+
+    /// Runs every phase and returns the summary (identical on every rank).
+    public func run() throws -> TrainSummary {
+        try checkAgreement()
+        progress.line("a2q train: \(config.runName), \(communicator.worldSize) rank(s), global batch \(config.batchSize), "
+                      + "\(train.count) training / \(test.count) test images → \(output)")
+        var floatAccuracy: Double?
+        var conversionAccuracy: Double?
+        let model = try ModelBuilder.build(config, quantized: true, classes: train.classes)
+        if config.usesFloatPhase {
+            let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
+            try initialize(floatModel)
+            progress.line("phase 1/2: float pre-training, \(config.floatEpochs) epoch(s)")
+            _ = try trainPhase(floatModel, phase: "float", epochs: config.floatEpochs, learningRate: config.floatLr, maxSteps: nil)
+            floatAccuracy = try evaluate(floatModel).accuracy
+            try convert(from: floatModel, to: model)
+            try calibrate(model)
+            if config.init_ == .epScaled {
+                try matchOutputScales(of: model, to: floatModel)
+                try calibrate(model)
+            }
+            let converted = try evaluate(model)
+            conversionAccuracy = converted.accuracy
+            logConversion(model, accuracy: converted.accuracy, loss: converted.loss)
+            progress.line("phase 2/2: quantized fine-tuning (\(config.quantizer.rawValue)), \(config.epochs) epoch(s)")
+        } else {
+            try initialize(model)
+            if config.isQuantized { try calibrate(model) }
+        }
+        timings = [:]
+        let result = try trainPhase(model, phase: config.isQuantized ? "quantized" : "float", epochs: config.epochs,
+                                    learningRate: config.lr, maxSteps: config.maxSteps)
+        try checkConsistency(model, step: result.steps)
+        let evaluation = try evaluate(model)
+        let layers = LayerStatistics.measure(model)
+        let constrained = layers.filter { $0.maxL1Usage != nil }
+        let counted = constrained.isEmpty ? layers.filter { $0.overflowFree != nil } : constrained
+        let sizes = counted.map { name in model.quantizedLayers.first { $0.name == name.name }?.quantizer.weight.count ?? 0 }
+        let totalSize = max(sizes.reduce(0, +), 1)
+        let sparsity = zip(counted, sizes).reduce(0.0) { $0 + $1.0.sparsity * Double($1.1) } / Double(totalSize)
+        let summary = TrainSummary(
+            runName: config.runName, output: output, worldSize: communicator.worldSize, steps: result.steps,
+            finalTrainLoss: result.trainLoss, testAccuracy: evaluation.accuracy, testLoss: evaluation.loss,
+            floatTestAccuracy: floatAccuracy, conversionTestAccuracy: conversionAccuracy,
+            imagesPerSecond: result.imagesPerSecond, sparsity: sparsity,
+            worstL1Usage: constrained.compactMap(\.maxL1Usage).max(),
+            overflowFree: constrained.allSatisfy { $0.overflowFree == true }, layers: layers,
+            phaseSeconds: timings)
+        if communicator.isRoot {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            try encoder.encode(summary).write(to: URL(fileURLWithPath: output).appendingPathComponent("summary.json"))
+        }
+        lastModel = model
+        return summary
+    }
+
+    /// The trained model of the last `run()` (for tests and export).
+    public private(set) var lastModel: Model?
+
+    // MARK: Phases
+
+    struct PhaseResult { var steps: Int; var trainLoss: Double; var imagesPerSecond: Double }
+
+    private func makeOptimizer(_ count: Int) -> any Optimizer {
+        switch config.optimizer {
+        case .sgd: return SGD(parameterCount: count, momentum: 0.9, nesterov: true, weightDecay: config.weightDecay)
+        case .adam: return Adam(parameterCount: count, weightDecay: config.weightDecay)
+        case .adamw: return Adam(parameterCount: count, weightDecay: config.weightDecay, decoupled: true)
+        }
+    }
+
+    private func makeSchedule(base: Float, totalSteps: Int) -> LearningRateSchedule {
+        switch config.schedule {
+        case .constant: return LearningRateSchedule(base: base, warmupSteps: config.warmupSteps)
+        case .step: return LearningRateSchedule(base: base, kind: .step(every: max(totalSteps / 3, 1), gamma: 0.1),
+                                                warmupSteps: config.warmupSteps)
+        case .cosine: return LearningRateSchedule(base: base, kind: .cosine(totalSteps: totalSteps, minimum: base * 0.01),
+                                                  warmupSteps: config.warmupSteps)
+        }
+    }
+
+    private func time<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
+        let start = monotonicSeconds()
+        defer { timings[phase, default: 0] += monotonicSeconds() - start }
+        return try body()
+    }
+
+    private func trainPhase(_ model: Model, phase: String, epochs: Int, learningRate: Float, maxSteps: Int?) throws -> PhaseResult {
+        let parameters = model.parameters
+        let optimizer = makeOptimizer(parameters.count)
+        let perEpoch = sampler.batchesPerEpoch
+        let totalSteps = min(epochs * perEpoch, maxSteps ?? Int.max)
+        let schedule = makeSchedule(base: learningRate, totalSteps: totalSteps)
+        let gradients = UnsafeMutableBufferPointer(start: parameters.gradients, count: parameters.count)
+        let inverseWorld = 1 / Float(communicator.worldSize)
+        var step = 0
+        var lastEpochLoss = 0.0
+        let phaseStart = monotonicSeconds()
+        var windowStart = phaseStart, windowSteps = 0
+        var evaluationSeconds = 0.0
+        var windowStats = [Double](repeating: 0, count: 3)  // loss sum, correct, examples (local)
+        epochs: for epoch in 0..<epochs {
+            let order = sampler.order(epoch: epoch)
+            var epochStats = [Double](repeating: 0, count: 2)  // loss sum, examples (local)
+            for batch in 0..<perEpoch {
+                if step >= totalSteps { break epochs }
+                if let fault = faultInjection, fault.rank == communicator.rank, fault.step == step {
+                    if fault.hang { while true { sleep(1) } }
+                    printError("a2q: rank \(communicator.rank): injected failure at step \(step)")
+                    exit(3)
+                }
+                time("data") {
+                    labels.withUnsafeMutableBufferPointer {
+                        train.fill(sampler.slice(of: order, batch: batch, rank: communicator.rank,
+                                                 worldSize: communicator.worldSize), into: input, labels: $0)
+                    }
+                }
+                parameters.zeroGradients()
+                let logits = time("forward") { model.network.forward(input, training: true) }
+                let value = labels.withUnsafeBufferPointer { loss.forward(logits, labels: $0) }
+                guard value.isFinite else {
+                    throw A2QError("the training loss became \(value) at step \(step) (\(phase) phase, epoch \(epoch + 1)); nothing was saved from this point",
+                                   remedy: "lower the learning rate (--lr / --float-lr) or check the data")
+                }
+                time("backward") {
+                    model.network.backward(loss.backward())
+                    model.addRegularizer(weight: config.regularizer)
+                }
+                try time("allreduce") {
+                    if communicator.worldSize > 1 {
+                        try communicator.allReduceSum(gradients)
+                        for i in 0..<gradients.count { gradients[i] *= inverseWorld }
+                    }
+                }
+                time("optimizer") {
+                    optimizer.step(parameters, learningRate: schedule.rate(at: step))
+                    model.reproject()
+                }
+                step += 1
+                windowSteps += 1
+                windowStats[0] += Double(value) * Double(localBatch)
+                windowStats[1] += Double(loss.correctCount)
+                windowStats[2] += Double(localBatch)
+                epochStats[0] += Double(value) * Double(localBatch)
+                epochStats[1] += Double(localBatch)
+                if step % config.checkEvery == 0 { try checkConsistency(model, step: step) }
+                if step % config.logEvery == 0 || batch == perEpoch - 1 || step == totalSteps {
+                    try windowStats.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+                    let now = monotonicSeconds()
+                    let rate = Double(windowSteps * config.batchSize) / max(now - windowStart, 1e-9)
+                    let meanLoss = windowStats[0] / max(windowStats[2], 1)
+                    metrics.write(["type": "step", "phase": phase, "step": step, "epoch": epoch + 1,
+                                   "loss": meanLoss, "accuracy": windowStats[1] / max(windowStats[2], 1),
+                                   "lr": Double(schedule.rate(at: step - 1)), "images_per_second": rate])
+                    let secondsPerStep = (now - phaseStart) / Double(step)
+                    progress.step(phase: phase, epoch: epoch, epochs: epochs, step: batch + 1, stepsPerEpoch: perEpoch,
+                                  loss: Float(meanLoss), imagesPerSecond: rate, remainingSteps: totalSteps - step,
+                                  secondsPerStep: secondsPerStep)
+                    windowStart = now
+                    windowSteps = 0
+                    windowStats = [0, 0, 0]
+                }
+            }
+            try epochStats.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+            lastEpochLoss = epochStats[0] / max(epochStats[1], 1)
+            try synchronizeBuffers(model)
+            let evaluationStart = monotonicSeconds()
+            try endOfEpoch(model, phase: phase, epoch: epoch, trainLoss: lastEpochLoss, step: step)
+            evaluationSeconds += monotonicSeconds() - evaluationStart
+            windowStart = monotonicSeconds()
+        }
+        let elapsed = monotonicSeconds() - phaseStart - evaluationSeconds
+        return PhaseResult(steps: step, trainLoss: lastEpochLoss,
+                           imagesPerSecond: Double(step * config.batchSize) / max(elapsed, 1e-9))
+    }
+
+    private func endOfEpoch(_ model: Model, phase: String, epoch: Int, trainLoss: Double, step: Int) throws {
+        let evaluation = try evaluate(model)
+        let layers = LayerStatistics.measure(model)
+        let constrained = layers.filter { $0.maxL1Usage != nil }
+        let overflowFree = constrained.allSatisfy { $0.overflowFree == true }
+        metrics.write(["type": "epoch", "phase": phase, "epoch": epoch + 1, "step": step, "train_loss": trainLoss,
+                       "test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss,
+                       "layers": MetricsLog.object(layers), "overflow_free": overflowFree])
+        var text = String(format: "%@ epoch %d done: train loss %.4f, test accuracy %.2f%%, test loss %.4f",
+                          phase, epoch + 1, trainLoss, 100 * evaluation.accuracy, evaluation.loss)
+        if !constrained.isEmpty {
+            let usage = constrained.compactMap(\.maxL1Usage).max() ?? 0
+            text += String(format: ", max ||q||₁/T %.3f, %@", usage, overflowFree ? "overflow-free" : "OVERFLOW POSSIBLE")
+        }
+        progress.line(text)
+    }
+
+    // MARK: Start-up, conversion, calibration
+
+    /// Rank 0's initial parameters and buffers go to every rank.
+    private func initialize(_ model: Model) throws {
+        var generator = Xoshiro256(seed: config.seed)
+        model.network.initialize(generator: &generator)
+        try broadcastState(model)
+    }
+
+    private func broadcastState(_ model: Model) throws {
+        let parameters = model.parameters
+        try communicator.broadcast(UnsafeMutableRawBufferPointer(start: parameters.values, count: parameters.count * 4), root: 0)
+        for (_, tensor) in model.network.buffers {
+            try communicator.broadcast(UnsafeMutableRawBufferPointer(start: tensor.data, count: tensor.count * 4), root: 0)
+        }
+    }
+
+    /// Averages non-trainable buffers (BatchNorm running statistics) over ranks, so that
+    /// evaluation and checkpoints see one model. BatchNorm itself normalises with each rank's
+    /// local batch statistics during training (as PyTorch DDP does by default).
+    private func synchronizeBuffers(_ model: Model) throws {
+        guard communicator.worldSize > 1 else { return }
+        let inverse = 1 / Float(communicator.worldSize)
+        for (_, tensor) in model.network.buffers {
+            try communicator.allReduceSum(tensor.buffer)
+            for i in 0..<tensor.count { tensor.data[i] *= inverse }
+        }
+    }
+
+    /// Copies float weights, biases and BatchNorm state by name, then initialises every
+    /// quantizer from its float weights (EP-init or naive for a2q/a2q+, `max|w|` for qat).
+    private func convert(from floatModel: Model, to model: Model) throws {
+        for view in floatModel.parameters.views {
+            guard let target = model.parameters.view(named: view.name), target.count == view.count else { continue }
+            model.parameters.value(target).update(from: floatModel.parameters.value(view), count: view.count)
+        }
+        let sources = Dictionary(uniqueKeysWithValues: floatModel.network.buffers.map { ($0.name, $0.tensor) })
+        for (name, tensor) in model.network.buffers {
+            if let source = sources[name] { tensor.data.update(from: source.data, count: tensor.count) }
+        }
+        for layer in model.quantizedLayers {
+            layer.quantizer.initializeFromFloatWeights(model.parameters,
+                                                       method: layer.isConstrained ? config.init_ : .naive)
+        }
+        // Deterministic on every rank, but keep one source of truth all the same.
+        try broadcastState(model)
+    }
+
+    /// Re-calibration after conversion: per output channel of every constrained layer (in
+    /// order), the least-squares factor `ρ = Σ z_f·z_q / Σ z_q²` between the float model's and
+    /// the quantized model's pre-bias outputs on calibration batches (reduced over ranks) scales
+    /// `s`, `g` and `v` together, so the integers stay and the layer's output scale is the float
+    /// model's. Without BatchNorm a tight L1 budget otherwise shrinks each layer's output and
+    /// starves the next one.
+    private func matchOutputScales(of model: Model, to floatModel: Model) throws {
+        let order = sampler.order(epoch: 0)
+        let batches = min(max(config.calibrationBatches / 4, 1), sampler.batchesPerEpoch)
+        for layer in model.constrainedLayers {
+            guard let quantizedIndex = model.network.index(of: layer.name),
+                  let floatIndex = floatModel.network.index(of: layer.name) else { continue }
+            let channels = layer.quantizer.outChannels
+            let bias = layer.layer.hasParameters ? model.parameters.view(named: "\(layer.name).bias") : nil
+            var sums = [Double](repeating: 0, count: 2 * channels)
+            for batch in 0..<batches {
+                labels.withUnsafeMutableBufferPointer {
+                    train.fill(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
+                               into: input, labels: $0)
+                }
+                let reference = floatModel.network.forward(input, training: false, through: floatIndex)
+                let quantized = model.network.forward(input, training: false, through: quantizedIndex)
+                let plane = reference.count / (reference.shape[0] * channels)
+                let b = bias.map { model.parameters.value($0) }
+                for n in 0..<reference.shape[0] {
+                    for c in 0..<channels {
+                        let shift = b?[c] ?? 0
+                        let offset = (n * channels + c) * plane
+                        for i in 0..<plane {
+                            let zf = Double(reference[offset + i] - shift), zq = Double(quantized[offset + i] - shift)
+                            sums[2 * c] += zf * zq
+                            sums[2 * c + 1] += zq * zq
+                        }
+                    }
+                }
+            }
+            try sums.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+            for c in 0..<channels where sums[2 * c + 1] > 0 && sums[2 * c] > 0 {
+                layer.quantizer.rescaleChannel(c, by: sums[2 * c] / sums[2 * c + 1], model.parameters)
+            }
+        }
+    }
+
+    /// Sets activation-quantizer scales from the first training batches, reduced over ranks.
+    private func calibrate(_ model: Model) throws {
+        guard !model.activationQuantizers.isEmpty, config.calibrationBatches > 0 else { return }
+        for q in model.activationQuantizers { q.startCalibration() }
+        let order = sampler.order(epoch: 0)
+        for batch in 0..<min(config.calibrationBatches, sampler.batchesPerEpoch) {
+            labels.withUnsafeMutableBufferPointer {
+                train.fill(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
+                           into: input, labels: $0)
+            }
+            _ = model.network.forward(input, training: true)
+        }
+        var sums = model.activationQuantizers.flatMap { [$0.calibrationSum, $0.calibrationCount] }
+        try sums.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        for (i, q) in model.activationQuantizers.enumerated() {
+            q.calibrationSum = sums[2 * i]
+            q.calibrationCount = sums[2 * i + 1]
+            q.finishCalibration(model.parameters)
+        }
+        try synchronizeBuffers(model)
+    }
+
+    private func logConversion(_ model: Model, accuracy: Double, loss testLoss: Double) {
+        let layers = LayerStatistics.measure(model)
+        metrics.write(["type": "conversion", "init": config.init_.rawValue, "test_accuracy": accuracy, "test_loss": testLoss,
+                       "layers": MetricsLog.object(layers)])
+        let details = layers.filter { $0.maxL1Usage != nil }.map {
+            String(format: "%@ sparsity %.1f%% p_min %d", $0.name, 100 * $0.sparsity, $0.pMin ?? 0)
+        }.joined(separator: ", ")
+        progress.line(String(format: "converted with %@ init: test accuracy %.2f%%, loss %.4f before fine-tuning (%@)",
+                             config.init_.rawValue, 100 * accuracy, testLoss, details))
+    }
+
+    // MARK: Evaluation and agreement
+
+    /// Test accuracy and mean loss, each rank evaluating a contiguous slice, reduced.
+    public func evaluate(_ model: Model) throws -> (accuracy: Double, loss: Double) {
+        let per = (test.count + communicator.worldSize - 1) / communicator.worldSize
+        let start = min(communicator.rank * per, test.count), end = min(start + per, test.count)
+        var stats = [Double](repeating: 0, count: 3)
+        let evalBatch = 500
+        var evalLabels = [Int32](repeating: 0, count: evalBatch)
+        let x = Tensor(shape: [0])
+        var first = start
+        while first < end {
+            let last = min(first + evalBatch, end)
+            evalLabels.withUnsafeMutableBufferPointer { test.fill(first..<last, into: x, labels: $0) }
+            let logits = model.network.forward(x, training: false)
+            let value = evalLabels.withUnsafeBufferPointer {
+                loss.forward(logits, labels: UnsafeBufferPointer(rebasing: $0[0..<(last - first)]))
+            }
+            stats[0] += Double(value) * Double(last - first)
+            stats[1] += Double(loss.correctCount)
+            stats[2] += Double(last - first)
+            first = last
+        }
+        try stats.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        return (stats[1] / max(stats[2], 1), stats[0] / max(stats[2], 1))
+    }
+
+    /// Every rank must run the same configuration with the same parameter count.
+    private func checkAgreement() throws {
+        let model = try ModelBuilder.build(config, quantized: true, classes: train.classes)
+        let mine: [Int64] = [Int64(bitPattern: config.hash), Int64(model.parameters.count), Int64(train.count)]
+        var low = mine, high = mine
+        try low.withUnsafeMutableBufferPointer { try communicator.allReduceMin($0) }
+        try high.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
+        let names = ["configuration hash", "parameter count", "training-set size"]
+        for i in 0..<mine.count where low[i] != high[i] {
+            throw A2QError("ranks disagree on the \(names[i]) (rank \(communicator.rank) has \(mine[i]), range \(low[i])...\(high[i]))",
+                           remedy: "start every rank with the same arguments, config file and data")
+        }
+    }
+
+    /// Compares a checksum of the parameters across ranks; a mismatch is fatal.
+    private func checkConsistency(_ model: Model, step: Int) throws {
+        guard communicator.worldSize > 1 else { return }
+        let checksum = Int64(bitPattern: model.parameters.checksum())
+        var low = [checksum], high = [checksum]
+        try low.withUnsafeMutableBufferPointer { try communicator.allReduceMin($0) }
+        try high.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
+        if low[0] != high[0] {
+            throw A2QError("replicas diverged: parameter checksums differ across ranks at step \(step)",
+                           remedy: "this is a bug or a hardware fault; rerun from the last checkpoint")
+        }
+    }
+}

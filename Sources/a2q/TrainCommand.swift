@@ -1,0 +1,139 @@
+import A2QCore
+import A2QDistributed
+import A2QQuant
+import A2QTrain
+import ArgumentParser
+import Foundation
+
+extension ModelName: ExpressibleByArgument {}
+extension FirstLastPolicy: ExpressibleByArgument {}
+extension OptimizerName: ExpressibleByArgument {}
+extension ScheduleName: ExpressibleByArgument {}
+
+/// `a2q train`: the papers' recipe, data-parallel under mpirun.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train an accumulator-aware quantized network (run under mpirun for data parallelism).",
+        discussion: """
+            With --quantizer a2q or a2q+ the default recipe is: --float-epochs of float training, \
+            conversion (--init ep-scaled by default), activation calibration, then --epochs of \
+            quantized training with re-projection after every step. A JSON --config file may set any \
+            option by its flag name (e.g. {"accumulator-bits": 14}); flags override it.
+            """)
+
+    @Option(help: "JSON config file whose keys are the flag names.") var config: String?
+    @Option(help: "Model: mlp, cnn or cnn-bn.") var model: ModelName?
+    @Option(help: "Weight quantizer: float, qat, a2q or a2q+.") var quantizer: WeightQuantizerKind?
+    @Option(help: "Weight bits M of the constrained layers (2...16).") var weightBits: Int?
+    @Option(help: "Activation bits N after every ReLU (2...16).") var actBits: Int?
+    @Option(help: "Accumulator bits P of the hidden layers (2...32).") var accumulatorBits: Int?
+    @Option(help: "First and last layers: unconstrained (8-bit qat) or constrained.") var firstLast: FirstLastPolicy?
+    @Option(help: "Per-layer accumulator bits, NAME=P (repeatable).") var layerAccumulatorBits: [String] = []
+    @Option(help: "Quantized (or float-only) training epochs.") var epochs: Int?
+    @Option(help: "Stop the quantized phase after this many steps.") var maxSteps: Int?
+    @Option(help: "Float pre-training epochs before conversion (a2q/a2q+; 0 skips).") var floatEpochs: Int?
+    @Option(help: "Global batch size, split evenly over the ranks.") var batchSize: Int?
+    @Option(help: "Optimizer: sgd, adam or adamw.") var optimizer: OptimizerName?
+    @Option(help: "Learning rate of the quantized (or only) phase.") var lr: Float?
+    @Option(help: "Learning rate of the float pre-training phase.") var floatLr: Float?
+    @Option(help: "Weight decay (weights only; never norms, scales or biases).") var weightDecay: Float?
+    @Option(help: "Learning-rate schedule: constant, step or cosine.") var schedule: ScheduleName?
+    @Option(help: "Linear warm-up steps.") var warmupSteps: Int?
+    @Option(help: "Random seed (initialisation and shuffling).") var seed: UInt64?
+    @Option(help: "Data folder of MNIST-format IDX files, or 'synthetic'.") var data: String?
+    @Option(help: "Use only the first N training images.") var trainSubset: Int?
+    @Option(help: "Output folder (default Checkpoints/<run-name>).") var out: String?
+    @Option(name: .customLong("init"), help: "Conversion init of constrained layers: naive, ep or ep-scaled.")
+    var initMethod: WeightInitMethod?
+    @Option(help: "Weight of the papers' regulariser Σ relu(g − T·s).") var regularizer: Float?
+    @Option(help: "Training batches used to calibrate activation scales.") var calibrationBatches: Int?
+    @Option(help: "Log every N steps.") var logEvery: Int?
+    @Option(help: "Compare parameter checksums across ranks every N steps.") var checkEvery: Int?
+    @Option(help: "Abort a collective that takes longer than this (seconds, 0 = never).") var watchdogSeconds: Double?
+    @Flag(help: "Print a one-line JSON summary at the end.") var json = false
+    @Option(help: .hidden) var testFailRank: Int?
+    @Option(help: .hidden) var testFailStep: Int?
+    @Flag(help: .hidden) var testFailHang = false
+    @Option(help: .hidden) var testOverrideSeedOnRank: Int?
+
+    /// The file's configuration with every given flag applied on top.
+    func resolved() throws -> TrainConfig {
+        var c = try config.map { try TrainConfig.load(path: $0) } ?? TrainConfig()
+        if let model { c.model = model }
+        if let quantizer { c.quantizer = quantizer }
+        if let weightBits { c.weightBits = weightBits }
+        if let actBits { c.actBits = actBits }
+        if let accumulatorBits { c.accumulatorBits = accumulatorBits }
+        if let firstLast { c.firstLast = firstLast }
+        for item in layerAccumulatorBits {
+            let parts = item.split(separator: "=")
+            guard parts.count == 2, let bits = Int(parts[1]) else {
+                throw A2QError("--layer-accumulator-bits '\(item)' is not NAME=P", remedy: "e.g. --layer-accumulator-bits fc1=18")
+            }
+            c.layerAccumulatorBits[String(parts[0])] = bits
+        }
+        if let epochs { c.epochs = epochs }
+        if let maxSteps { c.maxSteps = maxSteps }
+        if let floatEpochs { c.floatEpochs = floatEpochs }
+        if let batchSize { c.batchSize = batchSize }
+        if let optimizer { c.optimizer = optimizer }
+        if let lr { c.lr = lr }
+        if let floatLr { c.floatLr = floatLr }
+        if let weightDecay { c.weightDecay = weightDecay }
+        if let schedule { c.schedule = schedule }
+        if let warmupSteps { c.warmupSteps = warmupSteps }
+        if let seed { c.seed = seed }
+        if let data { c.data = data }
+        if let trainSubset { c.trainSubset = trainSubset }
+        if let out { c.out = out }
+        if let initMethod { c.init_ = initMethod }
+        if let regularizer { c.regularizer = regularizer }
+        if let calibrationBatches { c.calibrationBatches = calibrationBatches }
+        if let logEvery { c.logEvery = logEvery }
+        if let checkEvery { c.checkEvery = checkEvery }
+        if let watchdogSeconds { c.watchdogSeconds = watchdogSeconds }
+        return c
+    }
+
+    func run() throws {
+        let communicator: any Communicator = MPICommunicator.launchedByMPIRun
+            ? try MPICommunicator() : SingleProcessCommunicator()
+        // Start-up: the same checks on every rank; one message (from the lowest failing rank).
+        var trainer: Trainer?
+        var failure: (any Error)?
+        do {
+            var config = try resolved()
+            if let rank = testOverrideSeedOnRank, rank == communicator.rank { config.seed &+= 1 }
+            trainer = try Trainer(config: config, communicator: communicator)
+            if let rank = testFailRank, let step = testFailStep { trainer?.faultInjection = (rank, step, testFailHang) }
+        } catch {
+            failure = error
+        }
+        var failedRank = [Int64(failure == nil ? Int64.max : Int64(communicator.rank))]
+        try failedRank.withUnsafeMutableBufferPointer { try communicator.allReduceMin($0) }
+        if failedRank[0] != Int64.max {
+            if let failure, Int64(communicator.rank) == failedRank[0] { printError("Error: \(failure)") }
+            (communicator as? MPICommunicator)?.finalize()
+            throw ExitCode(1)
+        }
+        guard let trainer else { throw ExitCode(1) }
+        do {
+            let summary = try trainer.run()
+            if json && communicator.isRoot {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                printLine(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            } else if communicator.isRoot {
+                printLine(String(format: "done: test accuracy %.2f%%, %.0f images/s, sparsity %.1f%%%@ → %@",
+                                 100 * summary.testAccuracy, summary.imagesPerSecond, 100 * summary.sparsity,
+                                 summary.worstL1Usage.map { String(format: ", max ||q||₁/T %.3f, %@", $0, summary.overflowFree ? "overflow-free" : "OVERFLOW POSSIBLE") } ?? "",
+                                 summary.output))
+            }
+        } catch {
+            if communicator.worldSize > 1 { communicator.abort("\(error)", code: 1) }
+            throw error
+        }
+        (communicator as? MPICommunicator)?.finalize()
+    }
+}
