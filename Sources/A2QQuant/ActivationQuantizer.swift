@@ -119,10 +119,30 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
         let n = tensor.count
         guard n > 0 else { return 0 }
         if scratch.count < n { scratch = Array(repeating: 0, count: n) }
-        for i in 0..<n { scratch[i] = abs(tensor.data[i]) }
         let rank = min(n - 1, Int((calibrationPercentile / 100 * Double(n - 1)).rounded(.up)))
-        var values = scratch[0..<n]
-        values.sort()
-        return Double(values[values.startIndex + rank])
+        return scratch.withUnsafeMutableBufferPointer { buffer -> Double in
+            for i in 0..<n { buffer[i] = abs(tensor.data[i]) }
+            return Double(Self.select(buffer, count: n, rank: rank))
+        }
+    }
+
+    /// The `rank`-th smallest of `a[0..<count]` (quickselect, median-of-three; reorders `a`).
+    static func select(_ a: UnsafeMutableBufferPointer<Float>, count: Int, rank: Int) -> Float {
+        var low = 0, high = count - 1
+        while low < high {
+            let mid = low + (high - low) / 2
+            if a[mid] < a[low] { a.swapAt(mid, low) }
+            if a[high] < a[low] { a.swapAt(high, low) }
+            if a[high] < a[mid] { a.swapAt(high, mid) }
+            let pivot = a[mid]
+            var i = low, j = high
+            while i <= j {
+                while a[i] < pivot { i += 1 }
+                while a[j] > pivot { j -= 1 }
+                if i <= j { a.swapAt(i, j); i += 1; j -= 1 }
+            }
+            if rank <= j { high = j } else if rank >= i { low = i } else { return a[rank] }
+        }
+        return a[rank]
     }
 }

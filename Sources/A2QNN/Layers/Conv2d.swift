@@ -133,14 +133,25 @@ public final class Conv2d: Layer, @unchecked Sendable {
         return inputGradient
     }
 
+    /// The output columns `ow` whose input column `ow·s − p + j` lies inside `[0, W)`.
+    @inline(__always)
+    private func validColumns(_ j: Int, width wIn: Int, outWidth wo: Int) -> Range<Int> {
+        // ow·s − p + j ≥ 0  ⇔  ow ≥ ceil((p − j)/s);  ow·s − p + j ≤ W − 1  ⇔  ow ≤ floor((W − 1 + p − j)/s).
+        let low = max(0, (padding - j + stride - 1) / stride)
+        let highValue = wIn - 1 + padding - j
+        let high = highValue < 0 ? -1 : min(wo - 1, highValue / stride)
+        return low <= high ? low..<(high + 1) : 0..<0
+    }
+
     /// col[(c·kh + i)·kw + j, n·Ho·Wo + oh·Wo + ow] = x[n, c, oh·s − p + i, ow·s − p + j] (0 outside).
     private func im2col(_ x: UnsafePointer<Float>) {
         let (batch, h, wIn, ho, wo) = geometry
         let plane = ho * wo, columnsCount = batch * plane
         let col = columns.data
-        for c in 0..<inChannels {
-            for i in 0..<kernelHeight {
-                for j in 0..<kernelWidth {
+        for j in 0..<kernelWidth {
+            let valid = validColumns(j, width: wIn, outWidth: wo)
+            for c in 0..<inChannels {
+                for i in 0..<kernelHeight {
                     let row = col + ((c * kernelHeight + i) * kernelWidth + j) * columnsCount
                     for n in 0..<batch {
                         let image = x + (n * inChannels + c) * h * wIn
@@ -148,14 +159,17 @@ public final class Conv2d: Layer, @unchecked Sendable {
                         for oh in 0..<ho {
                             let ih = oh * stride - padding + i
                             let destination = destinationPlane + oh * wo
-                            guard ih >= 0 && ih < h else {
+                            guard ih >= 0 && ih < h, !valid.isEmpty else {
                                 destination.update(repeating: 0, count: wo)
                                 continue
                             }
-                            let source = image + ih * wIn
-                            for ow in 0..<wo {
-                                let iw = ow * stride - padding + j
-                                destination[ow] = (iw >= 0 && iw < wIn) ? source[iw] : 0
+                            if valid.lowerBound > 0 { destination.update(repeating: 0, count: valid.lowerBound) }
+                            if valid.upperBound < wo { (destination + valid.upperBound).update(repeating: 0, count: wo - valid.upperBound) }
+                            let source = image + ih * wIn - padding + j
+                            if stride == 1 {
+                                (destination + valid.lowerBound).update(from: source + valid.lowerBound, count: valid.count)
+                            } else {
+                                for ow in valid { destination[ow] = source[ow * stride] }
                             }
                         }
                     }
@@ -170,9 +184,11 @@ public final class Conv2d: Layer, @unchecked Sendable {
         let plane = ho * wo, columnsCount = batch * plane
         let col = UnsafePointer(columns.data)
         dx.update(repeating: 0, count: batch * inChannels * h * wIn)
-        for c in 0..<inChannels {
-            for i in 0..<kernelHeight {
-                for j in 0..<kernelWidth {
+        for j in 0..<kernelWidth {
+            let valid = validColumns(j, width: wIn, outWidth: wo)
+            guard !valid.isEmpty else { continue }
+            for c in 0..<inChannels {
+                for i in 0..<kernelHeight {
                     let row = col + ((c * kernelHeight + i) * kernelWidth + j) * columnsCount
                     for n in 0..<batch {
                         let image = dx + (n * inChannels + c) * h * wIn
@@ -181,11 +197,8 @@ public final class Conv2d: Layer, @unchecked Sendable {
                             let ih = oh * stride - padding + i
                             guard ih >= 0 && ih < h else { continue }
                             let source = sourcePlane + oh * wo
-                            let destination = image + ih * wIn
-                            for ow in 0..<wo {
-                                let iw = ow * stride - padding + j
-                                if iw >= 0 && iw < wIn { destination[iw] += source[ow] }
-                            }
+                            let destination = image + ih * wIn - padding + j
+                            for ow in valid { destination[ow * stride] += source[ow] }
                         }
                     }
                 }

@@ -32,6 +32,26 @@ public final class MaxPool2d: Layer, @unchecked Sendable {
         }
         let x = input.data, y = output.data
         argmax.withUnsafeMutableBufferPointer { index in
+            if kernelSize == 2 && stride == 2 {
+                // The common 2×2/2 case without the generic window loops.
+                for plane in 0..<(n * c) {
+                    let source = x + plane * h * w
+                    for oh in 0..<ho {
+                        let top = source + 2 * oh * w, bottom = top + w
+                        let o = (plane * ho + oh) * wo
+                        for ow in 0..<wo {
+                            let at = 2 * ow
+                            var best = top[at], bestIndex = 2 * oh * w + at
+                            if top[at + 1] > best { best = top[at + 1]; bestIndex += 1 }
+                            if bottom[at] > best { best = bottom[at]; bestIndex = (2 * oh + 1) * w + at }
+                            if bottom[at + 1] > best { best = bottom[at + 1]; bestIndex = (2 * oh + 1) * w + at + 1 }
+                            y[o + ow] = best
+                            index[o + ow] = Int32(bestIndex)
+                        }
+                    }
+                }
+                return
+            }
             for plane in 0..<(n * c) {
                 let source = x + plane * h * w
                 for oh in 0..<ho {
