@@ -15,6 +15,27 @@ public enum EuclideanProjection {
         }
     }
 
+    /// Thresholds for many radii over the same vector: sorts `|x|` once (O(K log K)), then
+    /// each `threshold(radius:)` is O(K).
+    public struct Thresholds: Sendable {
+        let sorted: [Double]
+        let cumulative: [Double]
+
+        public init(_ x: UnsafeBufferPointer<Float>) {
+            sorted = x.map { Double(abs($0)) }.sorted(by: >)
+            var running = 0.0
+            cumulative = sorted.map { running += $0; return running }
+        }
+
+        /// θ with `Σ max(|x_i| − θ, 0) = radius`, or 0 when `||x||_1 <= radius`.
+        public func threshold(radius: Double) -> Double {
+            guard let total = cumulative.last, total > radius else { return 0 }
+            var rho = 0
+            for j in 0..<sorted.count where sorted[j] * Double(j + 1) > cumulative[j] - radius { rho = j + 1 }
+            return rho > 0 ? (cumulative[rho - 1] - radius) / Double(rho) : (sorted.first ?? 0)
+        }
+    }
+
     /// The soft threshold θ with `Σ max(|x_i| − θ, 0) = radius` (for `||x||_1 > radius`).
     public static func threshold(_ x: UnsafeBufferPointer<Float>, radius: Double) -> Double {
         let sorted = x.map { Double(abs($0)) }.sorted(by: >)

@@ -217,27 +217,38 @@ public final class WeightQuantizer: @unchecked Sendable {
         let top = 2 * max(base, l1 / bound, maxAbs)
         let steps = Int((4 * log2(top / base)).rounded(.up))
         var best: (error: Double, trial: Double, fitted: Double, projected: [Float])? = nil
+        let thresholds = EuclideanProjection.Thresholds(UnsafeBufferPointer(start: row, count: fanIn))
         var candidate = [Float](repeating: 0, count: fanIn)
+        var q = [Double](repeating: 0, count: fanIn)
         for j in 0...max(steps, 0) {
             let trial = base * exp2(Double(j) / 4)
-            for i in 0..<fanIn { candidate[i] = row[i] }
-            candidate.withUnsafeMutableBufferPointer { buffer in
-                if let base = buffer.baseAddress { EuclideanProjection.projectOntoL1Ball(base, count: fanIn, radius: trial * bound) }
+            // Project onto the L1 ball of radius trial·T and simulate the forward pass for
+            // v = projection, s = trial, g = min(||v||₁, s·T).
+            let theta = thresholds.threshold(radius: trial * bound)
+            var vSum = 0.0, vNorm = 0.0
+            for i in 0..<fanIn {
+                let magnitude = max(Double(abs(row[i])) - theta, 0)
+                let value = Float(row[i] < 0 ? -magnitude : magnitude)
+                candidate[i] = value
+                vSum += Double(value)
+                vNorm += Double(abs(value))
             }
-            // Simulate the forward pass for v = candidate, s = trial, g = min(||v||₁, s·T).
-            let v = candidate.map(Double.init)
-            let mean = plus ? v.reduce(0, +) / Double(fanIn) : 0
-            let u = v.map { $0 - mean }
-            let uNorm = u.reduce(0) { $0 + abs($1) }
-            let vNorm = v.reduce(0) { $0 + abs($1) }
+            let mean = plus ? vSum / Double(fanIn) : 0
+            var uNorm = 0.0
+            for i in 0..<fanIn { uNorm += abs(Double(candidate[i]) - mean) }
             guard uNorm > 0 else { continue }
             let pre = uNorm / min(vNorm / trial, bound)
-            let q = u.map { min(max(($0 / pre).rounded(.towardZero), -qmax), qmax) }
-            let qq = q.reduce(0) { $0 + $1 * $1 }
-            guard qq > 0 else { continue }
-            let fitted = zip(w, q).reduce(0) { $0 + $1.0 * $1.1 } / qq
-            guard fitted > 0 else { continue }
-            let error = zip(w, q).reduce(0) { $0 + ($1.0 - fitted * $1.1) * ($1.0 - fitted * $1.1) }
+            var wq = 0.0, qq = 0.0
+            for i in 0..<fanIn {
+                let level = min(max(((Double(candidate[i]) - mean) / pre).rounded(.towardZero), -qmax), qmax)
+                q[i] = level
+                wq += w[i] * level
+                qq += level * level
+            }
+            guard qq > 0, wq > 0 else { continue }
+            let fitted = wq / qq
+            var error = 0.0
+            for i in 0..<fanIn { let e = w[i] - fitted * q[i]; error += e * e }
             if error < (best?.error ?? .infinity) { best = (error, trial, fitted, candidate) }
         }
         guard let best else {

@@ -56,6 +56,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: .hidden) var testFailStep: Int?
     @Flag(help: .hidden) var testFailHang = false
     @Option(help: .hidden) var testOverrideSeedOnRank: Int?
+    @Option(help: .hidden) var testDumpParameters: String?
 
     /// The file's configuration with every given flag applied on top.
     func resolved() throws -> TrainConfig {
@@ -107,6 +108,17 @@ struct TrainCommand: ParsableCommand {
             if let rank = testOverrideSeedOnRank, rank == communicator.rank { config.seed &+= 1 }
             trainer = try Trainer(config: config, communicator: communicator)
             if let rank = testFailRank, let step = testFailStep { trainer?.faultInjection = (rank, step, testFailHang) }
+            if let prefix = testDumpParameters {
+                // Tests compare every rank's parameters and the per-step losses it saw.
+                let rank = communicator.rank
+                var losses: [String] = []
+                trainer?.stepObserver = { model, phase, step, loss in
+                    losses.append("\(phase) \(step) \(loss.bitPattern) \(loss)")
+                    let data = Data(bytes: model.parameters.values, count: model.parameters.count * 4)
+                    try? data.write(to: URL(fileURLWithPath: "\(prefix).rank\(rank).bin"))
+                    try? losses.joined(separator: "\n").write(toFile: "\(prefix).rank\(rank).losses", atomically: true, encoding: .utf8)
+                }
+            }
         } catch {
             failure = error
         }

@@ -11,9 +11,11 @@ public final class Progress: @unchecked Sendable {
     private let every: Int
     private var lastDraw = 0.0
 
-    public init(enabled: Bool, logEvery: Int) {
+    /// `live` asks for the terminal bar; it is used only when standard output is a terminal
+    /// (under mpirun a rank cannot tell, so the trainer passes false there).
+    public init(enabled: Bool, logEvery: Int, live: Bool = true) {
         self.enabled = enabled
-        live = enabled && isatty(1) == 1
+        self.live = live && enabled && isatty(1) == 1
         every = logEvery
     }
 

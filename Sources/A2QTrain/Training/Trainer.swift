@@ -21,6 +21,8 @@ public final class Trainer: @unchecked Sendable {
     /// The output folder (rank 0's decision; empty on other ranks).
     public private(set) var output = ""
 
+    /// The quantized model this run trains (built, not yet initialised, at start-up).
+    public let model: Model
     private let metrics: MetricsLog
     private let progress: Progress
     private let localBatch: Int
@@ -30,9 +32,12 @@ public final class Trainer: @unchecked Sendable {
     private var timings: [String: Double] = [:]
     /// Set only by tests: make rank `r` fail (exit or hang) at global step `k`.
     public var faultInjection: (rank: Int, step: Int, hang: Bool)?
+    /// Called after every optimizer step and re-projection, with the phase and step (tests).
+    public var stepObserver: ((_ model: Model, _ phase: String, _ step: Int, _ loss: Float) -> Void)?
 
     /// Loads and validates data and configuration. Errors here are the same on every rank.
-    public init(config: TrainConfig, communicator: any Communicator, data: (train: Dataset, test: Dataset)? = nil) throws {
+    public init(config: TrainConfig, communicator: any Communicator, data: (train: Dataset, test: Dataset)? = nil,
+                quiet: Bool = false) throws {
         let (fullTrain, test) = try data ?? DataSource(argument: config.data).load()
         let train = config.trainSubset.map { fullTrain.prefix($0) } ?? fullTrain
         try config.validate(trainCount: train.count, worldSize: communicator.worldSize)
@@ -45,6 +50,8 @@ public final class Trainer: @unchecked Sendable {
         self.train = train
         self.test = test
         self.sampler = sampler
+        // Building the model validates the per-layer settings (e.g. P too narrow) up front.
+        model = try ModelBuilder.build(config, quantized: true, classes: train.classes)
         localBatch = config.batchSize / communicator.worldSize
         labels = Array(repeating: 0, count: localBatch)
         communicator.timeout = config.watchdogSeconds
@@ -56,7 +63,8 @@ public final class Trainer: @unchecked Sendable {
         } else {
             metrics = try MetricsLog(path: nil)
         }
-        progress = Progress(enabled: communicator.isRoot, logEvery: config.logEvery)
+        progress = Progress(enabled: communicator.isRoot && !quiet, logEvery: config.logEvery,
+                            live: communicator.worldSize == 1 && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] == nil)
     }
 
     /// `--out`, or `Checkpoints/<run-name>` (with `-2`, `-3`, ... when that already holds a run).
@@ -81,7 +89,6 @@ public final class Trainer: @unchecked Sendable {
                       + "\(train.count) training / \(test.count) test images → \(output)")
         var floatAccuracy: Double?
         var conversionAccuracy: Double?
-        let model = try ModelBuilder.build(config, quantized: true, classes: train.classes)
         if config.usesFloatPhase {
             let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
             try initialize(floatModel)
@@ -126,12 +133,8 @@ public final class Trainer: @unchecked Sendable {
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
             try encoder.encode(summary).write(to: URL(fileURLWithPath: output).appendingPathComponent("summary.json"))
         }
-        lastModel = model
         return summary
     }
-
-    /// The trained model of the last `run()` (for tests and export).
-    public private(set) var lastModel: Model?
 
     // MARK: Phases
 
@@ -213,6 +216,7 @@ public final class Trainer: @unchecked Sendable {
                     model.reproject()
                 }
                 step += 1
+                stepObserver?(model, phase, step, value)
                 windowSteps += 1
                 windowStats[0] += Double(value) * Double(localBatch)
                 windowStats[1] += Double(loss.correctCount)
@@ -420,7 +424,6 @@ public final class Trainer: @unchecked Sendable {
 
     /// Every rank must run the same configuration with the same parameter count.
     private func checkAgreement() throws {
-        let model = try ModelBuilder.build(config, quantized: true, classes: train.classes)
         let mine: [Int64] = [Int64(bitPattern: config.hash), Int64(model.parameters.count), Int64(train.count)]
         var low = mine, high = mine
         try low.withUnsafeMutableBufferPointer { try communicator.allReduceMin($0) }
