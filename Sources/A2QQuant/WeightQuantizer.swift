@@ -320,6 +320,9 @@ public final class WeightQuantizer: @unchecked Sendable {
             var mean: Float = 0, l1: Float
             if plus { mean = a2qk_sum(row, Int64(k)) / Float(k) }
             l1 = a2qk_l1(row, Int64(k), mean)
+            // A (nearly) constant channel centres to float noise: treat it as zero rather than
+            // blowing the noise up to full-scale integers of arbitrary sign.
+            if plus && l1 <= Float(k) * abs(mean) * 1e-5 { l1 = 0 }
             let s = exp2f(d[o]), g = exp2f(t[o])
             let ratio = g / s
             let active = ratio < bound

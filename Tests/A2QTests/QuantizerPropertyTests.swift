@@ -72,9 +72,9 @@ struct QuantizerPropertyTests {
                 let l1 = row.reduce(Int64(0)) { $0 + Int64(abs($1)) }
                 if !plus { #expect(Double(l1) <= quantizer.bound, "A2Q L1 \(l1) > T \(quantizer.bound)") }
                 // Round toward zero: |q_i| ≤ |u_i|·r, i.e. |q_i·s| ≤ the unrounded magnitude; and signs kept.
-                let mean: Float = plus ? (0..<k).reduce(Float(0)) { $0 + v[o * k + $1] } / Float(k) : 0
+                let mean: Double = plus ? (0..<k).reduce(0.0) { $0 + Double(v[o * k + $1]) } / Double(k) : 0
                 for i in 0..<k where row[i] != 0 {
-                    let u = v[o * k + i] - mean
+                    let u = Double(v[o * k + i]) - mean
                     #expect((u > 0) == (row[i] > 0), "sign flipped")
                 }
                 // w_q is exactly q·s.
