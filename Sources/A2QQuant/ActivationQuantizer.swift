@@ -8,10 +8,10 @@ import Glibc
 /// full (not narrow) range: unsigned `[0, 2^N-1]` after a ReLU, signed `[-2^(N-1), 2^(N-1)-1]`.
 ///
 /// The scale is learned as `log2 s` (`<name>.log2_scale`), initialised from activation
-/// statistics: while calibrating, each training batch contributes its 99.999th percentile of
-/// `|x|` (as Brevitas's `Uint8ActPerTensorFloat` does) and `finishCalibration` sets
-/// `s = mean percentile / hi`. A fixed-scale quantizer (the 8-bit image input, `s = 1/255`)
-/// declares no parameter.
+/// statistics: each calibration batch contributes the 99.999th percentile of `|x|` over the
+/// whole (global) batch (as Brevitas's `Uint8ActPerTensorFloat` does, here from a histogram
+/// so that ranks can sum it exactly) and `s = mean percentile / hi`. A fixed-scale quantizer
+/// (the 8-bit image input, `s = 1/255`) declares no parameter.
 ///
 /// Estimator (Brevitas-style, i.e. autograd through a straight-through round, no LSQ
 /// gradient scale): `∂y/∂x = 1` inside the range, 0 outside; `∂y/∂s = round(x/s) − x/s`
@@ -32,12 +32,9 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
     private let output = Tensor(shape: [0])
     private let inputGradient = Tensor(shape: [0])
     private var input: Tensor?
-    private var scratch: [Float] = []
-    /// Running calibration sums (reduce these over ranks before `finishCalibration`).
-    public var calibrationSum: Double = 0
-    public var calibrationCount: Double = 0
-    /// Whether forward passes in training mode collect statistics.
-    public var isCalibrating = false
+    /// Calibration: sum and count of the per-batch percentiles so far.
+    public private(set) var calibrationSum: Double = 0
+    public private(set) var calibrationCount: Double = 0
 
     /// A learned-scale quantizer.
     public init(name: String, format: InputFormat, layout: inout ParameterLayout, percentile: Double = 99.999) {
@@ -73,32 +70,57 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
         return exp2f(parameters.value(logScale)[0])
     }
 
-    /// Starts collecting statistics from training-mode forward passes.
-    public func startCalibration() {
-        guard logScale != nil else { return }
-        isCalibrating = true
+    /// Forgets earlier calibration samples.
+    public func resetCalibration() {
         calibrationSum = 0
         calibrationCount = 0
     }
 
-    /// Sets the scale from the collected statistics and stops collecting.
-    public func finishCalibration(_ parameters: ParameterStore) {
-        isCalibrating = false
-        guard let logScale, calibrationCount > 0 else { return }
-        let level = calibrationSum / calibrationCount
-        if level > 0 { parameters.value(logScale)[0] = Float(log2(level / Double(high))) }
+    /// Adds one batch's percentile and sets the scale to the running mean (`s = mean / hi`).
+    public func addCalibrationSample(_ percentileValue: Double, _ parameters: ParameterStore) {
+        guard let logScale, percentileValue > 0, percentileValue.isFinite else { return }
+        calibrationSum += percentileValue
+        calibrationCount += 1
+        parameters.value(logScale)[0] = Float(log2(calibrationSum / calibrationCount / Double(high)))
+    }
+
+    /// Largest `|x|` of the last forward pass's input.
+    public func lastInputMaximum() -> Float {
+        guard let input else { return 0 }
+        var m: Float = 0
+        for i in 0..<input.count { m = max(m, abs(input.data[i])) }
+        return m
+    }
+
+    /// Histogram of `|x|` of the last input over `bins` equal bins on `[0, maximum]`
+    /// (values at `maximum` land in the last bin). Counts are exact in Float64 and add
+    /// across ranks.
+    public func lastInputHistogram(bins: Int, maximum: Float, into counts: inout [Double]) {
+        precondition(counts.count == bins, "lastInputHistogram: \(counts.count) counters for \(bins) bins")
+        guard let input, maximum > 0 else { return }
+        let scale = Float(bins) / maximum
+        for i in 0..<input.count {
+            counts[min(Int(abs(input.data[i]) * scale), bins - 1)] += 1
+        }
+    }
+
+    /// The `percentile` of a histogram over `[0, maximum]`: the upper edge of the bin where the
+    /// cumulative count reaches it.
+    public static func percentile(histogram: [Double], maximum: Float, percentile: Double) -> Double {
+        let total = histogram.reduce(0, +)
+        guard total > 0 else { return 0 }
+        let target = percentile / 100 * total
+        var cumulative = 0.0
+        for (bin, count) in histogram.enumerated() {
+            cumulative += count
+            if cumulative >= target { return Double(maximum) * Double(bin + 1) / Double(histogram.count) }
+        }
+        return Double(maximum)
     }
 
     public func forward(_ input: Tensor, parameters: ParameterStore, training: Bool) -> Tensor {
         self.input = input
         output.reshape(input.shape)
-        if training && isCalibrating {
-            calibrationSum += percentile(of: input)
-            calibrationCount += 1
-            if let logScale, calibrationSum > 0 {
-                parameters.value(logScale)[0] = Float(log2(calibrationSum / calibrationCount / Double(high)))
-            }
-        }
         a2qk_act_forward(input.data, output.data, Int64(input.count), scale(parameters), low, high)
         return output
     }
@@ -115,34 +137,4 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
         return inputGradient
     }
 
-    private func percentile(of tensor: Tensor) -> Double {
-        let n = tensor.count
-        guard n > 0 else { return 0 }
-        if scratch.count < n { scratch = Array(repeating: 0, count: n) }
-        let rank = min(n - 1, Int((calibrationPercentile / 100 * Double(n - 1)).rounded(.up)))
-        return scratch.withUnsafeMutableBufferPointer { buffer -> Double in
-            for i in 0..<n { buffer[i] = abs(tensor.data[i]) }
-            return Double(Self.select(buffer, count: n, rank: rank))
-        }
-    }
-
-    /// The `rank`-th smallest of `a[0..<count]` (quickselect, median-of-three; reorders `a`).
-    static func select(_ a: UnsafeMutableBufferPointer<Float>, count: Int, rank: Int) -> Float {
-        var low = 0, high = count - 1
-        while low < high {
-            let mid = low + (high - low) / 2
-            if a[mid] < a[low] { a.swapAt(mid, low) }
-            if a[high] < a[low] { a.swapAt(high, low) }
-            if a[high] < a[mid] { a.swapAt(high, mid) }
-            let pivot = a[mid]
-            var i = low, j = high
-            while i <= j {
-                while a[i] < pivot { i += 1 }
-                while a[j] > pivot { j -= 1 }
-                if i <= j { a.swapAt(i, j); i += 1; j -= 1 }
-            }
-            if rank <= j { high = j } else if rank >= i { low = i } else { return a[rank] }
-        }
-        return a[rank]
-    }
 }

@@ -362,24 +362,34 @@ public final class Trainer: @unchecked Sendable {
         }
     }
 
-    /// Sets activation-quantizer scales from the first training batches, reduced over ranks.
+    /// Sets activation-quantizer scales from the first training batches. Each batch's
+    /// percentile is taken over the global batch: the maximum and a 4096-bin histogram of `|x|`
+    /// are reduced over ranks (exact counts), so the result does not depend on the rank count.
     private func calibrate(_ model: Model) throws {
-        guard !model.activationQuantizers.isEmpty, config.calibrationBatches > 0 else { return }
-        for q in model.activationQuantizers { q.startCalibration() }
+        let quantizers = model.activationQuantizers.filter(\.hasParameters)
+        guard !quantizers.isEmpty, config.calibrationBatches > 0 else { return }
+        for q in quantizers { q.resetCalibration() }
         let order = sampler.order(epoch: 0)
+        let bins = 4096
+        var histogram = [Double](repeating: 0, count: bins)
         for batch in 0..<min(config.calibrationBatches, sampler.batchesPerEpoch) {
             labels.withUnsafeMutableBufferPointer {
                 train.fill(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
                            into: input, labels: $0)
             }
-            _ = model.network.forward(input, training: true)
-        }
-        var sums = model.activationQuantizers.flatMap { [$0.calibrationSum, $0.calibrationCount] }
-        try sums.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
-        for (i, q) in model.activationQuantizers.enumerated() {
-            q.calibrationSum = sums[2 * i]
-            q.calibrationCount = sums[2 * i + 1]
-            q.finishCalibration(model.parameters)
+            // Layer by layer: a quantizer's scale must be final before the next one sees its output.
+            for q in quantizers {
+                guard let index = model.network.index(of: q.name) else { continue }
+                _ = model.network.forward(input, training: true, through: index)
+                var maximum = [Int64(q.lastInputMaximum().bitPattern)]  // |x| ≥ 0: bit order is value order
+                try maximum.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
+                let top = Float(bitPattern: UInt32(truncatingIfNeeded: maximum[0]))
+                for i in 0..<bins { histogram[i] = 0 }
+                q.lastInputHistogram(bins: bins, maximum: top, into: &histogram)
+                try histogram.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+                q.addCalibrationSample(ActivationQuantizer.percentile(histogram: histogram, maximum: top,
+                                                                      percentile: q.calibrationPercentile), model.parameters)
+            }
         }
         try synchronizeBuffers(model)
     }

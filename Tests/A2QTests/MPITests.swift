@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+
+/// Runs the built `a2q` binary under a real `mpirun`.
+enum MPIRun {
+    static var binary: String {
+        Bundle.main.bundleURL.appendingPathComponent("a2q").path
+    }
+
+    struct Result { let status: Int32; let output: String; let seconds: Double }
+
+    /// `mpirun -np ranks a2q args...`, with a hard timeout (the test fails rather than hangs).
+    static func run(ranks: Int, _ arguments: [String], timeout: Double = 120) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+        var mpiArguments = ["--oversubscribe", "-np", "\(ranks)", "--mca", "btl", "self,vader", "-x", "OPENBLAS_NUM_THREADS=1"]
+        if getuid() == 0 { mpiArguments.insert("--allow-run-as-root", at: 0) }
+        process.arguments = mpiArguments + [binary] + arguments
+        // A child mpirun that inherits OpenMPI's variables from an MPI-initialised parent exits at once.
+        var environment = ProcessInfo.processInfo.environment.filter {
+            !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains(where: $0.key.hasPrefix)
+        }
+        environment["SWIFT_BACKTRACE"] = "enable=no"
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let start = Date()
+        try process.run()
+        let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        killer.cancel()
+        return Result(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self),
+                      seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Common arguments of a short synthetic mlp run.
+    static func trainArguments(out: String, extra: [String] = []) -> [String] {
+        ["train", "--model", "mlp", "--quantizer", "a2q+", "--data", "synthetic", "--train-subset", "1536",
+         "--batch-size", "48", "--float-epochs", "1", "--epochs", "1", "--max-steps", "20", "--calibration-batches", "2",
+         "--log-every", "5", "--check-every", "5", "--out", out] + extra
+    }
+
+    static func parameters(_ prefix: String, rank: Int) throws -> Data {
+        try Data(contentsOf: URL(fileURLWithPath: "\(prefix).rank\(rank).bin"))
+    }
+
+    /// Per-step losses a rank saw in the quantized phase (its local batch mean).
+    static func losses(_ prefix: String, rank: Int) throws -> [Float] {
+        try String(contentsOfFile: "\(prefix).rank\(rank).losses", encoding: .utf8).split(separator: "\n")
+            .filter { $0.hasPrefix("quantized") }
+            .compactMap { $0.split(separator: " ").last.flatMap { Float(String($0)) } }
+    }
+}
+
+@Suite("Data-parallel training under a real mpirun", .serialized)
+struct MPITests {
+    @Test("R=2 and R=3 (oversubscribed): every rank ends with bitwise-identical parameters", arguments: [2, 3])
+    func identicalReplicas(ranks: Int) throws {
+        let folder = temporaryFolder("mpi-replicas")
+        let prefix = folder + "/dump"
+        let result = try MPIRun.run(ranks: ranks, MPIRun.trainArguments(out: folder, extra: ["--test-dump-parameters", prefix]))
+        #expect(result.status == 0, "\(result.output)")
+        let reference = try MPIRun.parameters(prefix, rank: 0)
+        #expect(reference.count > 100_000)
+        for rank in 1..<ranks { #expect(try MPIRun.parameters(prefix, rank: rank) == reference, "rank \(rank) differs") }
+        // Only rank 0 writes the run folder and prints the summary.
+        #expect(result.output.components(separatedBy: "done: test accuracy").count == 2, "\(result.output)")
+    }
+
+    @Test("R=2 matches R=1 with the same global batch (to summation order); two R=2 runs are bitwise identical")
+    func rankCountInvariance() throws {
+        var prefixes: [String] = []
+        for ranks in [1, 2, 2] {
+            let folder = temporaryFolder("mpi-invariance")
+            let prefix = folder + "/dump"
+            let result = try MPIRun.run(ranks: ranks, MPIRun.trainArguments(out: folder, extra: ["--test-dump-parameters", prefix]))
+            #expect(result.status == 0, "\(result.output)")
+            prefixes.append(prefix)
+        }
+        let single = try MPIRun.parameters(prefixes[0], rank: 0), first = try MPIRun.parameters(prefixes[1], rank: 0)
+        let second = try MPIRun.parameters(prefixes[2], rank: 0)
+        #expect(first == second, "two R=2 runs differ")
+        let a = single.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let b = first.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        #expect(a.count == b.count)
+        let difference = zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }.squareRoot()
+        let norm = a.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+        #expect(difference / norm < 1e-3, "R=1 vs R=2 parameters differ by \(difference / norm) (relative L2)")
+        #expect(difference > 0 || a == b)
+        // Global loss per step: the mean of the ranks' local means (equal local batches).
+        let l1 = try MPIRun.losses(prefixes[0], rank: 0)
+        let l2 = zip(try MPIRun.losses(prefixes[1], rank: 0), try MPIRun.losses(prefixes[1], rank: 1)).map { ($0 + $1) / 2 }
+        #expect(l1.count == 20 && l2.count == 20)
+        let lossGap = zip(l1, l2).map { abs($0 - $1) }.max() ?? 1
+        #expect(lossGap < 1e-2, "loss curves differ by \(lossGap)")
+    }
+
+    @Test("a rank that exits mid-run ends the job with a non-zero status and a message naming it")
+    func failingRank() throws {
+        let folder = temporaryFolder("mpi-fail")
+        let result = try MPIRun.run(ranks: 2, MPIRun.trainArguments(out: folder, extra: [
+            "--test-fail-rank", "1", "--test-fail-step", "5", "--watchdog-seconds", "10"]), timeout: 60)
+        #expect(result.status != 0)
+        #expect(result.output.contains("rank 1"), "\(result.output)")
+        #expect(result.seconds < 50)
+    }
+
+    @Test("a rank that hangs is caught by the watchdog: the job aborts, naming the rank that timed out")
+    func hangingRank() throws {
+        let folder = temporaryFolder("mpi-hang")
+        let result = try MPIRun.run(ranks: 2, MPIRun.trainArguments(out: folder, extra: [
+            "--test-fail-rank", "1", "--test-fail-step", "5", "--test-fail-hang", "--watchdog-seconds", "5"]), timeout: 60)
+        #expect(result.status != 0)
+        #expect(result.output.contains("rank 0") && result.output.contains("watchdog"), "\(result.output)")
+        #expect(result.seconds < 50)
+    }
+
+    @Test("ranks started with different configurations are stopped at start-up with a message")
+    func mismatchedConfiguration() throws {
+        let folder = temporaryFolder("mpi-mismatch")
+        let result = try MPIRun.run(ranks: 2, MPIRun.trainArguments(out: folder, extra: ["--test-override-seed-on-rank", "1"]),
+                                    timeout: 60)
+        #expect(result.status != 0)
+        #expect(result.output.contains("disagree on the configuration hash"), "\(result.output)")
+    }
+
+    @Test("a batch size not divisible by R is refused once, by rank 0")
+    func indivisibleBatch() throws {
+        let folder = temporaryFolder("mpi-batch")
+        let result = try MPIRun.run(ranks: 3, ["train", "--model", "mlp", "--data", "synthetic", "--batch-size", "64", "--out", folder],
+                                    timeout: 60)
+        #expect(result.status != 0)
+        #expect(result.output.components(separatedBy: "not divisible by the 3 ranks").count == 2, "\(result.output)")
+    }
+}
