@@ -51,6 +51,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Log every N steps.") var logEvery: Int?
     @Option(help: "Compare parameter checksums across ranks every N steps.") var checkEvery: Int?
     @Option(help: "Abort a collective that takes longer than this (seconds, 0 = never).") var watchdogSeconds: Double?
+    @Option(help: "Save a checkpoint every N steps (and always at each epoch end).") var checkpointEvery: Int?
+    @Option(help: "Keep the newest N periodic checkpoints (final.h5 is always kept).") var keepCheckpoints: Int?
+    @Option(help: "Continue from a checkpoint: a path, or 'auto' for the newest valid one in --out.") var resume: String?
+    @Option(help: "Start an a2q/a2q+ run from a checkpoint's weights (skips the float phase).") var initFrom: String?
+    @Option(help: "Save a checkpoint and stop after this global step (continue with --resume auto).") var stopAfterSteps: Int?
     @Flag(help: "Print a one-line JSON summary at the end.") var json = false
     @Option(help: .hidden) var testFailRank: Int?
     @Option(help: .hidden) var testFailStep: Int?
@@ -94,6 +99,11 @@ struct TrainCommand: ParsableCommand {
         if let logEvery { c.logEvery = logEvery }
         if let checkEvery { c.checkEvery = checkEvery }
         if let watchdogSeconds { c.watchdogSeconds = watchdogSeconds }
+        if let checkpointEvery { c.checkpointEvery = checkpointEvery }
+        if let keepCheckpoints { c.keepCheckpoints = keepCheckpoints }
+        if let resume { c.resume = resume }
+        if let initFrom { c.initFrom = initFrom }
+        if let stopAfterSteps { c.stopAfterSteps = stopAfterSteps }
         return c
     }
 
@@ -142,6 +152,8 @@ struct TrainCommand: ParsableCommand {
                                  summary.worstL1Usage.map { String(format: ", max ||q||₁/T %.3f, %@", $0, summary.overflowFree ? "overflow-free" : "OVERFLOW POSSIBLE") } ?? "",
                                  summary.output))
             }
+        } catch let stop as Trainer.StopRequested {
+            if communicator.isRoot { printLine("\(stop)") }
         } catch {
             if communicator.worldSize > 1 { communicator.abort("\(error)", code: 1) }
             throw error

@@ -54,6 +54,13 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var watchdogSeconds: Double = 120
     public var checkpointEvery: Int?
     public var keepCheckpoints = 3
+    /// Save a checkpoint and stop after this global step, leaving the schedule untouched (for
+    /// time-limited job slots; continue with `--resume auto`).
+    public var stopAfterSteps: Int?
+    /// A checkpoint to continue from, or "auto" (the newest valid one in the output folder).
+    public var resume: String?
+    /// A checkpoint (float or quantized) whose weights start an a2q/a2q+ run (skips the float phase).
+    public var initFrom: String?
 
     public init() {}
 
@@ -64,7 +71,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         case floatLr = "float-lr", weightDecay = "weight-decay", schedule, warmupSteps = "warmup-steps", seed, data
         case trainSubset = "train-subset", out, init_ = "init", regularizer, calibrationBatches = "calibration-batches"
         case logEvery = "log-every", checkEvery = "check-every", watchdogSeconds = "watchdog-seconds"
-        case checkpointEvery = "checkpoint-every", keepCheckpoints = "keep-checkpoints"
+        case checkpointEvery = "checkpoint-every", keepCheckpoints = "keep-checkpoints", resume, initFrom = "init-from"
+        case stopAfterSteps = "stop-after-steps"
     }
 
     /// Decodes a config file where every key is optional and defaults fill the rest.
@@ -100,6 +108,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         watchdogSeconds = try c.decodeIfPresent(Double.self, forKey: .watchdogSeconds) ?? d.watchdogSeconds
         checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? d.checkpointEvery
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
+        resume = try c.decodeIfPresent(String.self, forKey: .resume) ?? d.resume
+        initFrom = try c.decodeIfPresent(String.self, forKey: .initFrom) ?? d.initFrom
+        stopAfterSteps = try c.decodeIfPresent(Int.self, forKey: .stopAfterSteps) ?? d.stopAfterSteps
     }
 
     public static let defaults = TrainConfig()
@@ -125,6 +136,27 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         } catch {
             throw A2QError("\(path): \(error)")
         }
+    }
+
+    /// The settings a resumed run must share with its checkpoint (everything that shapes the
+    /// model, the data order or the phase plan); learning rate, epochs and logging may change.
+    public func resumeMismatches(_ saved: TrainConfig) -> [String] {
+        var problems: [String] = []
+        func compare<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { problems.append("\(name): checkpoint \(b), now \(a)") } }
+        compare("model", model.rawValue, saved.model.rawValue)
+        compare("quantizer", quantizer.rawValue, saved.quantizer.rawValue)
+        compare("weight-bits", weightBits, saved.weightBits)
+        compare("act-bits", actBits, saved.actBits)
+        compare("accumulator-bits", accumulatorBits, saved.accumulatorBits)
+        compare("first-last", firstLast.rawValue, saved.firstLast.rawValue)
+        compare("layer-accumulator-bits", layerAccumulatorBits, saved.layerAccumulatorBits)
+        compare("batch-size", batchSize, saved.batchSize)
+        compare("seed", seed, saved.seed)
+        compare("data", data, saved.data)
+        compare("train-subset", trainSubset, saved.trainSubset)
+        compare("float-epochs", floatEpochs, saved.floatEpochs)
+        compare("init", init_.rawValue, saved.init_.rawValue)
+        return problems
     }
 
     /// Whether the run quantizes at all.
@@ -170,6 +202,10 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         try check(watchdogSeconds >= 0, "--watchdog-seconds must not be negative")
         try check(checkpointEvery.map { $0 > 0 } ?? true, "--checkpoint-every must be positive")
         try check(keepCheckpoints > 0, "--keep-checkpoints must be positive")
+        try check(stopAfterSteps.map { $0 > 0 } ?? true, "--stop-after-steps must be positive")
+        try check(resume == nil || initFrom == nil, "--resume and --init-from cannot be combined",
+                  "resume continues a run; --init-from starts a new one from a checkpoint's weights")
+        try check(initFrom == nil || quantizer.isAccumulatorAware, "--init-from needs --quantizer a2q or a2q+")
         try check(batchSize % worldSize == 0,
                   "the global batch size \(batchSize) is not divisible by the \(worldSize) ranks",
                   "choose --batch-size as a multiple of \(worldSize), or run with a rank count that divides it")

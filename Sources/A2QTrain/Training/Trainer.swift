@@ -85,35 +85,55 @@ public final class Trainer: @unchecked Sendable {
     /// Runs every phase and returns the summary (identical on every rank).
     public func run() throws -> TrainSummary {
         try checkAgreement()
+        let resumeHeader = try findResumeCheckpoint()
+        var state = resumeHeader?.state ?? TrainingState(phase: config.usesFloatPhase ? "float" : "quantized")
         progress.line("a2q train: \(config.runName), \(communicator.worldSize) rank(s), global batch \(config.batchSize), "
                       + "\(train.count) training / \(test.count) test images → \(output)")
-        var floatAccuracy: Double?
-        var conversionAccuracy: Double?
-        if config.usesFloatPhase {
+        if let resumeHeader {
+            progress.line("resuming from \(resumeHeader.path): \(state.phase) phase, epoch \(state.epoch + 1), "
+                          + "batch \(state.position), global step \(state.globalStep)")
+        }
+        if state.phase == "float" {
             let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
-            try initialize(floatModel)
+            let optimizer = makeOptimizer(floatModel.parameters.count)
+            if let resumeHeader { try restore(resumeHeader.path, floatModel, optimizer) } else { try initialize(floatModel) }
             progress.line("phase 1/2: float pre-training, \(config.floatEpochs) epoch(s)")
-            _ = try trainPhase(floatModel, phase: "float", epochs: config.floatEpochs, learningRate: config.floatLr, maxSteps: nil)
-            floatAccuracy = try evaluate(floatModel).accuracy
-            try convert(from: floatModel, to: model)
-            try calibrate(model)
-            if config.init_ == .epScaled {
-                try matchOutputScales(of: model, to: floatModel)
-                try calibrate(model)
-            }
-            let converted = try evaluate(model)
-            conversionAccuracy = converted.accuracy
-            logConversion(model, accuracy: converted.accuracy, loss: converted.loss)
+            try trainPhase(floatModel, optimizer: optimizer, state: &state, epochs: config.floatEpochs,
+                           learningRate: config.floatLr, maxSteps: nil)
+            var next = TrainingState(phase: "quantized")
+            next.earlierSteps = state.globalStep
+            next.floatTestAccuracy = try evaluate(floatModel).accuracy
+            next.conversionTestAccuracy = try convertAndReport(from: floatModel)
+            state = next
             progress.line("phase 2/2: quantized fine-tuning (\(config.quantizer.rawValue)), \(config.epochs) epoch(s)")
-        } else {
+        }
+        let optimizer = makeOptimizer(model.parameters.count)
+        if let resumeHeader, resumeHeader.state.phase == "quantized" {
+            try restore(resumeHeader.path, model, optimizer)
+        } else if resumeHeader == nil, let source = config.initFrom {
+            let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
+            if communicator.isRoot {
+                let loaded = try CheckpointFile.loadWeights(source, into: floatModel)
+                progress.line("initialising from \(source) (\(loaded) tensors), --init \(config.init_.rawValue)")
+            }
+            try broadcastState(floatModel)
+            state.floatTestAccuracy = try evaluate(floatModel).accuracy
+            state.conversionTestAccuracy = try convertAndReport(from: floatModel)
+        } else if resumeHeader == nil && !config.usesFloatPhase {
             try initialize(model)
             if config.isQuantized { try calibrate(model) }
         }
         timings = [:]
-        let result = try trainPhase(model, phase: config.isQuantized ? "quantized" : "float", epochs: config.epochs,
+        let result = try trainPhase(model, optimizer: optimizer, state: &state,
+                                    phase: config.isQuantized ? "quantized" : "float", epochs: config.epochs,
                                     learningRate: config.lr, maxSteps: config.maxSteps)
-        try checkConsistency(model, step: result.steps)
+        try checkConsistency(model, step: state.step)
         let evaluation = try evaluate(model)
+        if communicator.isRoot {
+            try CheckpointFile.save(path: (output as NSString).appendingPathComponent(CheckpointFolder.finalName), model: model,
+                                    optimizer: optimizer, state: state, config: config, worldSize: communicator.worldSize)
+        }
+        try communicator.barrier()
         let layers = LayerStatistics.measure(model)
         let constrained = layers.filter { $0.maxL1Usage != nil }
         let counted = constrained.isEmpty ? layers.filter { $0.overflowFree != nil } : constrained
@@ -121,9 +141,9 @@ public final class Trainer: @unchecked Sendable {
         let totalSize = max(sizes.reduce(0, +), 1)
         let sparsity = zip(counted, sizes).reduce(0.0) { $0 + $1.0.sparsity * Double($1.1) } / Double(totalSize)
         let summary = TrainSummary(
-            runName: config.runName, output: output, worldSize: communicator.worldSize, steps: result.steps,
+            runName: config.runName, output: output, worldSize: communicator.worldSize, steps: state.globalStep,
             finalTrainLoss: result.trainLoss, testAccuracy: evaluation.accuracy, testLoss: evaluation.loss,
-            floatTestAccuracy: floatAccuracy, conversionTestAccuracy: conversionAccuracy,
+            floatTestAccuracy: state.floatTestAccuracy, conversionTestAccuracy: state.conversionTestAccuracy,
             imagesPerSecond: result.imagesPerSecond, sparsity: sparsity,
             worstL1Usage: constrained.compactMap(\.maxL1Usage).max(),
             overflowFree: constrained.allSatisfy { $0.overflowFree == true }, layers: layers,
@@ -134,6 +154,128 @@ public final class Trainer: @unchecked Sendable {
             try encoder.encode(summary).write(to: URL(fileURLWithPath: output).appendingPathComponent("summary.json"))
         }
         return summary
+    }
+
+    /// Converts the float model into `model` and returns the test accuracy before fine-tuning.
+    private func convertAndReport(from floatModel: Model) throws -> Double {
+        try convert(from: floatModel, to: model)
+        try calibrate(model)
+        if config.init_ == .epScaled {
+            try matchOutputScales(of: model, to: floatModel)
+            try calibrate(model)
+        }
+        let converted = try evaluate(model)
+        logConversion(model, accuracy: converted.accuracy, loss: converted.loss)
+        return converted.accuracy
+    }
+
+    // MARK: Checkpoints
+
+    /// Thrown (and caught by the command) when `--stop-after-steps` is reached.
+    public struct StopRequested: Error, CustomStringConvertible {
+        public let step: Int
+        public var description: String { "stopped after global step \(step) as asked (--stop-after-steps); continue with --resume auto" }
+    }
+
+    /// Rank 0 finds and validates the checkpoint to resume from; every rank learns its header.
+    private func findResumeCheckpoint() throws -> CheckpointFile.Header? {
+        guard let resume = config.resume else { return nil }
+        var header: CheckpointFile.Header?
+        var failure: String?
+        if communicator.isRoot {
+            do {
+                if resume == "auto" {
+                    header = CheckpointFolder.latestValid(in: output) { progress.line($0) }
+                    if header == nil { progress.line("--resume auto: no valid checkpoint in \(output); starting from scratch") }
+                } else {
+                    header = try CheckpointFile.validate(resume)
+                }
+                if let saved = header?.config {
+                    let problems = config.resumeMismatches(saved)
+                    if !problems.isEmpty {
+                        throw A2QError("\(header?.path ?? resume) was written by a different configuration: \(problems.joined(separator: "; "))",
+                                       remedy: "resume with the same model, quantizer, bit widths, batch size, seed and data")
+                    }
+                    for (name, now, then) in [("lr", "\(config.lr)", "\(saved.lr)"), ("epochs", "\(config.epochs)", "\(saved.epochs)"),
+                                              ("max-steps", "\(config.maxSteps.map(String.init) ?? "none")", "\(saved.maxSteps.map(String.init) ?? "none")")]
+                    where now != then {
+                        progress.line("warning: --\(name) changed from \(then) to \(now) since the checkpoint")
+                    }
+                }
+            } catch {
+                failure = "\(error)"
+            }
+        }
+        // Share the outcome: a flag, then the header (as JSON) from rank 0.
+        var payload = [UInt8]()
+        if communicator.isRoot {
+            let shared = SharedHeader(failure: failure, path: header?.path, state: header?.state, worldSize: header?.worldSize)
+            payload = Array((try? JSONEncoder().encode(shared)) ?? Data())
+        }
+        var length = [Int64(payload.count)]
+        try communicator.broadcast(&length)
+        if !communicator.isRoot { payload = [UInt8](repeating: 0, count: Int(length[0])) }
+        try communicator.broadcast(&payload)
+        let shared = try JSONDecoder().decode(SharedHeader.self, from: Data(payload))
+        if let failure = shared.failure { throw A2QError(failure) }
+        guard let path = shared.path, let state = shared.state else { return nil }
+        return CheckpointFile.Header(path: path, config: config, state: state, worldSize: shared.worldSize ?? 1, layerNames: [])
+    }
+
+    private struct SharedHeader: Codable {
+        var failure: String?
+        var path: String?
+        var state: TrainingState?
+        var worldSize: Int?
+    }
+
+    /// Rank 0 loads the checkpoint; parameters, buffers and optimizer state go to every rank.
+    private func restore(_ path: String, _ target: Model, _ optimizer: any Optimizer) throws {
+        var failure = [Int64(0)]
+        if communicator.isRoot {
+            do { try CheckpointFile.restore(path, into: target, optimizer: optimizer) } catch {
+                progress.line("Error: \(error)")
+                failure[0] = 1
+            }
+        }
+        try communicator.broadcast(&failure)
+        if failure[0] != 0 { throw A2QError("could not load \(path) (see rank 0's message)") }
+        try broadcastState(target)
+        var steps = [Int64(optimizer.stepCount)]
+        try communicator.broadcast(&steps)
+        optimizer.stepCount = Int(steps[0])
+        for (_, buffer) in optimizer.stateBuffers {
+            try communicator.broadcast(UnsafeMutableRawBufferPointer(buffer), root: 0)
+        }
+    }
+
+    /// Saves a periodic checkpoint. The logging sums are first made global (rank 0 holds them,
+    /// the others zero) and BatchNorm statistics averaged, in the same way whether or not the
+    /// run is later resumed, so a resumed run continues bit for bit.
+    private func saveCheckpoint(_ model: Model, optimizer: any Optimizer, state: inout TrainingState) throws {
+        try canonicalize(&state.window)
+        try canonicalize(&state.epochTotals)
+        try synchronizeBuffers(model)
+        var failure = [Int64(0)]
+        if communicator.isRoot {
+            do {
+                try CheckpointFile.save(path: (output as NSString).appendingPathComponent(CheckpointFolder.name(globalStep: state.globalStep)),
+                                        model: model, optimizer: optimizer, state: state, config: config,
+                                        worldSize: communicator.worldSize)
+                CheckpointFolder.prune(output, keep: config.keepCheckpoints)
+            } catch {
+                progress.line("Error: \(error)")
+                failure[0] = 1
+            }
+        }
+        try communicator.broadcast(&failure)
+        if failure[0] != 0 { throw A2QError("saving a checkpoint failed at step \(state.globalStep) (see rank 0's message)") }
+    }
+
+    /// Global sums on rank 0, zeros elsewhere.
+    private func canonicalize(_ values: inout [Double]) throws {
+        try values.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        if !communicator.isRoot { for i in values.indices { values[i] = 0 } }
     }
 
     // MARK: Phases
@@ -164,28 +306,29 @@ public final class Trainer: @unchecked Sendable {
         return try body()
     }
 
-    private func trainPhase(_ model: Model, phase: String, epochs: Int, learningRate: Float, maxSteps: Int?) throws -> PhaseResult {
+    @discardableResult
+    private func trainPhase(_ model: Model, optimizer: any Optimizer, state: inout TrainingState, phase: String? = nil,
+                            epochs: Int, learningRate: Float, maxSteps: Int?) throws -> PhaseResult {
+        let phase = phase ?? state.phase
         let parameters = model.parameters
-        let optimizer = makeOptimizer(parameters.count)
         let perEpoch = sampler.batchesPerEpoch
         let totalSteps = min(epochs * perEpoch, maxSteps ?? Int.max)
         let schedule = makeSchedule(base: learningRate, totalSteps: totalSteps)
         let gradients = UnsafeMutableBufferPointer(start: parameters.gradients, count: parameters.count)
         let inverseWorld = 1 / Float(communicator.worldSize)
-        var step = 0
-        var lastEpochLoss = 0.0
+        let startStep = state.step
         let phaseStart = monotonicSeconds()
         var windowStart = phaseStart, windowSteps = 0
         var evaluationSeconds = 0.0
-        var windowStats = [Double](repeating: 0, count: 3)  // loss sum, correct, examples (local)
-        epochs: for epoch in 0..<epochs {
-            let order = sampler.order(epoch: epoch)
-            var epochStats = [Double](repeating: 0, count: 2)  // loss sum, examples (local)
-            for batch in 0..<perEpoch {
-                if step >= totalSteps { break epochs }
-                if let fault = faultInjection, fault.rank == communicator.rank, fault.step == step {
+        var lastEpochLoss = 0.0
+        epochs: while state.epoch < epochs {
+            let order = sampler.order(epoch: state.epoch)
+            while state.position < perEpoch {
+                if state.step >= totalSteps { break epochs }
+                let batch = state.position
+                if let fault = faultInjection, fault.rank == communicator.rank, fault.step == state.globalStep {
                     if fault.hang { while true { sleep(1) } }
-                    printError("a2q: rank \(communicator.rank): injected failure at step \(step)")
+                    printError("a2q: rank \(communicator.rank): injected failure at step \(state.globalStep)")
                     exit(3)
                 }
                 time("data") {
@@ -198,7 +341,7 @@ public final class Trainer: @unchecked Sendable {
                 let logits = time("forward") { model.network.forward(input, training: true) }
                 let value = labels.withUnsafeBufferPointer { loss.forward(logits, labels: $0) }
                 guard value.isFinite else {
-                    throw A2QError("the training loss became \(value) at step \(step) (\(phase) phase, epoch \(epoch + 1)); nothing was saved from this point",
+                    throw A2QError("the training loss became \(value) at step \(state.globalStep) (\(phase) phase, epoch \(state.epoch + 1)); nothing was saved from this point",
                                    remedy: "lower the learning rate (--lr / --float-lr) or check the data")
                 }
                 time("backward") {
@@ -212,46 +355,64 @@ public final class Trainer: @unchecked Sendable {
                     }
                 }
                 time("optimizer") {
-                    optimizer.step(parameters, learningRate: schedule.rate(at: step))
+                    optimizer.step(parameters, learningRate: schedule.rate(at: state.step))
                     model.reproject()
                 }
-                step += 1
-                stepObserver?(model, phase, step, value)
+                state.step += 1
+                state.position += 1
+                stepObserver?(model, phase, state.step, value)
                 windowSteps += 1
-                windowStats[0] += Double(value) * Double(localBatch)
-                windowStats[1] += Double(loss.correctCount)
-                windowStats[2] += Double(localBatch)
-                epochStats[0] += Double(value) * Double(localBatch)
-                epochStats[1] += Double(localBatch)
-                if step % config.checkEvery == 0 { try checkConsistency(model, step: step) }
-                if step % config.logEvery == 0 || batch == perEpoch - 1 || step == totalSteps {
-                    try windowStats.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+                state.window[0] += Double(value) * Double(localBatch)
+                state.window[1] += Double(loss.correctCount)
+                state.window[2] += Double(localBatch)
+                state.epochTotals[0] += Double(value) * Double(localBatch)
+                state.epochTotals[1] += Double(localBatch)
+                if state.step % config.checkEvery == 0 { try checkConsistency(model, step: state.globalStep) }
+                if state.step % config.logEvery == 0 || state.position == perEpoch || state.step == totalSteps {
+                    var window = state.window
+                    try window.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
                     let now = monotonicSeconds()
                     let rate = Double(windowSteps * config.batchSize) / max(now - windowStart, 1e-9)
-                    let meanLoss = windowStats[0] / max(windowStats[2], 1)
-                    metrics.write(["type": "step", "phase": phase, "step": step, "epoch": epoch + 1,
-                                   "loss": meanLoss, "accuracy": windowStats[1] / max(windowStats[2], 1),
-                                   "lr": Double(schedule.rate(at: step - 1)), "images_per_second": rate])
-                    let secondsPerStep = (now - phaseStart) / Double(step)
-                    progress.step(phase: phase, epoch: epoch, epochs: epochs, step: batch + 1, stepsPerEpoch: perEpoch,
-                                  loss: Float(meanLoss), imagesPerSecond: rate, remainingSteps: totalSteps - step,
+                    let meanLoss = window[0] / max(window[2], 1)
+                    metrics.write(["type": "step", "phase": phase, "step": state.globalStep, "epoch": state.epoch + 1,
+                                   "loss": meanLoss, "accuracy": window[1] / max(window[2], 1),
+                                   "lr": Double(schedule.rate(at: state.step - 1)), "images_per_second": rate])
+                    let secondsPerStep = (now - phaseStart - evaluationSeconds) / Double(max(state.step - startStep, 1))
+                    progress.step(phase: phase, epoch: state.epoch, epochs: epochs, step: state.position, stepsPerEpoch: perEpoch,
+                                  loss: Float(meanLoss), imagesPerSecond: rate, remainingSteps: totalSteps - state.step,
                                   secondsPerStep: secondsPerStep)
                     windowStart = now
                     windowSteps = 0
-                    windowStats = [0, 0, 0]
+                    state.window = [0, 0, 0]
+                }
+                if let every = config.checkpointEvery, state.globalStep % every == 0, state.position < perEpoch {
+                    try saveCheckpoint(model, optimizer: optimizer, state: &state)
+                }
+                if let stop = config.stopAfterSteps, state.globalStep == stop {
+                    if config.checkpointEvery.map({ stop % $0 != 0 }) ?? true || state.position == perEpoch {
+                        try saveCheckpoint(model, optimizer: optimizer, state: &state)
+                    }
+                    throw StopRequested(step: stop)
                 }
             }
-            try epochStats.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
-            lastEpochLoss = epochStats[0] / max(epochStats[1], 1)
+            var totals = state.epochTotals
+            try totals.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+            lastEpochLoss = totals[0] / max(totals[1], 1)
             try synchronizeBuffers(model)
             let evaluationStart = monotonicSeconds()
-            try endOfEpoch(model, phase: phase, epoch: epoch, trainLoss: lastEpochLoss, step: step)
+            try endOfEpoch(model, phase: phase, epoch: state.epoch, trainLoss: lastEpochLoss, step: state.globalStep)
+            state.epoch += 1
+            state.position = 0
+            state.epochTotals = [0, 0]
+            if state.step < totalSteps || state.epoch < epochs {
+                try saveCheckpoint(model, optimizer: optimizer, state: &state)
+            }
             evaluationSeconds += monotonicSeconds() - evaluationStart
             windowStart = monotonicSeconds()
         }
         let elapsed = monotonicSeconds() - phaseStart - evaluationSeconds
-        return PhaseResult(steps: step, trainLoss: lastEpochLoss,
-                           imagesPerSecond: Double(step * config.batchSize) / max(elapsed, 1e-9))
+        return PhaseResult(steps: state.step, trainLoss: lastEpochLoss,
+                           imagesPerSecond: Double((state.step - startStep) * config.batchSize) / max(elapsed, 1e-9))
     }
 
     private func endOfEpoch(_ model: Model, phase: String, epoch: Int, trainLoss: Double, step: Int) throws {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Data-parallel training: wraps mpirun with what this machine needs and passes everything else
+# to `a2q train`.
+#
+#   Launch/train.sh [-np R] [--hostfile FILE] [--threads T] [a2q train options...]
+#
+#   -np R           ranks (default 2)
+#   --hostfile F    multi-host run (see README, "Several hosts"); uses the TCP transport
+#   --threads T     OpenBLAS threads per rank (default 1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ranks=2
+hostfile=""
+threads=1
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -np|--np) ranks="$2"; shift 2 ;;
+    --hostfile) hostfile="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "train.sh: mpirun not found; install OpenMPI with Launch/setup.sh (Debian package openmpi-bin)" >&2
+  exit 1
+fi
+if ! [[ "$ranks" =~ ^[1-9][0-9]*$ ]]; then
+  echo "train.sh: -np must be a positive number of ranks (got '$ranks')" >&2
+  exit 1
+fi
+if [ -n "$hostfile" ] && [ ! -r "$hostfile" ]; then
+  echo "train.sh: hostfile '$hostfile' is not readable" >&2
+  exit 1
+fi
+
+binary=.build/release/a2q
+if [ ! -x "$binary" ] || [ -n "$(find Sources Package.swift -newer "$binary" -print -quit 2>/dev/null)" ]; then
+  echo "train.sh: building a2q (release)"
+  swift build -c release --product a2q 2>&1 | tail -n 1
+fi
+
+mpi=(mpirun -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" -x SWIFT_BACKTRACE=color=no)
+[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+if [ -n "$hostfile" ]; then
+  mpi+=(--hostfile "$hostfile" --mca btl tcp,self)
+else
+  cores=$(nproc)
+  mpi+=(--mca btl self,vader)
+  if [ "$ranks" -gt "$cores" ]; then
+    mpi+=(--oversubscribe --bind-to none)
+  elif [ $((ranks * threads)) -gt "$cores" ]; then
+    mpi+=(--bind-to none)
+  else
+    mpi+=(--bind-to core)
+  fi
+fi
+exec "${mpi[@]}" "$binary" train "${args[@]}"
