@@ -28,8 +28,12 @@ public enum CheckpointFile {
 
     /// Writes a checkpoint atomically: `path.tmp`, flush, fsync, rename, fsync the folder.
     /// Never leaves a file named `path` that is incomplete.
+    ///
+    /// `state.window` / `state.epochTotals` hold every rank's local sums (rank-major) and
+    /// `rankBuffers` every rank's copy of each buffer (`[R, n]`), so that a resume with the same
+    /// rank count restores each rank exactly; `/model` holds the rank average of the buffers.
     public static func save(path: String, model: Model, optimizer: (any Optimizer)?, state: TrainingState,
-                            config: TrainConfig, worldSize: Int) throws {
+                            config: TrainConfig, worldSize: Int, rankBuffers: [String: [Float]] = [:]) throws {
         let temporary = path + ".tmp"
         do {
             let file = try HDF5File.create(temporary)
@@ -45,6 +49,10 @@ public enum CheckpointFile {
             try data.setAttribute("global_batch", config.batchSize)
             try data.write("window", state.window, shape: [state.window.count])
             try data.write("epoch_totals", state.epochTotals, shape: [state.epochTotals.count])
+            let perRank = try data.createGroup("rank_buffers")
+            for (name, rows) in rankBuffers.sorted(by: { $0.key < $1.key }) {
+                try perRank.write(name, rows, shape: [worldSize, rows.count / max(worldSize, 1)])
+            }
             try file.flush()
             try file.close()
             try FileSystem.commit(temporary: temporary, to: path)
@@ -203,6 +211,15 @@ public enum CheckpointFile {
         }
         try walk(file)
         return header
+    }
+
+    /// Every rank's copy of each buffer (`name → [R·n]`), as saved.
+    public static func rankBuffers(_ path: String) throws -> [String: [Float]] {
+        let file = try HDF5File.openForReading(path)
+        let group = try file.openGroup("data").openGroup("rank_buffers")
+        var out: [String: [Float]] = [:]
+        for name in try group.childNames() { out[name] = try group.read(name, as: Float.self).values }
+        return out
     }
 
     /// Loads parameters, buffers and (if given) optimizer state into objects of the same layout.

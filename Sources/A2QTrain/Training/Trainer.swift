@@ -87,6 +87,10 @@ public final class Trainer: @unchecked Sendable {
         try checkAgreement()
         let resumeHeader = try findResumeCheckpoint()
         var state = resumeHeader?.state ?? TrainingState(phase: config.usesFloatPhase ? "float" : "quantized")
+        if let resumeHeader {
+            state.window = ownRow(resumeHeader.state.window, width: 3, savedRanks: resumeHeader.worldSize)
+            state.epochTotals = ownRow(resumeHeader.state.epochTotals, width: 2, savedRanks: resumeHeader.worldSize)
+        }
         progress.line("a2q train: \(config.runName), \(communicator.worldSize) rank(s), global batch \(config.batchSize), "
                       + "\(train.count) training / \(test.count) test images → \(output)")
         if let resumeHeader {
@@ -241,6 +245,19 @@ public final class Trainer: @unchecked Sendable {
         try communicator.broadcast(&failure)
         if failure[0] != 0 { throw A2QError("could not load \(path) (see rank 0's message)") }
         try broadcastState(target)
+        // Each rank's own BatchNorm statistics when the rank count is unchanged.
+        var rows: [String: [Float]] = [:]
+        if communicator.isRoot { rows = (try? CheckpointFile.rankBuffers(path)) ?? [:] }
+        for (name, tensor) in target.network.buffers {
+            var values = rows[name] ?? []
+            var count = [Int64(values.count)]
+            try communicator.broadcast(&count)
+            if !communicator.isRoot { values = [Float](repeating: 0, count: Int(count[0])) }
+            try communicator.broadcast(&values)
+            if values.count == tensor.count * communicator.worldSize {
+                for i in 0..<tensor.count { tensor.data[i] = values[communicator.rank * tensor.count + i] }
+            }
+        }
         var steps = [Int64(optimizer.stepCount)]
         try communicator.broadcast(&steps)
         optimizer.stepCount = Int(steps[0])
@@ -249,33 +266,64 @@ public final class Trainer: @unchecked Sendable {
         }
     }
 
-    /// Saves a periodic checkpoint. The logging sums are first made global (rank 0 holds them,
-    /// the others zero) and BatchNorm statistics averaged, in the same way whether or not the
-    /// run is later resumed, so a resumed run continues bit for bit.
-    private func saveCheckpoint(_ model: Model, optimizer: any Optimizer, state: inout TrainingState) throws {
-        try canonicalize(&state.window)
-        try canonicalize(&state.epochTotals)
-        try synchronizeBuffers(model)
+    /// Saves a periodic checkpoint. Every rank's logging sums and buffers are gathered (exact:
+    /// each rank fills its own row of a zero matrix before the sum), so saving changes nothing
+    /// in the run and a resume with the same rank count continues it bit for bit.
+    private func saveCheckpoint(_ model: Model, optimizer: any Optimizer, state: TrainingState) throws {
+        var saved = state
+        saved.window = try gatherRows(state.window)
+        saved.epochTotals = try gatherRows(state.epochTotals)
+        var rankBuffers: [String: [Float]] = [:]
+        for (name, tensor) in model.network.buffers {
+            var rows = [Float](repeating: 0, count: tensor.count * communicator.worldSize)
+            for i in 0..<tensor.count { rows[communicator.rank * tensor.count + i] = tensor.data[i] }
+            try rows.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+            rankBuffers[name] = rows
+        }
         var failure = [Int64(0)]
         if communicator.isRoot {
+            // /model keeps the rank average of the buffers; this rank's own values come back after.
+            let own = model.network.buffers.map { ($0.tensor, $0.tensor.array) }
+            for (name, tensor) in model.network.buffers {
+                guard let rows = rankBuffers[name] else { continue }
+                for i in 0..<tensor.count {
+                    var sum: Float = 0
+                    for r in 0..<communicator.worldSize { sum += rows[r * tensor.count + i] }
+                    tensor.data[i] = sum / Float(communicator.worldSize)
+                }
+            }
             do {
                 try CheckpointFile.save(path: (output as NSString).appendingPathComponent(CheckpointFolder.name(globalStep: state.globalStep)),
-                                        model: model, optimizer: optimizer, state: state, config: config,
-                                        worldSize: communicator.worldSize)
+                                        model: model, optimizer: optimizer, state: saved, config: config,
+                                        worldSize: communicator.worldSize, rankBuffers: rankBuffers)
                 CheckpointFolder.prune(output, keep: config.keepCheckpoints)
             } catch {
                 progress.line("Error: \(error)")
                 failure[0] = 1
             }
+            for (tensor, values) in own { for i in 0..<tensor.count { tensor.data[i] = values[i] } }
         }
         try communicator.broadcast(&failure)
         if failure[0] != 0 { throw A2QError("saving a checkpoint failed at step \(state.globalStep) (see rank 0's message)") }
     }
 
-    /// Global sums on rank 0, zeros elsewhere.
-    private func canonicalize(_ values: inout [Double]) throws {
-        try values.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
-        if !communicator.isRoot { for i in values.indices { values[i] = 0 } }
+    /// `values` of every rank, rank-major (exact: the other rows are zeros).
+    private func gatherRows(_ values: [Double]) throws -> [Double] {
+        var rows = [Double](repeating: 0, count: values.count * communicator.worldSize)
+        for (i, v) in values.enumerated() { rows[communicator.rank * values.count + i] = v }
+        try rows.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        return rows
+    }
+
+    /// This rank's share of rows saved by `savedRanks` ranks: its own row when the rank count is
+    /// unchanged, else the column sums on rank 0 and zeros elsewhere.
+    private func ownRow(_ rows: [Double], width: Int, savedRanks: Int) -> [Double] {
+        guard rows.count == width * savedRanks, savedRanks > 0 else { return [Double](repeating: 0, count: width) }
+        if savedRanks == communicator.worldSize {
+            return Array(rows[(communicator.rank * width)..<((communicator.rank + 1) * width)])
+        }
+        guard communicator.isRoot else { return [Double](repeating: 0, count: width) }
+        return (0..<width).map { i in (0..<savedRanks).reduce(0) { $0 + rows[$1 * width + i] } }
     }
 
     // MARK: Phases
@@ -385,15 +433,12 @@ public final class Trainer: @unchecked Sendable {
                     windowSteps = 0
                     state.window = [0, 0, 0]
                 }
-                if let every = config.checkpointEvery, state.globalStep % every == 0, state.position < perEpoch {
-                    try saveCheckpoint(model, optimizer: optimizer, state: &state)
+                let stopping = config.stopAfterSteps == state.globalStep
+                let periodic = config.checkpointEvery.map { state.globalStep % $0 == 0 } ?? false
+                if (periodic || stopping) && state.position < perEpoch {
+                    try saveCheckpoint(model, optimizer: optimizer, state: state)
                 }
-                if let stop = config.stopAfterSteps, state.globalStep == stop {
-                    if config.checkpointEvery.map({ stop % $0 != 0 }) ?? true || state.position == perEpoch {
-                        try saveCheckpoint(model, optimizer: optimizer, state: &state)
-                    }
-                    throw StopRequested(step: stop)
-                }
+                if stopping && state.position < perEpoch { throw StopRequested(step: state.globalStep) }
             }
             var totals = state.epochTotals
             try totals.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
@@ -405,8 +450,9 @@ public final class Trainer: @unchecked Sendable {
             state.position = 0
             state.epochTotals = [0, 0]
             if state.step < totalSteps || state.epoch < epochs {
-                try saveCheckpoint(model, optimizer: optimizer, state: &state)
+                try saveCheckpoint(model, optimizer: optimizer, state: state)
             }
+            if config.stopAfterSteps == state.globalStep { throw StopRequested(step: state.globalStep) }
             evaluationSeconds += monotonicSeconds() - evaluationStart
             windowStart = monotonicSeconds()
         }

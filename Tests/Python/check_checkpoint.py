@@ -1,0 +1,45 @@
+"""Independent check of an a2q checkpoint with h5py and NumPy (tests only).
+
+Reads the file as a NumPy user would from docs/CHECKPOINT.md: attributes come back as str/int,
+and each quantized layer's acc_min/acc_max/l1_norm/p_min are recomputed from weight_int.
+"""
+import json
+import sys
+
+import h5py
+import numpy as np
+
+path = sys.argv[1]
+with h5py.File(path, "r") as f:
+    assert f.attrs["format"] == "a2q-checkpoint" and isinstance(f.attrs["format"], str), f.attrs["format"]
+    assert int(f.attrs["format_version"]) == 1
+    assert isinstance(f.attrs["phase"], str)
+    config = json.loads(f.attrs["config"])
+    layers = json.loads(f.attrs["layers"])
+    assert isinstance(layers, list) and config["model"] == f.attrs["model"]
+    checked = 0
+    for name in f["model"]:
+        group = f["model"][name]
+        if "weight_int" not in group:
+            continue
+        q = group["weight_int"][()].astype(np.int64).reshape(group["weight_int"].shape[0], -1)
+        n = int(group.attrs["input_bits"])
+        signed = bool(group.attrs["input_signed"])
+        lo, hi = (-(2 ** (n - 1)), 2 ** (n - 1) - 1) if signed else (0, 2 ** n - 1)
+        alpha = np.where(q > 0, q, 0).sum(1)
+        beta = np.where(q < 0, q, 0).sum(1)
+        acc_max = hi * alpha + lo * beta
+        acc_min = lo * alpha + hi * beta
+        assert np.array_equal(acc_max, group["acc_max"][()]), name
+        assert np.array_equal(acc_min, group["acc_min"][()]), name
+        assert np.array_equal(np.abs(q).sum(1), group["l1_norm"][()]), name
+        p = int(group.attrs["accumulator_bits"])
+        fits = bool(((acc_max <= 2 ** (p - 1) - 1) & (acc_min >= -(2 ** (p - 1)))).all())
+        assert fits == bool(group.attrs["overflow_free"]), name
+        p_min = [next(b for b in range(1, 64) if mx <= 2 ** (b - 1) - 1 and mn >= -(2 ** (b - 1)))
+                 for mn, mx in zip(acc_min, acc_max)]
+        assert np.array_equal(np.array(p_min), group["p_min"][()]), name
+        assert isinstance(group.attrs["quantizer"], str) and isinstance(group.attrs["rounding"], str)
+        assert group["weight_scale"].dtype == np.float32 and group["weight_int"].dtype in (np.int8, np.int16)
+        checked += 1
+print(f"checked {checked} quantized layers")
