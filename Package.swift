@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),
         .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),
         .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
-                                                 "A2QDistributed", "A2QCheckpoint", "COpenBLAS"]),
+                                                 "A2QDistributed", "A2QCheckpoint", "QuantKernels", "COpenBLAS"]),
         .executableTarget(name: "a2q", dependencies: [
             "A2QTrain",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

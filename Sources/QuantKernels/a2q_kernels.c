@@ -116,3 +116,23 @@ KERNEL void a2qk_relu_backward(const float *x, const float *dy, float *dx, int64
     _Pragma("clang loop vectorize(enable) interleave_count(4)")
     for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0.0f;
 }
+
+// Not reassociated: the order of the partial sums is the point here.
+#pragma clang fp reassociate(off)
+
+int64_t a2qk_sequential_dot(const int32_t *w, const double *x, int64_t stride, int64_t k, int64_t lo, int64_t hi,
+                            int32_t *partial_overflow, int64_t *saturated) {
+    int64_t wide = 0, sat = 0;
+    int32_t over = 0;
+    for (int64_t i = 0; i < k; i++) {
+        int64_t p = (int64_t)w[i] * (int64_t)x[i * stride];
+        wide += p;
+        if (wide < lo || wide > hi) over = 1;
+        sat += p;
+        if (sat < lo) sat = lo;
+        if (sat > hi) sat = hi;
+    }
+    *partial_overflow = over;
+    *saturated = sat;
+    return wide;
+}

@@ -34,4 +34,10 @@ float a2qk_act_backward(const float *x, const float *dy, float *dx, int64_t n, f
 void a2qk_relu_forward(const float *x, float *y, int64_t n);
 void a2qk_relu_backward(const float *x, const float *dy, float *dx, int64_t n);
 
+/// Sequential dot product of integer weights with integer-valued inputs x[i*stride], in index
+/// order, for the integer engine: returns the exact (wide) sum; sets *partial_overflow when any
+/// partial sum left [lo, hi] and *saturated to the result of a saturating [lo, hi] register.
+int64_t a2qk_sequential_dot(const int32_t *w, const double *x, int64_t stride, int64_t k, int64_t lo, int64_t hi,
+                            int32_t *partial_overflow, int64_t *saturated);
+
 #endif

@@ -1,0 +1,196 @@
+import A2QCore
+import A2QNN
+import A2QQuant
+
+/// One weight layer of an integer model: integer weights and everything needed to run it
+/// with a P-bit accumulator and requantise its output.
+public struct IntegerLayer: Sendable {
+    public enum Kind: String, Sendable, Codable { case linear, conv2d }
+    public var name: String
+    public var kind: Kind
+    /// `[out, in]` or `[out, in, kh, kw]`.
+    public var shape: [Int]
+    public var stride: Int = 1
+    public var padding: Int = 0
+    /// Integer weights, row-major, one row of K per output channel.
+    public var weights: [Int32]
+    public var quantizer: String
+    public var weightBits: Int
+    public var accumulatorBits: Int
+    /// The integer format of this layer's input and its scale (`x_float = x_int · input_scale`).
+    public var input: InputFormat
+    public var inputScale: Float
+    /// Per output channel: `s_w`, the float bias, and the requantisation
+    /// `y = acc · multiplier + offset` (with BatchNorm folded in when it follows the layer).
+    public var weightScale: [Float]
+    public var bias: [Float]
+    public var multiplier: [Float]
+    public var offset: [Float]
+    /// The L1 bound T of a constrained layer (nil when unconstrained).
+    public var l1Bound: Double?
+    public var rounding: String
+    public var foldedBatchNorm: String?
+
+    public var outChannels: Int { shape[0] }
+    public var fanIn: Int { shape.dropFirst().reduce(1, *) }
+
+    /// Exact per-channel facts of the integer weights.
+    public var report: LayerAccumulatorReport {
+        LayerAccumulatorReport(integers: weights, outChannels: outChannels, input: input, accumulatorBits: accumulatorBits)
+    }
+}
+
+/// The operations of an integer model, in order.
+public enum IntegerOp: Sendable {
+    /// Image pixels as unsigned integers (`x_float = pixel · scale`).
+    case input(format: InputFormat, scale: Float)
+    case layer(IntegerLayer)
+    case relu
+    /// Requantise floats to the next layer's integers: `clip(rint(y / scale), lo, hi)`.
+    case quantize(name: String, format: InputFormat, scale: Float)
+    case maxPool(kernel: Int, stride: Int)
+    case flatten
+}
+
+/// A standalone integer network (what `a2q export` writes and the integer engine runs).
+public struct IntegerModel: Sendable {
+    public var model: String
+    public var classes: Int
+    /// `[channels, height, width]` of one input image.
+    public var inputShape: [Int]
+    public var ops: [IntegerOp]
+
+    public var layers: [IntegerLayer] {
+        ops.compactMap { if case .layer(let l) = $0 { return l } else { return nil } }
+    }
+
+    /// Builds the integer model of a trained, quantized `Model` (every weight layer must have a
+    /// weight quantizer; BatchNorm is folded into the preceding layer's requantisation).
+    public init(from model: Model, inputShape: [Int] = [1, 28, 28]) throws {
+        self.model = model.name.rawValue
+        classes = model.classes
+        self.inputShape = inputShape
+        var ops: [IntegerOp] = []
+        var currentFormat: InputFormat?
+        var currentScale: Float = 1
+        let parameters = model.parameters
+        for layer in model.network.layers {
+            switch layer {
+            case let q as ActivationQuantizer:
+                if ops.isEmpty {
+                    ops.append(.input(format: q.format, scale: q.scale(parameters)))
+                } else {
+                    ops.append(.quantize(name: q.name, format: q.format, scale: q.scale(parameters)))
+                }
+                currentFormat = q.format
+                currentScale = q.scale(parameters)
+            case is Linear, is Conv2d:
+                guard let quantized = model.quantizedLayers.first(where: { $0.name == layer.name }),
+                      !quantized.quantizer.isIdentity, let format = currentFormat else {
+                    throw A2QError("layer \(layer.name) is not quantized (float weights or float inputs)",
+                                   remedy: "export a model trained with --quantizer qat, a2q or a2q+")
+                }
+                let quantizer = quantized.quantizer
+                _ = quantizer.forward(parameters)
+                let biasView = parameters.view(named: "\(layer.name).bias")
+                let bias = biasView.map { Array(UnsafeBufferPointer(start: parameters.value($0), count: $0.count)) }
+                    ?? [Float](repeating: 0, count: quantizer.outChannels)
+                var integer = IntegerLayer(
+                    name: layer.name, kind: layer is Conv2d ? .conv2d : .linear, shape: quantizer.weight.shape,
+                    weights: quantizer.integerWeights(), quantizer: quantizer.spec.kind.rawValue,
+                    weightBits: quantizer.spec.weightBits, accumulatorBits: quantizer.spec.accumulatorBits,
+                    input: format, inputScale: currentScale, weightScale: quantizer.scales, bias: bias,
+                    multiplier: quantizer.scales.map { $0 * currentScale }, offset: bias,
+                    l1Bound: quantizer.bound.isFinite ? quantizer.bound : nil,
+                    rounding: quantizer.spec.kind.isAccumulatorAware ? "toward_zero" : "nearest", foldedBatchNorm: nil)
+                if let conv = layer as? Conv2d {
+                    integer.stride = conv.stride
+                    integer.padding = conv.padding
+                }
+                ops.append(.layer(integer))
+                currentFormat = nil
+            case let bn as BatchNorm:
+                guard case .layer(var previous)? = ops.last else {
+                    throw A2QError("\(bn.name) does not follow a weight layer; cannot fold it")
+                }
+                let gamma = parameters.value(bn.scale), beta = parameters.value(bn.shift)
+                for c in 0..<bn.channels {
+                    let k = gamma[c] / (bn.runningVariance[c] + bn.epsilon).squareRoot()
+                    previous.multiplier[c] *= k
+                    previous.offset[c] = k * (previous.offset[c] - bn.runningMean[c]) + beta[c]
+                }
+                previous.foldedBatchNorm = bn.name
+                ops[ops.count - 1] = .layer(previous)
+            case is ReLU:
+                ops.append(.relu)
+            case let pool as MaxPool2d:
+                ops.append(.maxPool(kernel: pool.kernelSize, stride: pool.stride))
+            case is Flatten:
+                ops.append(.flatten)
+            default:
+                throw A2QError("layer \(layer.name) (\(type(of: layer))) has no integer form")
+            }
+        }
+        self.ops = ops
+        try validate()
+    }
+
+    public init(model: String, classes: Int, inputShape: [Int], ops: [IntegerOp]) throws {
+        self.model = model
+        self.classes = classes
+        self.inputShape = inputShape
+        self.ops = ops
+        try validate()
+    }
+
+    /// Checks that the layers agree: weights fit M bits, each layer's input format is the
+    /// previous quantizer's, shapes chain, and P is supported.
+    public func validate() throws {
+        var format: InputFormat?
+        var shape = inputShape
+        for op in ops {
+            switch op {
+            case .input(let f, _), .quantize(_, let f, _):
+                format = f
+            case .layer(let layer):
+                let limit = Int32((1 << (layer.weightBits - 1)) - 1)
+                if let bad = layer.weights.firstIndex(where: { abs($0) > limit }) {
+                    throw A2QError("layer \(layer.name): weight \(layer.weights[bad]) at index \(bad) does not fit the declared \(layer.weightBits)-bit narrow range ±\(limit)")
+                }
+                guard layer.weights.count == layer.shape.reduce(1, *) else {
+                    throw A2QError("layer \(layer.name): \(layer.weights.count) weights for shape \(describe(layer.shape))")
+                }
+                guard let f = format else { throw A2QError("layer \(layer.name): its input is not quantized (no quantize op before it)") }
+                guard f == layer.input else {
+                    throw A2QError("layer \(layer.name): declared input \(layer.input) does not match the previous layer's output \(f)")
+                }
+                guard (2...62).contains(layer.accumulatorBits) else {
+                    throw A2QError("layer \(layer.name): accumulator width \(layer.accumulatorBits) is outside 2...62")
+                }
+                switch layer.kind {
+                case .conv2d:
+                    guard shape.count == 3, shape[0] == layer.shape[1] else {
+                        throw A2QError("layer \(layer.name): input \(describe(shape)) does not fit weights \(describe(layer.shape))")
+                    }
+                    let k = layer.shape[2]
+                    shape = [layer.shape[0], (shape[1] + 2 * layer.padding - k) / layer.stride + 1,
+                             (shape[2] + 2 * layer.padding - k) / layer.stride + 1]
+                case .linear:
+                    guard shape.reduce(1, *) == layer.shape[1] else {
+                        throw A2QError("layer \(layer.name): input of \(shape.reduce(1, *)) values does not fit weights \(describe(layer.shape))")
+                    }
+                    shape = [layer.shape[0]]
+                }
+                format = nil
+            case .maxPool(let kernel, let stride):
+                guard shape.count == 3 else { throw A2QError("max pool after a flat tensor") }
+                shape = [shape[0], (shape[1] - kernel) / stride + 1, (shape[2] - kernel) / stride + 1]
+            case .flatten:
+                shape = [shape.reduce(1, *)]
+            case .relu:
+                break
+            }
+        }
+        guard shape == [classes] else { throw A2QError("the model ends in \(describe(shape)), not \(classes) class scores") }
+    }
+}

@@ -1,0 +1,31 @@
+import A2QCheckpoint
+import A2QCore
+import A2QData
+import Foundation
+
+/// Opening what users pass to `export`, `inspect`, `eval` and `verify`: checkpoints and exports.
+public enum ModelFiles {
+    /// Rebuilds the trained model stored in a checkpoint (the phase it was saved in).
+    public static func loadCheckpoint(_ path: String) throws -> (model: Model, header: CheckpointFile.Header) {
+        let header = try CheckpointFile.header(path)
+        let model = try ModelBuilder.build(header.config, quantized: header.state.phase != "float")
+        try CheckpointFile.restore(path, into: model, optimizer: nil)
+        return (model, header)
+    }
+
+    /// The integer model of an export, or of a checkpoint (converted in memory).
+    public static func integerModel(_ path: String) throws -> IntegerModel {
+        if ExportFile.isExport(path) { return try ExportFile.read(path) }
+        let file = try HDF5File.openForReading(path)
+        guard (try? file.stringAttribute("format")) == CheckpointFile.format else {
+            throw A2QError("\(path) is neither an a2q checkpoint nor an a2q export",
+                           remedy: "pass a file written by `a2q train` or `a2q export`")
+        }
+        return try IntegerModel(from: try loadCheckpoint(path).model)
+    }
+
+    /// The test split of a data source (`--data`), or of the checkpoint's configured data.
+    public static func testSet(_ data: String) throws -> Dataset {
+        try DataSource(argument: data).load().test
+    }
+}

@@ -1,0 +1,101 @@
+import A2QCore
+import A2QQuant
+
+/// The proof `a2q verify` gives: per layer and channel, the exact worst-case accumulator
+/// range over every possible input against P.
+public struct LayerVerdict: Sendable, Codable {
+    public var name: String
+    public var quantizer: String
+    public var weightBits: Int
+    public var inputBits: Int
+    public var inputSigned: Bool
+    public var accumulatorBits: Int
+    /// Largest exact per-channel minimum width.
+    public var pMin: Int
+    /// `accumulatorBits − pMin` (negative: some channel can overflow).
+    public var headroomBits: Int
+    public var accMin: Int64
+    public var accMax: Int64
+    public var maxL1Usage: Double?
+    public var sparsity: Double
+    public var overflowFree: Bool
+    /// Channels whose worst case does not fit.
+    public var unsafeChannels: [Int]
+    /// Per channel, for `--json`: p_min, acc_min, acc_max.
+    public var channels: [ChannelVerdict]
+    /// Overflows seen on data (when `--data` was given).
+    public var observed: LayerOverflow?
+
+    public struct ChannelVerdict: Sendable, Codable {
+        public var pMin: Int
+        public var accMin: Int64
+        public var accMax: Int64
+        enum CodingKeys: String, CodingKey { case pMin = "p_min", accMin = "acc_min", accMax = "acc_max" }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, quantizer, weightBits = "weight_bits", inputBits = "input_bits", inputSigned = "input_signed"
+        case accumulatorBits = "accumulator_bits", pMin = "p_min", headroomBits = "headroom_bits", accMin = "acc_min"
+        case accMax = "acc_max", maxL1Usage = "max_l1_usage", sparsity, overflowFree = "overflow_free"
+        case unsafeChannels = "unsafe_channels", channels, observed
+    }
+
+    public init(_ layer: IntegerLayer, accumulatorBits override: Int? = nil) {
+        let p = override ?? layer.accumulatorBits
+        let report = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
+                                            accumulatorBits: p)
+        name = layer.name
+        quantizer = layer.quantizer
+        weightBits = layer.weightBits
+        inputBits = layer.input.bits
+        inputSigned = layer.input.signed
+        accumulatorBits = p
+        pMin = report.minimumBits.max() ?? 1
+        headroomBits = p - pMin
+        accMin = report.minimums.min() ?? 0
+        accMax = report.maximums.max() ?? 0
+        maxL1Usage = layer.l1Bound.map { Double(report.l1Norms.max() ?? 0) / $0 }
+        sparsity = report.sparsity
+        overflowFree = report.overflowFree
+        unsafeChannels = (0..<layer.outChannels).filter { !AccumulatorBounds.fits(minimum: report.minimums[$0], maximum: report.maximums[$0], accumulatorBits: p) }
+        channels = (0..<layer.outChannels).map { ChannelVerdict(pMin: report.minimumBits[$0], accMin: report.minimums[$0], accMax: report.maximums[$0]) }
+    }
+
+    /// Every layer of a model.
+    public static func verify(_ model: IntegerModel, accumulatorBits: Int? = nil) -> [LayerVerdict] {
+        model.layers.map { LayerVerdict($0, accumulatorBits: accumulatorBits) }
+    }
+
+    /// A fixed-width table.
+    public static func table(_ verdicts: [LayerVerdict]) -> String {
+        var lines = [pad("layer", 8) + pad("quantizer", 10) + pad("M", 4) + pad("N", 6) + pad("P", 4) + pad("p_min", 7)
+                     + pad("headroom", 10) + pad("max‖q‖₁/T", 11) + pad("sparsity", 10) + pad("acc range", 26) + "verdict"]
+        for v in verdicts {
+            var line = pad(v.name, 8) + pad(v.quantizer, 10) + pad("\(v.weightBits)", 4)
+            line += pad("\(v.inputSigned ? "s" : "u")\(v.inputBits)", 6) + pad("\(v.accumulatorBits)", 4) + pad("\(v.pMin)", 7)
+            line += pad("\(v.headroomBits)", 10) + pad(v.maxL1Usage.map { fmt($0, 3) } ?? "-", 11)
+            line += pad(fmt(100 * v.sparsity, 1) + "%", 10) + pad("[\(v.accMin), \(v.accMax)]", 26)
+            line += v.overflowFree ? "overflow-free" : "CAN OVERFLOW (\(v.unsafeChannels.count) channels)"
+            if let o = v.observed { line += "; seen: \(o.finalOverflows) final / \(o.partialOverflows) partial of \(o.dotProducts)" }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+
+func fmt(_ value: Double, _ digits: Int) -> String {
+    let p = pow10(digits)
+    let rounded = (value * p).rounded() / p
+    var text = "\(rounded)"
+    if let dot = text.firstIndex(of: ".") {
+        let decimals = text.distance(from: dot, to: text.endIndex) - 1
+        if decimals < digits { text += String(repeating: "0", count: digits - decimals) }
+    }
+    return text
+}
+
+private func pow10(_ n: Int) -> Double { (0..<n).reduce(1.0) { acc, _ in acc * 10 } }

@@ -1,0 +1,170 @@
+import A2QCore
+import A2QData
+import A2QTrain
+import ArgumentParser
+import Foundation
+
+extension OverflowMode: ExpressibleByArgument {}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    printLine(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// `a2q export`: a standalone integer model from a checkpoint.
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write the integer model of a checkpoint (topology, integer weights, scales, accumulator metadata).")
+
+    @Argument(help: "A checkpoint written by `a2q train`.") var checkpoint: String
+    @Option(name: .customLong("out"), help: "Output HDF5 file.") var output: String
+    @Flag(help: "Replace an existing output file.") var overwrite = false
+
+    func run() throws {
+        if FileManager.default.fileExists(atPath: output) && !overwrite {
+            throw A2QError("\(output) already exists", remedy: "choose another --out, or pass --overwrite")
+        }
+        let (model, header) = try ModelFiles.loadCheckpoint(checkpoint)
+        let integer = try IntegerModel(from: model)
+        try ExportFile.write(integer, to: output, source: checkpoint, config: header.config)
+        let verdicts = LayerVerdict.verify(integer)
+        printLine("exported \(integer.model) (\(integer.layers.count) integer layers) from \(checkpoint) → \(output)")
+        printLine(LayerVerdict.table(verdicts))
+    }
+}
+
+/// `a2q inspect`: what a checkpoint or export holds.
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect", abstract: "Show the layers (M/N/P, L1 usage, sparsity, p_min, overflow verdict) of a checkpoint or export.")
+
+    @Argument(help: "A checkpoint or an export.") var file: String
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Report: Encodable {
+        var file: String
+        var kind: String
+        var model: String
+        var step: Int?
+        var phase: String?
+        var config: TrainConfig?
+        var layers: [LayerVerdict]
+    }
+
+    func run() throws {
+        var report: Report
+        if ExportFile.isExport(file) {
+            let model = try ExportFile.read(file)
+            report = Report(file: file, kind: "export", model: model.model, layers: LayerVerdict.verify(model))
+        } else {
+            let header = try CheckpointFile.header(file)
+            let layers = header.state.phase == "float" ? [] : LayerVerdict.verify(try ModelFiles.integerModel(file))
+            report = Report(file: file, kind: "checkpoint", model: header.config.model.rawValue, step: header.state.globalStep,
+                            phase: header.state.phase, config: header.config, layers: layers)
+        }
+        if json { try printJSON(report); return }
+        printLine("\(report.file): \(report.kind) of \(report.model)"
+                  + (report.step.map { ", global step \($0) (\(report.phase ?? "") phase)" } ?? ""))
+        if let config = report.config { printLine("configuration: \(config.json(pretty: false))") }
+        printLine(report.layers.isEmpty ? "(float model: no integer layers)" : LayerVerdict.table(report.layers))
+    }
+}
+
+/// `a2q eval`: accuracy of a checkpoint (fake-quantized float graph) or of the integer engine.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Test accuracy: the fake-quantized float graph of a checkpoint, or --integer with P-bit accumulators.")
+
+    @Argument(help: "A checkpoint (or, with --integer, an export).") var file: String
+    @Flag(help: "Run the integer engine with simulated P-bit accumulators.") var integer = false
+    @Option(help: "Override every layer's P (what-if; --integer only).") var accumulatorBits: Int?
+    @Option(help: "Overflow behaviour: wrap, saturate or wide (--integer only).") var overflow: OverflowMode = .wrap
+    @Option(help: "MNIST-format data folder or 'synthetic' (default: the checkpoint's, else Fashion-MNIST).") var data: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Result: Encodable {
+        var file: String
+        var engine: String
+        var accuracy: Double
+        var images: Int
+        var imagesPerSecond: Double
+        var overflow: String?
+        var layers: [LayerOverflow]?
+        enum CodingKeys: String, CodingKey {
+            case file, engine, accuracy, images, imagesPerSecond = "images_per_second", overflow, layers
+        }
+    }
+
+    func run() throws {
+        let source = try data ?? (ExportFile.isExport(file) ? DataSource.defaultFolder : CheckpointFile.header(file).config.data)
+        let test = try ModelFiles.testSet(source)
+        let start = monotonicSeconds()
+        var result: Result
+        if integer {
+            let engine = try IntegerEngine(model: try ModelFiles.integerModel(file), mode: overflow, accumulatorBits: accumulatorBits)
+            let (accuracy, _) = engine.evaluate(test)
+            result = Result(file: file, engine: "integer", accuracy: accuracy, images: test.count,
+                            imagesPerSecond: Double(test.count) / (monotonicSeconds() - start), overflow: overflow.rawValue,
+                            layers: engine.overflows)
+        } else {
+            guard accumulatorBits == nil else {
+                throw A2QError("--accumulator-bits applies to the integer engine", remedy: "add --integer")
+            }
+            guard !ExportFile.isExport(file) else {
+                throw A2QError("\(file) is an export (integers only)", remedy: "evaluate it with --integer, or pass the checkpoint")
+            }
+            let (model, _) = try ModelFiles.loadCheckpoint(file)
+            let accuracy = FakeQuantEvaluation.accuracy(model, test)
+            result = Result(file: file, engine: "fake-quantized float", accuracy: accuracy, images: test.count,
+                            imagesPerSecond: Double(test.count) / (monotonicSeconds() - start))
+        }
+        if json { try printJSON(result); return }
+        printLine(String(format: "%@: %@ accuracy %.2f%% on %d test images (%.0f images/s)", file, result.engine,
+                         100 * result.accuracy, result.images, result.imagesPerSecond))
+        for layer in result.layers ?? [] {
+            printLine("  \(layer.name): P=\(layer.accumulatorBits) \(layer.provenSafe ? "proven safe" : "not proven safe"), "
+                      + "\(layer.finalOverflows) final / \(layer.partialOverflows) partial-sum overflows in \(layer.dotProducts) dot products (\(overflow.rawValue))")
+        }
+    }
+}
+
+/// `a2q verify`: a proof that no layer can overflow its accumulator.
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Prove, per layer and channel, that no input can overflow the P-bit accumulator (exit 0 only if so).")
+
+    @Argument(help: "An export or a checkpoint.") var file: String
+    @Option(help: "Also run the test set through the integer engine (wrap) and report overflows seen.") var data: String?
+    @Option(help: "Check against this P instead of each layer's own.") var accumulatorBits: Int?
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Result: Encodable {
+        var file: String
+        var overflowFree: Bool
+        var layers: [LayerVerdict]
+        enum CodingKeys: String, CodingKey { case file, overflowFree = "overflow_free", layers }
+    }
+
+    func run() throws {
+        let model = try ModelFiles.integerModel(file)
+        var verdicts = LayerVerdict.verify(model, accumulatorBits: accumulatorBits)
+        if let data {
+            let engine = try IntegerEngine(model: model, mode: .wrap, accumulatorBits: accumulatorBits)
+            _ = engine.evaluate(try ModelFiles.testSet(data))
+            for i in verdicts.indices { verdicts[i].observed = engine.overflows.first { $0.name == verdicts[i].name } }
+        }
+        let safe = verdicts.allSatisfy(\.overflowFree)
+        if json {
+            try printJSON(Result(file: file, overflowFree: safe, layers: verdicts))
+        } else {
+            printLine(LayerVerdict.table(verdicts))
+            printLine(safe ? "verified: no input can overflow any layer's accumulator"
+                           : "NOT verified: \(verdicts.filter { !$0.overflowFree }.map(\.name).joined(separator: ", ")) can overflow")
+        }
+        if !safe { throw ExitCode(2) }
+    }
+}
