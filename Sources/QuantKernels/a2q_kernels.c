@@ -136,3 +136,21 @@ int64_t a2qk_sequential_dot(const int32_t *w, const double *x, int64_t stride, i
     *saturated = sat;
     return wide;
 }
+
+KERNEL void a2qk_sequential_block(const int32_t *w, const double *x, int64_t stride, int64_t k, int64_t cols,
+                                  double lo, double hi, double *wide, double *saturated, int32_t *partial) {
+    for (int64_t j = 0; j < cols; j++) { wide[j] = 0; saturated[j] = 0; partial[j] = 0; }
+    for (int64_t i = 0; i < k; i++) {
+        double wi = (double)w[i];
+        if (wi == 0) continue;  // adding 0 changes no partial sum
+        const double *row = x + i * stride;
+        _Pragma("clang loop vectorize(enable)")
+        for (int64_t j = 0; j < cols; j++) {
+            double s = wide[j] + wi * row[j];
+            wide[j] = s;
+            partial[j] |= (s < lo) | (s > hi);
+            double t = saturated[j] + wi * row[j];
+            saturated[j] = t < lo ? lo : (t > hi ? hi : t);
+        }
+    }
+}

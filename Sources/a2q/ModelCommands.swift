@@ -83,7 +83,9 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Override every layer's P (what-if; --integer only).") var accumulatorBits: Int?
     @Option(help: "Overflow behaviour: wrap, saturate or wide (--integer only).") var overflow: OverflowMode = .wrap
     @Option(help: "MNIST-format data folder or 'synthetic' (default: the checkpoint's, else Fashion-MNIST).") var data: String?
+    @Option(help: "Evaluate only the first N test images.") var limit: Int?
     @Flag(help: "Print JSON.") var json = false
+    @Option(help: .hidden) var testDumpAccumulators: String?
 
     struct Result: Encodable {
         var file: String
@@ -99,12 +101,28 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let limit, limit <= 0 { throw A2QError("--limit must be positive") }
         let source = try data ?? (ExportFile.isExport(file) ? DataSource.defaultFolder : CheckpointFile.header(file).config.data)
-        let test = try ModelFiles.testSet(source)
+        let full = try ModelFiles.testSet(source)
+        let test = limit.map { full.prefix($0) } ?? full
         let start = monotonicSeconds()
         var result: Result
         if integer {
-            let engine = try IntegerEngine(model: try ModelFiles.integerModel(file), mode: overflow, accumulatorBits: accumulatorBits)
+            let integerModel = try ModelFiles.integerModel(file)
+            if let dump = testDumpAccumulators {
+                let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: accumulatorBits)
+                // Tests: the last layer's accumulators and the predictions for the first 64 test images.
+                _ = engine.evaluate(test.prefix(64), batch: 64)
+                try Data(bytes: engine.lastAccumulators, count: engine.lastAccumulators.count * 8).write(to: URL(fileURLWithPath: dump))
+                let model = try? ModelFiles.loadCheckpoint(file).model
+                if let model {
+                    let predictions = FakeQuantEvaluation.predictions(model, test)
+                    try predictions.map(String.init).joined(separator: "\n").write(toFile: dump + ".fake", atomically: true, encoding: .utf8)
+                }
+                let (_, integerPredictions) = engine.evaluate(test)
+                try integerPredictions.map(String.init).joined(separator: "\n").write(toFile: dump + ".integer", atomically: true, encoding: .utf8)
+            }
+            let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: accumulatorBits)
             let (accuracy, _) = engine.evaluate(test)
             result = Result(file: file, engine: "integer", accuracy: accuracy, images: test.count,
                             imagesPerSecond: Double(test.count) / (monotonicSeconds() - start), overflow: overflow.rawValue,

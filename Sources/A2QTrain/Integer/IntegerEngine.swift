@@ -48,6 +48,8 @@ public final class IntegerEngine: @unchecked Sendable {
     /// P per layer (the model's unless overridden).
     public let accumulatorBits: [String: Int]
     public private(set) var overflows: [LayerOverflow]
+    /// The last layer's accumulators of the last batch, `[N, classes]` (exact integers).
+    public private(set) var lastAccumulators: [Int64] = []
 
     public init(model: IntegerModel, mode: OverflowMode = .wrap, accumulatorBits override: Int? = nil) throws {
         if let override, !(2...62).contains(override) {
@@ -70,41 +72,30 @@ public final class IntegerEngine: @unchecked Sendable {
     /// Class scores for `images` (`count` images of `inputShape`, as pixels), and counts overflows.
     public func logits(pixels: UnsafeBufferPointer<UInt8>, count n: Int) -> [Float] {
         var shape = [n] + model.inputShape
-        var x = pixels.map(Double.init)
+        var x = pixels.map(Float.init)  // integers; exact in Float32 (|x| < 2^24)
         var layerIndex = 0
-        var scores: [Float] = []
         for op in model.ops {
             switch op {
             case .input:
                 break  // pixels are the input integers
             case .layer(let layer):
-                let isLast = layerIndex == model.layers.count - 1
-                let (acc, outShape) = accumulate(layer, x, shape, index: layerIndex)
-                shape = outShape
-                let plane = layer.kind == .conv2d ? outShape[2] * outShape[3] : 1
-                var y = [Double](repeating: 0, count: acc.count)
-                for i in 0..<acc.count {
-                    let c = (i / plane) % layer.outChannels
-                    y[i] = Double(Float(acc[i]) * layer.multiplier[c] + layer.offset[c])
-                }
-                x = y
-                if isLast { scores = y.map(Float.init) }
+                (x, shape) = accumulate(layer, x, shape, index: layerIndex)
                 layerIndex += 1
             case .relu:
-                for i in 0..<x.count where x[i] < 0 { x[i] = 0 }
+                a2qk_relu_forward(x, &x, Int64(x.count))
             case .quantize(_, let format, let scale):
-                let lo = Double(format.minimum), hi = Double(format.maximum)
-                for i in 0..<x.count {
-                    x[i] = Double(min(max((Float(x[i]) / scale).rounded(.toNearestOrEven), Float(lo)), Float(hi)))
-                }
+                // Integers: clip(rint(y / s)) (the kernel returns level·s with s = 1).
+                let inverse = 1 / scale
+                for i in 0..<x.count { x[i] *= inverse }
+                a2qk_act_forward(x, &x, Int64(x.count), 1, Float(format.minimum), Float(format.maximum))
             case .maxPool(let kernel, let stride):
                 let (c, h, w) = (shape[1], shape[2], shape[3])
                 let ho = (h - kernel) / stride + 1, wo = (w - kernel) / stride + 1
-                var out = [Double](repeating: 0, count: n * c * ho * wo)
+                var out = [Float](repeating: 0, count: n * c * ho * wo)
                 for p in 0..<(n * c) {
                     for i in 0..<ho {
                         for j in 0..<wo {
-                            var m = -Double.infinity
+                            var m = -Float.infinity
                             for a in 0..<kernel { for b in 0..<kernel { m = max(m, x[p * h * w + (i * stride + a) * w + j * stride + b]) } }
                             out[(p * ho + i) * wo + j] = m
                         }
@@ -116,11 +107,12 @@ public final class IntegerEngine: @unchecked Sendable {
                 shape = [n, shape.dropFirst().reduce(1, *)]
             }
         }
-        return scores
+        return x
     }
 
-    /// Integer dot products of one layer with the overflow behaviour applied; NCHW or [N, out].
-    private func accumulate(_ layer: IntegerLayer, _ x: [Double], _ shape: [Int], index: Int) -> ([Int64], [Int]) {
+    /// One layer: integer dot products with the overflow behaviour applied, then the float
+    /// requantisation `acc · multiplier + offset`; returns NCHW or [N, out] floats.
+    private func accumulate(_ layer: IntegerLayer, _ x: [Float], _ shape: [Int], index: Int) -> ([Float], [Int]) {
         let n = shape[0], out = layer.outChannels, k = layer.fanIn
         let p = accumulatorBits[layer.name] ?? layer.accumulatorBits
         let hi = (Int64(1) << (p - 1)) - 1, lo = -(Int64(1) << (p - 1))
@@ -142,40 +134,40 @@ public final class IntegerEngine: @unchecked Sendable {
         var wide = [Double](repeating: 0, count: out * count)
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(out), blasint(count), blasint(k), 1, weights,
                     blasint(k), columns, blasint(count), 0, &wide, blasint(count))
-        var bound: [Double] = []
+        var finals = 0, partials = 0
         if !overflows[index].provenSafe {
             let absWeights = weights.map(abs), absColumns = columns.map(abs)
-            bound = [Double](repeating: 0, count: out * count)
+            var bound = [Double](repeating: 0, count: out * count)
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(out), blasint(count), blasint(k), 1, absWeights,
                         blasint(k), absColumns, blasint(count), 0, &bound, blasint(count))
-        }
-        var result = [Int64](repeating: 0, count: out * count)
-        var finals = 0, partials = 0
-        layer.weights.withUnsafeBufferPointer { w in
-            columns.withUnsafeBufferPointer { col in
-                guard let wBase = w.baseAddress, let colBase = col.baseAddress else { return }
-                for o in 0..<out {
-                    for j in 0..<count {
-                        let at = o * count + j
-                        var value = Int64(wide[at])
-                        if !bound.isEmpty && bound[at] > Double(hi) {
-                            var partial: Int32 = 0
-                            var saturated: Int64 = 0
-                            value = a2qk_sequential_dot(wBase + o * k, colBase + j, Int64(count), Int64(k),
-                                                        lo, hi, &partial, &saturated)
-                            if partial != 0 { partials += 1 }
-                            if value < lo || value > hi {
-                                finals += 1
+            // Re-accumulate, in weight order, the blocks of columns where some dot product could
+            // overflow at a partial sum.
+            let block = 64
+            var blockWide = [Double](repeating: 0, count: block), blockSaturated = [Double](repeating: 0, count: block)
+            var blockPartial = [Int32](repeating: 0, count: block)
+            layer.weights.withUnsafeBufferPointer { w in
+                columns.withUnsafeBufferPointer { col in
+                    guard let wBase = w.baseAddress, let colBase = col.baseAddress else { return }
+                    for o in 0..<out {
+                        var j0 = 0
+                        while j0 < count {
+                            let width = min(block, count - j0)
+                            let row = o * count + j0
+                            guard (0..<width).contains(where: { bound[row + $0] > Double(hi) }) else { j0 += width; continue }
+                            a2qk_sequential_block(wBase + o * k, colBase + j0, Int64(count), Int64(k), Int64(width),
+                                                  Double(lo), Double(hi), &blockWide, &blockSaturated, &blockPartial)
+                            for jj in 0..<width {
+                                let value = Int64(blockWide[jj])
+                                if blockPartial[jj] != 0 { partials += 1 }
+                                if value < lo || value > hi { finals += 1 }
                                 switch mode {
                                 case .wide: break
-                                case .wrap: value = wrap(value, bits: p)
-                                case .saturate: value = saturated
+                                case .wrap: wide[row + jj] = Double(wrap(value, bits: p))
+                                case .saturate: wide[row + jj] = blockSaturated[jj]
                                 }
-                            } else if mode == .saturate {
-                                value = saturated
                             }
+                            j0 += width
                         }
-                        result[at] = value
                     }
                 }
             }
@@ -183,11 +175,21 @@ public final class IntegerEngine: @unchecked Sendable {
         overflows[index].dotProducts += out * count
         overflows[index].finalOverflows += finals
         overflows[index].partialOverflows += partials
-        // [out, N·plane] → NCHW / [N, out].
+        // [out, N·plane] → NCHW / [N, out], requantised.
         let plane = count / n
-        var ordered = [Int64](repeating: 0, count: out * count)
-        for b in 0..<n { for o in 0..<out { for i in 0..<plane { ordered[(b * out + o) * plane + i] = result[o * count + b * plane + i] } } }
-        return (ordered, outShape)
+        if index == model.layers.count - 1 {
+            lastAccumulators = [Int64](repeating: 0, count: out * count)
+            for o in 0..<out { for image in 0..<n { lastAccumulators[image * out + o] = Int64(wide[o * count + image]) } }
+        }
+        var y = [Float](repeating: 0, count: out * count)
+        for o in 0..<out {
+            let m = layer.multiplier[o], b = layer.offset[o]
+            for image in 0..<n {
+                let source = o * count + image * plane, destination = (image * out + o) * plane
+                for i in 0..<plane { y[destination + i] = Float(wide[source + i]) * m + b }
+            }
+        }
+        return (y, outShape)
     }
 
     func wrap(_ value: Int64, bits: Int) -> Int64 {
@@ -195,13 +197,13 @@ public final class IntegerEngine: @unchecked Sendable {
         return (value << shift) >> shift
     }
 
-    func transpose(_ x: [Double], rows: Int, columns: Int) -> [Double] {
+    func transpose(_ x: [Float], rows: Int, columns: Int) -> [Double] {
         var t = [Double](repeating: 0, count: x.count)
-        for r in 0..<rows { for c in 0..<columns { t[c * rows + r] = x[r * columns + c] } }
+        for r in 0..<rows { for c in 0..<columns { t[c * rows + r] = Double(x[r * columns + c]) } }
         return t
     }
 
-    func im2col(_ x: [Double], n: Int, c: Int, h: Int, w: Int, kernel: Int, stride: Int, padding: Int, ho: Int, wo: Int) -> [Double] {
+    func im2col(_ x: [Float], n: Int, c: Int, h: Int, w: Int, kernel: Int, stride: Int, padding: Int, ho: Int, wo: Int) -> [Double] {
         let plane = ho * wo, count = n * plane
         var col = [Double](repeating: 0, count: c * kernel * kernel * count)
         for ci in 0..<c {
@@ -215,7 +217,7 @@ public final class IntegerEngine: @unchecked Sendable {
                             for ow in 0..<wo {
                                 let iw = ow * stride - padding + j
                                 guard iw >= 0 && iw < w else { continue }
-                                col[row + b * plane + oh * wo + ow] = x[((b * c + ci) * h + ih) * w + iw]
+                                col[row + b * plane + oh * wo + ow] = Double(x[((b * c + ci) * h + ih) * w + iw])
                             }
                         }
                     }

@@ -31,6 +31,27 @@ public struct IntegerLayer: Sendable {
     public var rounding: String
     public var foldedBatchNorm: String?
 
+    public init(name: String, kind: Kind, shape: [Int], weights: [Int32], quantizer: String, weightBits: Int,
+                accumulatorBits: Int, input: InputFormat, inputScale: Float, weightScale: [Float], bias: [Float],
+                multiplier: [Float], offset: [Float], l1Bound: Double?, rounding: String, foldedBatchNorm: String?) {
+        self.name = name
+        self.kind = kind
+        self.shape = shape
+        self.weights = weights
+        self.quantizer = quantizer
+        self.weightBits = weightBits
+        self.accumulatorBits = accumulatorBits
+        self.input = input
+        self.inputScale = inputScale
+        self.weightScale = weightScale
+        self.bias = bias
+        self.multiplier = multiplier
+        self.offset = offset
+        self.l1Bound = l1Bound
+        self.rounding = rounding
+        self.foldedBatchNorm = foldedBatchNorm
+    }
+
     public var outChannels: Int { shape[0] }
     public var fanIn: Int { shape.dropFirst().reduce(1, *) }
 

@@ -40,4 +40,10 @@ void a2qk_relu_backward(const float *x, const float *dy, float *dx, int64_t n);
 int64_t a2qk_sequential_dot(const int32_t *w, const double *x, int64_t stride, int64_t k, int64_t lo, int64_t hi,
                             int32_t *partial_overflow, int64_t *saturated);
 
+/// The same for `cols` adjacent dot products at once (columns j of x[i*stride + j]), in
+/// Float64 (exact for integers below 2^53): wide[j], saturated[j] and partial[j] (1 if any
+/// partial sum left [lo, hi]). Zero weights are skipped (they change no partial sum).
+void a2qk_sequential_block(const int32_t *w, const double *x, int64_t stride, int64_t k, int64_t cols,
+                           double lo, double hi, double *wide, double *saturated, int32_t *partial);
+
 #endif

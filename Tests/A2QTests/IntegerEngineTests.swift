@@ -1,0 +1,118 @@
+import A2QCore
+import A2QData
+import A2QQuant
+import A2QTrain
+import Foundation
+import Testing
+
+/// Trains a small model on a Fashion-MNIST subset with the CLI and returns its run folder.
+func trainedModel(_ name: String, _ arguments: [String]) throws -> String {
+    let folder = temporaryFolder(name)
+    let result = try runA2Q(["train", "--train-subset", "4000", "--log-every", "1000", "--out", folder] + arguments, timeout: 300)
+    #expect(result.status == 0, "\(result.output)")
+    return folder
+}
+
+func python(_ script: String, _ arguments: [String]) throws -> (Int32, String) {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Python/\(script)").path
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", path] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
+}
+
+@Suite("Integer engine with real P-bit accumulators (Fashion-MNIST subsets)", .serialized)
+struct IntegerEngineTests {
+    @Test("predictions equal the fake-quantized model's on ≥ 99.9% of the test set; NumPy reproduces the accumulators exactly",
+          arguments: ["mlp", "cnn"])
+    func agreesWithFakeQuantAndNumPy(model: String) throws {
+        let folder = try trainedModel("engine-\(model)", ["--model", model, "--float-epochs", "1", "--epochs", "1"])
+        let export = folder + "/model.h5"
+        #expect(try runA2Q(["export", folder + "/final.h5", "--out", export]).status == 0)
+        let dump = folder + "/accumulators.bin"
+        let eval = try runA2Q(["eval", "--integer", folder + "/final.h5", "--test-dump-accumulators", dump], timeout: 300)
+        #expect(eval.status == 0, "\(eval.output)")
+        let fake = try String(contentsOfFile: dump + ".fake", encoding: .utf8).split(separator: "\n")
+        let integer = try String(contentsOfFile: dump + ".integer", encoding: .utf8).split(separator: "\n")
+        #expect(fake.count == 10000 && integer.count == 10000)
+        let differing = zip(fake, integer).filter { $0 != $1 }.count
+        #expect(differing <= 10, "\(differing) of 10000 predictions differ")
+
+        let reference = folder + "/numpy.bin"
+        let (status, output) = try python("integer_forward.py", [export, DataSource.defaultFolder, "64", reference])
+        #expect(status == 0, "\(output)")
+        let swift = try Data(contentsOf: URL(fileURLWithPath: dump)), numpy = try Data(contentsOf: URL(fileURLWithPath: reference))
+        #expect(swift.count == 64 * 10 * 8 && swift == numpy, "the engine's accumulators differ from NumPy's")
+    }
+
+    @Test("A2Q and A2Q+ at P = 16, 14, 12: verify proves every layer safe, zero overflows with wrap, wrap = wide",
+          arguments: [("a2q", 16), ("a2q+", 16), ("a2q", 14), ("a2q+", 14), ("a2q", 12), ("a2q+", 12)])
+    func accumulatorAwareModelsNeverOverflow(quantizer: String, bits: Int) throws {
+        let folder = try trainedModel("safe-\(quantizer)-\(bits)", ["--model", "mlp", "--quantizer", quantizer,
+                                                                      "--accumulator-bits", "\(bits)", "--epochs", "1", "--float-epochs", "1"])
+        let checkpoint = folder + "/final.h5"
+        let verify = try runA2Q(["verify", checkpoint, "--json"])
+        #expect(verify.status == 0, "\(verify.output)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(verify.output.utf8)) as? [String: Any])
+        #expect(json["overflow_free"] as? Bool == true)
+        var accuracies: [String: Double] = [:]
+        for mode in ["wrap", "wide"] {
+            let eval = try runA2Q(["eval", "--integer", checkpoint, "--overflow", mode, "--json"], timeout: 300)
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(eval.output.utf8)) as? [String: Any])
+            accuracies[mode] = result["accuracy"] as? Double
+            let layers = try #require(result["layers"] as? [[String: Any]])
+            #expect(layers.allSatisfy { ($0["final_overflows"] as? Int) == 0 && ($0["partial_overflows"] as? Int) == 0 })
+        }
+        #expect(accuracies["wrap"] != nil && accuracies["wrap"] == accuracies["wide"])
+    }
+
+    @Test("a plain qat cnn squeezed into 16-bit wrap-around accumulators overflows and loses accuracy; verify refuses it")
+    func qatOverflowsAt16Bits() throws {
+        let folder = try trainedModel("qat16", ["--model", "cnn", "--quantizer", "qat", "--epochs", "1"])
+        let checkpoint = folder + "/final.h5"
+        var results: [String: [String: Any]] = [:]
+        for mode in ["wrap", "wide"] {
+            let eval = try runA2Q(["eval", "--integer", checkpoint, "--accumulator-bits", "16", "--overflow", mode, "--limit", "500",
+                                   "--json"], timeout: 300)
+            results[mode] = try JSONSerialization.jsonObject(with: Data(eval.output.utf8)) as? [String: Any]
+        }
+        let wrap = try #require(results["wrap"]), wide = try #require(results["wide"])
+        let overflows = (wrap["layers"] as? [[String: Any]] ?? []).reduce(0) { $0 + ($1["final_overflows"] as? Int ?? 0) }
+        #expect(overflows > 0)
+        #expect((wrap["accuracy"] as? Double ?? 1) < (wide["accuracy"] as? Double ?? 0))
+        let verify = try runA2Q(["verify", checkpoint, "--accumulator-bits", "16"])
+        #expect(verify.status == 2 && verify.output.contains("CAN OVERFLOW"), "\(verify.output)")
+    }
+
+    @Test("bad model files: a checkpoint that is not an export, a non-HDF5 file, weights that do not fit M")
+    func badFiles() throws {
+        let folder = temporaryFolder("bad-files")
+        FileManager.default.createFile(atPath: folder + "/junk.h5", contents: Data("not hdf5".utf8))
+        let junk = try runA2Q(["verify", folder + "/junk.h5"])
+        #expect(junk.status != 0 && junk.output.contains("not an HDF5 file"), "\(junk.output)")
+        let layer = IntegerLayer(name: "fc1", kind: .linear, shape: [1, 2], weights: [200, 1], quantizer: "a2q", weightBits: 8,
+                                 accumulatorBits: 16, input: InputFormat(bits: 8, signed: false), inputScale: 1, weightScale: [1],
+                                 bias: [0], multiplier: [1], offset: [0], l1Bound: nil, rounding: "toward_zero", foldedBatchNorm: nil)
+        do {
+            _ = try IntegerModel(model: "t", classes: 1, inputShape: [2],
+                                 ops: [.input(format: InputFormat(bits: 8, signed: false), scale: 1), .layer(layer)])
+            Issue.record("accepted a weight of 200 at 8 bits")
+        } catch {
+            #expect("\(error)".contains("fc1") && "\(error)".contains("8-bit"), "\(error)")
+        }
+        var mismatched = layer
+        mismatched.weights = [1, 1]
+        mismatched.input = InputFormat(bits: 4, signed: false)
+        #expect(throws: A2QError.self) {
+            _ = try IntegerModel(model: "t", classes: 1, inputShape: [2],
+                                 ops: [.input(format: InputFormat(bits: 8, signed: false), scale: 1), .layer(mismatched)])
+        }
+    }
+}
