@@ -1,4 +1,7 @@
 import A2QCore
+import A2QData
+import A2QDistributed
+import A2QQuant
 import A2QTrain
 import ArgumentParser
 import Foundation
@@ -8,7 +11,8 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure throughput (run a release build: swift build -c release).",
-        subcommands: [LayersBench.self])
+        subcommands: [AllBench.self, LayersBench.self, TrainBench.self],
+        defaultSubcommand: AllBench.self)
 
     struct LayersBench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -40,5 +44,97 @@ struct BenchCommand: ParsableCommand {
                 printLine(LayerBenchmark.format(rows))
             }
         }
+    }
+}
+
+
+/// `a2q bench train`: training throughput with the per-phase breakdown (works under mpirun).
+struct TrainBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Training images/s through the real trainer, with a per-phase breakdown (run under mpirun for R > 1).")
+
+    @Option(help: "Models to run (mlp, cnn, cnn-bn).") var model: [ModelName] = [.cnn]
+    @Option(help: "Quantizers to run.") var quantizer: [WeightQuantizerKind] = [.a2qPlus]
+    @Option(help: "Timed training steps per configuration.") var steps = 200
+    @Option(help: "Batch size per rank.") var batch = 64
+    @Option(help: "Data folder or 'synthetic'.") var data = DataSource.defaultFolder
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let communicator: any Communicator = MPICommunicator.launchedByMPIRun ? try MPICommunicator() : SingleProcessCommunicator()
+        let sets = try DataSource(argument: data).load()
+        var results: [TrainingBenchmark.Result] = []
+        for m in model {
+            for q in quantizer {
+                results.append(try TrainingBenchmark.train(model: m, quantizer: q, steps: steps, batchPerRank: batch,
+                                                           communicator: communicator, data: sets))
+            }
+        }
+        if communicator.isRoot {
+            if json { try printJSON(results) } else { printLine(BenchTables.training(results)) }
+        }
+        (communicator as? MPICommunicator)?.finalize()
+    }
+}
+
+/// `a2q bench` (all): one table of everything a user compares.
+struct AllBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "all", abstract: "Training images/s (mlp, cnn × float, qat, a2q, a2q+, one rank), quantizer share, checkpoint I/O, integer engine.")
+
+    @Option(help: "Timed training steps per configuration.") var steps = 150
+    @Option(help: "Data folder or 'synthetic'.") var data = DataSource.defaultFolder
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Report: Encodable {
+        var training: [TrainingBenchmark.Result]
+        var checkpointSaveSeconds: Double
+        var checkpointLoadSeconds: Double
+        var checkpointBytes: Int
+        var integerEngineImagesPerSecond: Double
+        var layers: [BenchmarkRow]
+        enum CodingKeys: String, CodingKey {
+            case training, checkpointSaveSeconds = "checkpoint_save_seconds", checkpointLoadSeconds = "checkpoint_load_seconds"
+            case checkpointBytes = "checkpoint_bytes", integerEngineImagesPerSecond = "integer_engine_images_per_second", layers
+        }
+    }
+
+    func run() throws {
+        BLAS.setThreads(1)
+        let sets = try DataSource(argument: data).load()
+        var training: [TrainingBenchmark.Result] = []
+        for m in [ModelName.mlp, .cnn] {
+            for q in [WeightQuantizerKind.float, .qat, .a2q, .a2qPlus] {
+                training.append(try TrainingBenchmark.train(model: m, quantizer: q, steps: steps, batchPerRank: 64,
+                                                            communicator: SingleProcessCommunicator(), data: sets))
+            }
+        }
+        let io = try TrainingBenchmark.checkpointIO(model: .cnn)
+        let engine = try TrainingBenchmark.integerEngine(model: .cnn, test: sets.1)
+        let layers = try LayerBenchmark.run(repeats: 10)
+        let report = Report(training: training, checkpointSaveSeconds: io.save, checkpointLoadSeconds: io.load,
+                            checkpointBytes: io.bytes, integerEngineImagesPerSecond: engine, layers: layers)
+        if json { try printJSON(report); return }
+        printLine("a2q bench — OpenBLAS \(BLAS.coreName), 1 thread, batch 64, one rank (R=2: Launch/bench.sh)")
+        printLine(BenchTables.training(training))
+        printLine(String(format: "checkpoint (cnn, A2Q+, with Adam state): save %.1f ms, load %.1f ms, %.2f MB",
+                         1e3 * io.save, 1e3 * io.load, Double(io.bytes) / 1e6))
+        printLine(String(format: "integer engine (cnn, 2000 images): %.0f images/s", engine))
+        printLine(LayerBenchmark.format(layers))
+    }
+}
+
+/// Formatting of training benchmark rows.
+enum BenchTables {
+    static func training(_ results: [TrainingBenchmark.Result]) -> String {
+        var lines = ["model   quantizer  R  images/s   ms/step: forward backward allreduce optimizer data   quantizers  allreduce share"]
+        for r in results {
+            let f = { (k: String) in String(format: "%7.2f", 1e3 * (r.secondsPerStep[k] ?? 0)) }
+            lines.append(String(format: "%-7@ %-9@ %2d %9.0f            ", r.model as NSString, r.quantizer as NSString, r.ranks,
+                                r.imagesPerSecond)
+                         + "\(f("forward")) \(f("backward")) \(f("allreduce")) \(f("optimizer")) \(f("data"))"
+                         + String(format: "   %7.2f     %5.1f%%", 1e3 * r.quantizerSecondsPerStep, 100 * r.allreduceShare))
+        }
+        return lines.joined(separator: "\n")
     }
 }

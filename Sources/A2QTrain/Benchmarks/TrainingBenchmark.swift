@@ -1,0 +1,108 @@
+import A2QCore
+import A2QData
+import A2QDistributed
+import A2QNN
+import A2QQuant
+import Foundation
+
+/// Training-step throughput through the real `Trainer` (same code path as `a2q train`),
+/// with the per-phase breakdown, the quantizers' share, checkpoint I/O and the integer engine.
+public enum TrainingBenchmark {
+    public struct Result: Sendable, Codable {
+        public var model: String
+        public var quantizer: String
+        public var ranks: Int
+        public var batchPerRank: Int
+        public var steps: Int
+        public var imagesPerSecond: Double
+        /// Seconds per step by phase (forward, backward, allreduce, optimizer, data).
+        public var secondsPerStep: [String: Double]
+        /// Share of the step spent in the gradient all-reduce.
+        public var allreduceShare: Double
+        /// Weight quantizers' forward + backward per step, seconds (0 for float).
+        public var quantizerSecondsPerStep: Double
+
+        enum CodingKeys: String, CodingKey {
+            case model, quantizer, ranks, batchPerRank = "batch_per_rank", steps, imagesPerSecond = "images_per_second"
+            case secondsPerStep = "seconds_per_step", allreduceShare = "allreduce_share"
+            case quantizerSecondsPerStep = "quantizer_seconds_per_step"
+        }
+    }
+
+    /// Runs `steps` quantized-phase steps of `model`/`quantizer` at `batchPerRank` per rank.
+    public static func train(model: ModelName, quantizer: WeightQuantizerKind, steps: Int, batchPerRank: Int,
+                             communicator: any Communicator, data: (Dataset, Dataset)) throws -> Result {
+        var config = TrainConfig()
+        config.model = model
+        config.quantizer = quantizer
+        config.accumulatorBits = 20  // every hidden layer keeps non-zero weights from scratch
+        config.floatEpochs = 0
+        config.epochs = 1
+        config.maxSteps = steps
+        config.batchSize = batchPerRank * communicator.worldSize
+        config.calibrationBatches = 2
+        config.logEvery = 1_000_000
+        config.checkEvery = 1_000_000
+        config.out = NSTemporaryDirectory() + "a2q-bench-\(getpid())-\(model.rawValue)-\(quantizer.rawValue)"
+        let trainer = try Trainer(config: config, communicator: communicator, data: data, quiet: true)
+        let summary = try trainer.run()
+        if communicator.isRoot, let out = config.out { try? FileManager.default.removeItem(atPath: out) }
+        var perStep: [String: Double] = [:]
+        for (phase, seconds) in summary.phaseSeconds { perStep[phase] = seconds / Double(steps) }
+        let stepSeconds = perStep.values.reduce(0, +)
+        // The weight quantizers alone, forward + backward, on the trained parameters.
+        let layers = trainer.model.quantizedLayers.filter { !$0.quantizer.isIdentity }
+        var quantizerSeconds = 0.0
+        if !layers.isEmpty {
+            let times = measure(warmup: 2, repeats: 20) {
+                for layer in layers {
+                    _ = layer.quantizer.forward(trainer.model.parameters)
+                    layer.quantizer.backward(trainer.model.parameters)
+                }
+            }
+            quantizerSeconds = times[times.count / 2]
+        }
+        return Result(model: model.rawValue, quantizer: quantizer.rawValue, ranks: communicator.worldSize,
+                      batchPerRank: batchPerRank, steps: steps, imagesPerSecond: summary.imagesPerSecond,
+                      secondsPerStep: perStep, allreduceShare: (perStep["allreduce"] ?? 0) / max(stepSeconds, 1e-12),
+                      quantizerSecondsPerStep: quantizerSeconds)
+    }
+
+    /// Checkpoint save and load times (median seconds) for `model` with A2Q+.
+    public static func checkpointIO(model: ModelName, repeats: Int = 5) throws -> (save: Double, load: Double, bytes: Int) {
+        var config = TrainConfig()
+        config.model = model
+        let built = try ModelBuilder.build(config, quantized: true)
+        var generator = Xoshiro256(seed: 1)
+        built.network.initialize(generator: &generator)
+        let optimizer = Adam(parameterCount: built.parameters.count)
+        let path = NSTemporaryDirectory() + "a2q-bench-\(getpid())-checkpoint.h5"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var failure: (any Error)?
+        let save = measure(warmup: 1, repeats: repeats) {
+            do { try CheckpointFile.save(path: path, model: built, optimizer: optimizer, state: TrainingState(phase: "quantized"),
+                                         config: config, worldSize: 1) } catch { failure = error }
+        }
+        let load = measure(warmup: 1, repeats: repeats) {
+            do { try CheckpointFile.restore(path, into: built, optimizer: optimizer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        return (save[save.count / 2], load[load.count / 2], bytes)
+    }
+
+    /// Integer-engine images per second on `images` test images of a freshly converted model.
+    public static func integerEngine(model: ModelName, test: Dataset, images: Int = 2000) throws -> Double {
+        var config = TrainConfig()
+        config.model = model
+        config.accumulatorBits = 20
+        let built = try ModelBuilder.build(config, quantized: true)
+        var generator = Xoshiro256(seed: 1)
+        built.network.initialize(generator: &generator)
+        let engine = try IntegerEngine(model: try IntegerModel(from: built))
+        let subset = test.prefix(images)
+        let start = monotonicSeconds()
+        _ = engine.evaluate(subset)
+        return Double(subset.count) / (monotonicSeconds() - start)
+    }
+}
