@@ -189,6 +189,24 @@ struct CheckpointTests {
         #expect(output.contains("checked 3 quantized layers"), "\(output)")
     }
 
+    @Test("--init-from: a float checkpoint starts an A2Q+ run in a separate command (the papers' pipeline)")
+    func initFrom() throws {
+        let float = temporaryFolder("float-source"), quantized = temporaryFolder("init-from")
+        #expect(try runA2Q(["train", "--model", "mlp", "--quantizer", "float", "--data", "synthetic", "--train-subset", "640",
+                            "--batch-size", "32", "--epochs", "1", "--out", float]).status == 0)
+        let result = try runA2Q(["train", "--model", "mlp", "--quantizer", "a2q+", "--data", "synthetic", "--train-subset", "640",
+                                 "--batch-size", "32", "--epochs", "1", "--init-from", float + "/final.h5", "--out", quantized, "--json"])
+        #expect(result.status == 0 && result.output.contains("initialising from"), "\(result.output)")
+        #expect(!result.output.contains("float pre-training"))
+        let summary = try #require(result.output.split(separator: "\n").last.flatMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+        #expect(summary["conversion_test_accuracy"] as? Double ?? 0 > 0.5)
+        #expect(summary["overflow_free"] as? Bool == true)
+        let wrongModel = try runA2Q(["train", "--model", "cnn", "--quantizer", "a2q+", "--data", "synthetic", "--train-subset", "640",
+                                     "--batch-size", "32", "--init-from", float + "/final.h5", "--out", temporaryFolder("wrong")])
+        #expect(wrongModel.status != 0 && wrongModel.output.contains("same --model"), "\(wrongModel.output)")
+    }
+
     @Test("an unwritable output folder is refused before training starts")
     func unwritableOutput() throws {
         let result = try runA2Q(["train"] + Self.common + ["--out", "/proc/a2q-cannot-write-here"])

@@ -163,7 +163,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var isQuantized: Bool { quantizer != .float }
 
     /// Steps of float pre-training before conversion (a2q/a2q+ only).
-    public var usesFloatPhase: Bool { quantizer.isAccumulatorAware && floatEpochs > 0 }
+    public var usesFloatPhase: Bool { quantizer.isAccumulatorAware && floatEpochs > 0 && initFrom == nil }
 
     /// A readable run name: `cnn-a2q+-w8a8-p16`.
     public var runName: String {
