@@ -186,3 +186,27 @@ struct VerifyCommand: ParsableCommand {
         if !safe { throw ExitCode(2) }
     }
 }
+
+/// `a2q report`: a sweep folder into results.csv, results.json and the trade-off plot.
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Collect a sweep folder (Launch/sweep.sh) into CSV, JSON and an SVG plot.")
+
+    @Argument(help: "The sweep folder (one run per subfolder).") var folder: String
+    @Option(help: "Write CSV here.") var csv: String?
+    @Option(help: "Write JSON here.") var json: String?
+    @Option(help: "Write the SVG plot here.") var svg: String?
+
+    func run() throws {
+        let rows = try SweepReport.collect(folder)
+        guard !rows.isEmpty else { throw A2QError("\(folder) holds no finished runs (summary.json)") }
+        if let csv { try SweepReport.csv(rows).write(toFile: csv, atomically: true, encoding: .utf8) }
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            try encoder.encode(rows).write(to: URL(fileURLWithPath: json))
+        }
+        if let svg { try SweepReport.svg(rows).write(toFile: svg, atomically: true, encoding: .utf8) }
+        printLine(SweepReport.csv(rows))
+    }
+}

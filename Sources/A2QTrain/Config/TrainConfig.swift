@@ -205,7 +205,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         try check(stopAfterSteps.map { $0 > 0 } ?? true, "--stop-after-steps must be positive")
         try check(resume == nil || initFrom == nil, "--resume and --init-from cannot be combined",
                   "resume continues a run; --init-from starts a new one from a checkpoint's weights")
-        try check(initFrom == nil || quantizer.isAccumulatorAware, "--init-from needs --quantizer a2q or a2q+")
+        try check(initFrom == nil || quantizer != .float, "--init-from needs a quantized run (--quantizer qat, a2q or a2q+)")
         try check(batchSize % worldSize == 0,
                   "the global batch size \(batchSize) is not divisible by the \(worldSize) ranks",
                   "choose --batch-size as a multiple of \(worldSize), or run with a rank count that divides it")

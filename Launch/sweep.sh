@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The accuracy/accumulator trade-off on Fashion-MNIST (2 MPI ranks): from one shared float
+# checkpoint per model, fine-tune W8A8 and W4A4 models with a2q and a2q+ for each P, plus plain
+# qat (P=32) and an EP-init ablation; evaluate each with the fake-quantized graph and the
+# integer engine, verify it, and collect results.csv, results.json and the plot with `a2q report`.
+# Finished runs are skipped when the sweep is restarted.
+#
+#   Launch/sweep.sh [--models "cnn mlp"] [--epochs E] [--float-epochs F] [--out DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+models="cnn mlp"; epochs=1; float_epochs=2; out=Checkpoints/sweep
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --models) models="$2"; shift 2 ;;
+    --epochs) epochs="$2"; shift 2 ;;
+    --float-epochs) float_epochs="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "sweep.sh: unknown option $1" >&2; exit 1 ;;
+  esac
+done
+swift build -c release --product a2q 2>&1 | tail -n 1
+a2q=.build/release/a2q
+mkdir -p "$out"
+
+run() { # name, a2q train options...
+  local name=$1; shift
+  local dir="$out/$name"
+  if [ -f "$dir/summary.json" ] && [ -f "$dir/integer.json" ] && [ -f "$dir/verify.json" ]; then
+    echo "sweep: $name already done"; return
+  fi
+  echo "sweep: $name"
+  rm -rf "$dir"
+  Launch/train.sh -np 2 --out "$dir" --log-every 100000 "$@" > "$out/$name.log" 2>&1
+  "$a2q" eval --integer "$dir/final.h5" --json > "$dir/integer.json"
+  "$a2q" verify "$dir/final.h5" --json > "$dir/verify.json" || true   # exit 2 = can overflow; recorded
+}
+
+for model in $models; do
+  float="float-$model"
+  run "$float" --model "$model" --quantizer float --epochs "$float_epochs"
+  for wa in 8 4; do
+    bits=(--weight-bits "$wa" --act-bits "$wa")
+    run "$model-w${wa}a${wa}-qat-p32" --model "$model" --quantizer qat "${bits[@]}" \
+        --init-from "$out/$float/final.h5" --epochs "$epochs"
+    for p in 20 18 16 15 14 13 12 11 10; do
+      for q in a2q a2q+; do
+        run "$model-w${wa}a${wa}-$q-p$p" --model "$model" --quantizer "$q" --accumulator-bits "$p" "${bits[@]}" \
+            --init-from "$out/$float/final.h5" --epochs "$epochs"
+      done
+    done
+  done
+  for p in 16 14 12; do
+    for init in ep naive; do
+      run "$model-w8a8-a2q+-p$p-init-$init" --model "$model" --quantizer a2q+ --accumulator-bits "$p" --init "$init" \
+          --init-from "$out/$float/final.h5" --epochs "$epochs"
+    done
+  done
+done
+"$a2q" report "$out" --csv docs/results.csv --json docs/results.json --svg docs/tradeoff.svg
