@@ -23,6 +23,24 @@ public enum SweepReport {
         public var verified: Bool?
         public var floatTestAccuracy: Double?
 
+        public init(run: String, model: String, quantizer: String, weightBits: Int, actBits: Int, accumulatorBits: Int,
+                    initMethod: String, testAccuracy: Double, integerAccuracy: Double?, sparsity: Double, pMin: [String: Int],
+                    verified: Bool?, floatTestAccuracy: Double?) {
+            self.run = run
+            self.model = model
+            self.quantizer = quantizer
+            self.weightBits = weightBits
+            self.actBits = actBits
+            self.accumulatorBits = accumulatorBits
+            self.initMethod = initMethod
+            self.testAccuracy = testAccuracy
+            self.integerAccuracy = integerAccuracy
+            self.sparsity = sparsity
+            self.pMin = pMin
+            self.verified = verified
+            self.floatTestAccuracy = floatTestAccuracy
+        }
+
         enum CodingKeys: String, CodingKey {
             case run, model, quantizer, weightBits = "weight_bits", actBits = "act_bits", accumulatorBits = "accumulator_bits"
             case initMethod = "init", testAccuracy = "test_accuracy", integerAccuracy = "integer_accuracy", sparsity
