@@ -215,11 +215,14 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         }
     }
 
-    /// A stable hash of everything that must agree across ranks (FNV-1a over the JSON).
+    /// A stable hash of everything that must agree across ranks (FNV-1a over the JSON; the
+    /// output folder is left out: only rank 0 writes there).
     public var hash: UInt64 {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let bytes = (try? encoder.encode(self)) ?? Data()
+        var shared = self
+        shared.out = nil
+        let bytes = (try? encoder.encode(shared)) ?? Data()
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
         return h

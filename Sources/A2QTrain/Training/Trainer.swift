@@ -652,7 +652,9 @@ public final class Trainer: @unchecked Sendable {
         try high.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
         let names = ["configuration hash", "parameter count", "training-set size"]
         for i in 0..<mine.count where low[i] != high[i] {
-            throw A2QError("ranks disagree on the \(names[i]) (rank \(communicator.rank) has \(mine[i]), range \(low[i])...\(high[i]))",
+            // Rank 0 reports (and aborts the job); the others wait for that.
+            guard communicator.isRoot else { try communicator.barrier(); break }
+            throw A2QError("ranks disagree on the \(names[i]) (rank 0 has \(mine[i]), the ranks span \(low[i])...\(high[i]))",
                            remedy: "start every rank with the same arguments, config file and data")
         }
     }
