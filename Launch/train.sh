@@ -36,8 +36,9 @@ if [ -n "$hostfile" ] && [ ! -r "$hostfile" ]; then
   exit 1
 fi
 
-binary=.build/release/a2q
-if [ ! -x "$binary" ] || [ -n "$(find Sources Package.swift -newer "$binary" -print -quit 2>/dev/null)" ]; then
+# A2Q_BINARY=/path/to/a2q runs that binary as it is (no build), e.g. a frozen copy for long sweeps.
+binary=${A2Q_BINARY:-.build/release/a2q}
+if [ -z "${A2Q_BINARY:-}" ] && { [ ! -x "$binary" ] || [ -n "$(find Sources Package.swift -newer "$binary" -print -quit 2>/dev/null)" ]; }; then
   echo "train.sh: building a2q (release)"
   swift build -c release --product a2q 2>&1 | tail -n 1
 fi
