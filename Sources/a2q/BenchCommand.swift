@@ -126,14 +126,23 @@ struct AllBench: ParsableCommand {
 
 /// Formatting of training benchmark rows.
 enum BenchTables {
+    static func column(_ text: String, _ width: Int, right: Bool = false) -> String {
+        let padding = String(repeating: " ", count: max(width - text.count, 0))
+        return right ? padding + text : text + padding
+    }
+
     static func training(_ results: [TrainingBenchmark.Result]) -> String {
-        var lines = ["model   quantizer  R  images/s   ms/step: forward backward allreduce optimizer data   quantizers  allreduce share"]
+        let phases = ["forward", "backward", "allreduce", "optimizer", "data"]
+        var lines = [column("model", 7) + column("quantizer", 10) + column("R", 3) + column("images/s", 10, right: true)
+                     + phases.map { column($0, 11, right: true) }.joined() + column("quantizers", 12, right: true)
+                     + column("all-reduce", 12, right: true) + "   (ms per step)"]
         for r in results {
-            let f = { (k: String) in String(format: "%7.2f", 1e3 * (r.secondsPerStep[k] ?? 0)) }
-            lines.append(String(format: "%-7@ %-9@ %2d %9.0f            ", r.model as NSString, r.quantizer as NSString, r.ranks,
-                                r.imagesPerSecond)
-                         + "\(f("forward")) \(f("backward")) \(f("allreduce")) \(f("optimizer")) \(f("data"))"
-                         + String(format: "   %7.2f     %5.1f%%", 1e3 * r.quantizerSecondsPerStep, 100 * r.allreduceShare))
+            var line = column(r.model, 7) + column(r.quantizer, 10) + column("\(r.ranks)", 3)
+            line += column(String(format: "%.0f", r.imagesPerSecond), 10, right: true)
+            line += phases.map { column(String(format: "%.2f", 1e3 * (r.secondsPerStep[$0] ?? 0)), 11, right: true) }.joined()
+            line += column(String(format: "%.2f", 1e3 * r.quantizerSecondsPerStep), 12, right: true)
+            line += column(String(format: "%.1f%%", 100 * r.allreduceShare), 12, right: true)
+            lines.append(line)
         }
         return lines.joined(separator: "\n")
     }

@@ -1,3 +1,4 @@
+import Foundation
 import A2QCore
 import A2QNN
 import A2QQuant
@@ -113,17 +114,19 @@ public enum LayerBenchmark {
 
     /// A fixed-width table of rows.
     public static func format(_ rows: [BenchmarkRow]) -> String {
-        var lines = [String(format: "%-48@ %12@ %12@ %10@  %@", "benchmark" as NSString, "median ms" as NSString,
-                            "best ms" as NSString, "GFLOP/s" as NSString, "note" as NSString)]
+        func column(_ text: String, _ width: Int, right: Bool = false) -> String {
+            let padding = String(repeating: " ", count: max(width - text.count, 0))
+            return right ? padding + text : text + padding
+        }
+        var lines = [column("benchmark", 48) + column("median ms", 11, right: true) + column("best ms", 10, right: true)
+                     + column("GFLOP/s", 9, right: true) + "  note"]
         for r in rows {
             let median = r.medianSeconds > 0 ? String(format: "%.3f", r.medianSeconds * 1e3) : ""
             let best = r.bestSeconds > 0 ? String(format: "%.3f", r.bestSeconds * 1e3) : ""
             let rate = r.gflops > 0 ? String(format: "%.1f", r.gflops) : ""
-            lines.append(String(format: "%-48@ %12@ %12@ %10@  %@", r.name as NSString, median as NSString,
-                                best as NSString, rate as NSString, r.note as NSString))
+            lines.append(column(r.name, 48) + column(median, 11, right: true) + column(best, 10, right: true)
+                         + column(rate, 9, right: true) + "  " + r.note)
         }
         return lines.joined(separator: "\n")
     }
 }
-
-import Foundation
