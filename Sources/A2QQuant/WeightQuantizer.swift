@@ -433,6 +433,30 @@ public final class WeightQuantizer: @unchecked Sendable {
         for o in 0..<outChannels { t[o] = min(t[o], d[o] + logBound) }
     }
 
+    /// Projects each channel's direction `v` onto the L1 ball of radius `min(g, T·s)` (the
+    /// budget in float units), as EP-init does at conversion. Applied after optimizer steps it
+    /// keeps small noisy components of `v` from inflating `||v||₁`, which would otherwise shrink
+    /// `r = c/||u||₁` and round ever more weights to zero. For A2Q+ the centred `u = v − mean`
+    /// is projected and the mean added back. Returns the number of channels changed.
+    @discardableResult
+    public func projectDirections(_ parameters: ParameterStore) -> Int {
+        guard let logScale, let logNorm else { return 0 }
+        let d = parameters.value(logScale), t = parameters.value(logNorm)
+        let plus = spec.kind == .a2qPlus
+        var changed = 0
+        for o in 0..<outChannels {
+            let radius = min(Double(exp2f(t[o])), bound * Double(exp2f(d[o])))
+            let row = parameters.value(weight) + o * fanIn
+            let mean = plus ? a2qk_sum(row, Int64(fanIn)) / Float(fanIn) : 0
+            guard Double(a2qk_l1(row, Int64(fanIn), mean)) > radius else { continue }
+            for i in 0..<fanIn { row[i] -= mean }
+            EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius)
+            for i in 0..<fanIn { row[i] += mean }
+            changed += 1
+        }
+        return changed
+    }
+
     /// The papers' penalty `Σ relu(g − T·s)`; adds `weight ×` its gradient to `t` and `d`.
     /// Returns the unweighted penalty.
     @discardableResult

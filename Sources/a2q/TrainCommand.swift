@@ -47,6 +47,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .customLong("init"), help: "Conversion init of constrained layers: naive, ep or ep-scaled.")
     var initMethod: WeightInitMethod?
     @Option(help: "Weight of the papers' regulariser Σ relu(g − T·s).") var regularizer: Float?
+    @Option(help: "Learning-rate multiplier for the quantizers' log2 scales and norms.") var quantizerLrScale: Float?
+    @Option(help: "Project constrained layers' directions onto their L1 budgets every N steps (0 = never).") var projectDirections: Int?
     @Option(help: "Training batches used to calibrate activation scales.") var calibrationBatches: Int?
     @Option(help: "Log every N steps.") var logEvery: Int?
     @Option(help: "Compare parameter checksums across ranks every N steps.") var checkEvery: Int?
@@ -96,6 +98,8 @@ struct TrainCommand: ParsableCommand {
         if let initMethod { c.init_ = initMethod }
         if let regularizer { c.regularizer = regularizer }
         if let calibrationBatches { c.calibrationBatches = calibrationBatches }
+        if let quantizerLrScale { c.quantizerLrScale = quantizerLrScale }
+        if let projectDirections { c.projectDirections = projectDirections }
         if let logEvery { c.logEvery = logEvery }
         if let checkEvery { c.checkEvery = checkEvery }
         if let watchdogSeconds { c.watchdogSeconds = watchdogSeconds }

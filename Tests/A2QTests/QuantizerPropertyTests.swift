@@ -146,6 +146,32 @@ struct QuantizerPropertyTests {
         }
     }
 
+    @Test("Direction projection: ||v − mean||₁ ends at min(g, T·s) (the old mean added back for A2Q+), integers stay in budget",
+          arguments: [WeightQuantizerKind.a2q, .a2qPlus])
+    func directionProjection(kind: WeightQuantizerKind) throws {
+        let u8 = InputFormat(bits: 8, signed: false)
+        let (quantizer, store) = try makeQuantizer(kind: kind, out: 4, k: 300, m: 8, p: 14, input: u8)
+        var g = Xoshiro256(seed: 9)
+        let v = store.value(quantizer.weight)
+        for i in 0..<quantizer.weight.count { v[i] = g.uniform(-1, 1) }
+        quantizer.initializeFromFloatWeights(store, method: .naive)
+        for i in 0..<quantizer.weight.count { v[i] += g.uniform(-0.05, 0.05) }  // noise, as after optimizer steps
+        let means = (0..<4).map { o in (0..<300).reduce(0.0) { $0 + Double(v[o * 300 + $1]) } / 300 }
+        #expect(quantizer.projectDirections(store) == 4)
+        for o in 0..<4 {
+            let s = exp2(Double(store.value(quantizer.logScale!)[o])), gNorm = exp2(Double(store.value(quantizer.logNorm!)[o]))
+            let mean = kind == .a2qPlus ? means[o] : 0
+            let l1 = (0..<300).reduce(0.0) { $0 + abs(Double(v[o * 300 + $1]) - mean) }
+            #expect(abs(l1 - min(gNorm, quantizer.bound * s)) < 1e-3 * l1)
+        }
+        _ = quantizer.forward(store)
+        let q = quantizer.integerWeights()
+        for o in 0..<4 {
+            let (lo, hi) = AccumulatorBounds.worstCase(q[(o * 300)..<((o + 1) * 300)], input: u8)
+            #expect(AccumulatorBounds.fits(minimum: lo, maximum: hi, accumulatorBits: 14))
+        }
+    }
+
     @Test("Re-projection keeps g ≤ T·s, and the regulariser penalises only the excess")
     func reprojection() throws {
         let u8 = InputFormat(bits: 8, signed: false)

@@ -11,6 +11,8 @@ public final class Adam: Optimizer, @unchecked Sendable {
     public let decoupled: Bool
     public var stepCount = 0
     private let decays: DecayPolicy
+    /// Per-view learning-rate multiplier (1 by default).
+    public var learningRateScale: @Sendable (ParameterView) -> Float = { _ in 1 }
     private let firstMoment: UnsafeMutableBufferPointer<Float>
     private let secondMoment: UnsafeMutableBufferPointer<Float>
 
@@ -47,12 +49,14 @@ public final class Adam: Optimizer, @unchecked Sendable {
         let b1 = beta1, b2 = beta2, eps = epsilon
         for view in parameters.views {
             let lambda = decays(view) ? weightDecay : 0
+            let scale = learningRateScale(view)
+            let rate = learningRate * scale, size = stepSize * scale
             for i in view.range {
                 var grad = g[i]
-                if decoupled { p[i] -= learningRate * lambda * p[i] } else { grad += lambda * p[i] }
+                if decoupled { p[i] -= rate * lambda * p[i] } else { grad += lambda * p[i] }
                 m[i] = b1 * m[i] + (1 - b1) * grad
                 v[i] = b2 * v[i] + (1 - b2) * grad * grad
-                p[i] -= stepSize * m[i] / ((v[i] / correction2).squareRoot() + eps)
+                p[i] -= size * m[i] / ((v[i] / correction2).squareRoot() + eps)
             }
         }
     }

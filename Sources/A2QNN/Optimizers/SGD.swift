@@ -8,6 +8,8 @@ public final class SGD: Optimizer, @unchecked Sendable {
     public let weightDecay: Float
     public var stepCount = 0
     private let decays: DecayPolicy
+    /// Per-view learning-rate multiplier (1 by default).
+    public var learningRateScale: @Sendable (ParameterView) -> Float = { _ in 1 }
     private let velocity: UnsafeMutableBufferPointer<Float>
 
     public init(parameterCount: Int, momentum: Float = 0, nesterov: Bool = false, weightDecay: Float = 0,
@@ -31,13 +33,14 @@ public final class SGD: Optimizer, @unchecked Sendable {
         let mu = momentum
         for view in parameters.views {
             let lambda = decays(view) ? weightDecay : 0
+            let rate = learningRate * learningRateScale(view)
             for i in view.range {
                 var grad = g[i] + lambda * p[i]
                 if mu != 0 {
                     b[i] = mu * b[i] + grad
                     grad = nesterov ? grad + mu * b[i] : b[i]
                 }
-                p[i] -= learningRate * grad
+                p[i] -= rate * grad
             }
         }
         stepCount += 1

@@ -48,6 +48,10 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var out: String?
     public var init_: WeightInitMethod = .epScaled
     public var regularizer: Float = 1e-3
+    /// Learning-rate multiplier for the quantizers' log2 scales and norms (`t`, `d`, activation scales).
+    public var quantizerLrScale: Float = 1
+    /// Project constrained layers' directions onto their L1 budgets every N steps (0 = never).
+    public var projectDirections = 0
     public var calibrationBatches = 16
     public var logEvery = 50
     public var checkEvery = 100
@@ -69,7 +73,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         case firstLast = "first-last", layerAccumulatorBits = "layer-accumulator-bits", epochs
         case maxSteps = "max-steps", floatEpochs = "float-epochs", batchSize = "batch-size", optimizer, lr
         case floatLr = "float-lr", weightDecay = "weight-decay", schedule, warmupSteps = "warmup-steps", seed, data
-        case trainSubset = "train-subset", out, init_ = "init", regularizer, calibrationBatches = "calibration-batches"
+        case trainSubset = "train-subset", out, init_ = "init", regularizer, quantizerLrScale = "quantizer-lr-scale"
+        case projectDirections = "project-directions"
+        case calibrationBatches = "calibration-batches"
         case logEvery = "log-every", checkEvery = "check-every", watchdogSeconds = "watchdog-seconds"
         case checkpointEvery = "checkpoint-every", keepCheckpoints = "keep-checkpoints", resume, initFrom = "init-from"
         case stopAfterSteps = "stop-after-steps"
@@ -102,6 +108,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         out = try c.decodeIfPresent(String.self, forKey: .out) ?? d.out
         init_ = try c.decodeIfPresent(WeightInitMethod.self, forKey: .init_) ?? d.init_
         regularizer = try c.decodeIfPresent(Float.self, forKey: .regularizer) ?? d.regularizer
+        quantizerLrScale = try c.decodeIfPresent(Float.self, forKey: .quantizerLrScale) ?? d.quantizerLrScale
+        projectDirections = try c.decodeIfPresent(Int.self, forKey: .projectDirections) ?? d.projectDirections
         calibrationBatches = try c.decodeIfPresent(Int.self, forKey: .calibrationBatches) ?? d.calibrationBatches
         logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? d.logEvery
         checkEvery = try c.decodeIfPresent(Int.self, forKey: .checkEvery) ?? d.checkEvery
@@ -197,6 +205,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         try check(floatLr > 0 && floatLr.isFinite, "--float-lr must be positive (got \(floatLr))")
         try check(weightDecay >= 0, "--weight-decay must not be negative")
         try check(regularizer >= 0, "--regularizer must not be negative")
+        try check(projectDirections >= 0, "--project-directions must be zero or positive")
+        try check(quantizerLrScale >= 0 && quantizerLrScale.isFinite, "--quantizer-lr-scale must not be negative")
         try check(trainSubset.map { $0 > 0 } ?? true, "--train-subset must be positive")
         try check(logEvery > 0 && checkEvery > 0, "--log-every and --check-every must be positive")
         try check(watchdogSeconds >= 0, "--watchdog-seconds must not be negative")

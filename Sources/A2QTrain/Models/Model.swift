@@ -45,6 +45,11 @@ public final class Model: @unchecked Sendable {
         for layer in quantizedLayers { layer.quantizer.reproject(parameters) }
     }
 
+    /// Projects the constrained layers' directions onto their L1 budgets (`--project-directions`).
+    public func projectDirections() {
+        for layer in constrainedLayers { layer.quantizer.projectDirections(parameters) }
+    }
+
     /// Adds the papers' regulariser `weight · Σ relu(g − T·s)` to the gradients; returns it.
     @discardableResult
     public func addRegularizer(weight: Float) -> Float {

@@ -336,10 +336,22 @@ public final class Trainer: @unchecked Sendable {
     struct PhaseResult { var steps: Int; var trainLoss: Double; var imagesPerSecond: Double }
 
     private func makeOptimizer(_ count: Int) -> any Optimizer {
+        let factor = config.quantizerLrScale
+        let scale: @Sendable (ParameterView) -> Float = { view in
+            switch view.role {
+            case .logScale, .logNorm, .activationLogScale: return factor
+            default: return 1
+            }
+        }
         switch config.optimizer {
-        case .sgd: return SGD(parameterCount: count, momentum: 0.9, nesterov: true, weightDecay: config.weightDecay)
-        case .adam: return Adam(parameterCount: count, weightDecay: config.weightDecay)
-        case .adamw: return Adam(parameterCount: count, weightDecay: config.weightDecay, decoupled: true)
+        case .sgd:
+            let sgd = SGD(parameterCount: count, momentum: 0.9, nesterov: true, weightDecay: config.weightDecay)
+            sgd.learningRateScale = scale
+            return sgd
+        case .adam, .adamw:
+            let adam = Adam(parameterCount: count, weightDecay: config.weightDecay, decoupled: config.optimizer == .adamw)
+            adam.learningRateScale = scale
+            return adam
         }
     }
 
@@ -410,6 +422,9 @@ public final class Trainer: @unchecked Sendable {
                 time("optimizer") {
                     optimizer.step(parameters, learningRate: schedule.rate(at: state.step))
                     model.reproject()
+                    if config.projectDirections > 0 && (state.step + 1) % config.projectDirections == 0 {
+                        model.projectDirections()
+                    }
                 }
                 state.step += 1
                 state.position += 1
