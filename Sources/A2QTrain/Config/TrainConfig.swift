@@ -51,7 +51,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     /// Learning-rate multiplier for the quantizers' log2 scales and norms (`t`, `d`, activation scales).
     public var quantizerLrScale: Float = 1
     /// Project constrained layers' directions onto their L1 budgets every N steps (0 = never).
-    public var projectDirections = 0
+    public var projectDirections = 10
     public var calibrationBatches = 16
     public var logEvery = 50
     public var checkEvery = 100
