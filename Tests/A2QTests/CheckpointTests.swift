@@ -7,26 +7,7 @@ import Testing
 
 /// Runs the built `a2q` binary directly (no mpirun).
 func runA2Q(_ arguments: [String], timeout: Double = 120) throws -> MPIRun.Result {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: MPIRun.binary)
-    process.arguments = arguments
-    var environment = ProcessInfo.processInfo.environment.filter {
-        !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains(where: $0.key.hasPrefix)
-    }
-    environment["SWIFT_BACKTRACE"] = "enable=no"
-    process.environment = environment
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    let start = Date()
-    try process.run()
-    let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    killer.cancel()
-    return MPIRun.Result(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self),
-                         seconds: Date().timeIntervalSince(start))
+    try MPIRun.runProcess(MPIRun.binary, arguments, timeout: timeout)
 }
 
 /// Every /model dataset of a checkpoint, as raw bytes per name.
@@ -174,18 +155,8 @@ struct CheckpointTests {
     func readableByH5py() throws {
         let folder = temporaryFolder("h5py")
         #expect(try runA2Q(["train"] + Self.common + ["--out", folder, "--max-steps", "3"]).status == 0)
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Python/check_checkpoint.py").path
-        let check = Process()
-        check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        check.arguments = ["python3", script, folder + "/final.h5"]
-        let pipe = Pipe()
-        check.standardOutput = pipe
-        check.standardError = pipe
-        try check.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        check.waitUntilExit()
-        #expect(check.terminationStatus == 0, "\(output)")
+        let (status, output) = try python("check_checkpoint.py", [folder + "/final.h5"])
+        #expect(status == 0, "\(output)")
         #expect(output.contains("checked 3 quantized layers"), "\(output)")
     }
 

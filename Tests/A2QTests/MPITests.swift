@@ -11,12 +11,17 @@ enum MPIRun {
 
     /// `mpirun -np ranks a2q args...`, with a hard timeout (the test fails rather than hangs).
     static func run(ranks: Int, _ arguments: [String], timeout: Double = 120) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
         var mpiArguments = ["--oversubscribe", "-np", "\(ranks)", "--mca", "btl", "self,vader", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { mpiArguments.insert("--allow-run-as-root", at: 0) }
-        process.arguments = mpiArguments + [binary] + arguments
-        // A child mpirun that inherits OpenMPI's variables from an MPI-initialised parent exits at once.
+        return try runProcess("/usr/bin/mpirun", mpiArguments + [binary] + arguments, timeout: timeout)
+    }
+
+    /// Runs a program, merging its output, killing it after `timeout` seconds. OpenMPI's variables
+    /// are stripped: a child mpirun that inherits them from an MPI-initialised parent exits at once.
+    static func runProcess(_ executable: String, _ arguments: [String], timeout: Double) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment.filter {
             !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains(where: $0.key.hasPrefix)
         }
