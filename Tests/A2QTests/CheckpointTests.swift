@@ -151,11 +151,14 @@ struct CheckpointTests {
         }
     }
 
-    @Test("h5py reads a checkpoint: str/int attributes, and acc_min/acc_max recomputed in NumPy match")
+    @Test("h5py reads a checkpoint: str/int attributes; acc_min/acc_max/p_min recomputed in NumPy match the file and `a2q inspect`")
     func readableByH5py() throws {
         let folder = temporaryFolder("h5py")
         #expect(try runA2Q(["train"] + Self.common + ["--out", folder, "--max-steps", "3"]).status == 0)
-        let (status, output) = try python("check_checkpoint.py", [folder + "/final.h5"])
+        let inspect = try runA2Q(["inspect", folder + "/final.h5", "--json"])
+        #expect(inspect.status == 0, "\(inspect.output)")
+        try inspect.output.write(toFile: folder + "/inspect.json", atomically: true, encoding: .utf8)
+        let (status, output) = try python("check_checkpoint.py", [folder + "/final.h5", folder + "/inspect.json"])
         #expect(status == 0, "\(output)")
         #expect(output.contains("checked 3 quantized layers"), "\(output)")
     }

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 path = sys.argv[1]
+inspected = json.loads(open(sys.argv[2]).read()) if len(sys.argv) > 2 else None
 with h5py.File(path, "r") as f:
     assert f.attrs["format"] == "a2q-checkpoint" and isinstance(f.attrs["format"], str), f.attrs["format"]
     assert int(f.attrs["format_version"]) == 1
@@ -41,5 +42,12 @@ with h5py.File(path, "r") as f:
         assert np.array_equal(np.array(p_min), group["p_min"][()]), name
         assert isinstance(group.attrs["quantizer"], str) and isinstance(group.attrs["rounding"], str)
         assert group["weight_scale"].dtype == np.float32 and group["weight_int"].dtype in (np.int8, np.int16)
+        if inspected is not None:
+            # `a2q inspect --json` must report the same per-channel facts as these integers give.
+            layer = next(l for l in inspected["layers"] if l["name"] == name)
+            assert [c["acc_min"] for c in layer["channels"]] == acc_min.tolist(), name
+            assert [c["acc_max"] for c in layer["channels"]] == acc_max.tolist(), name
+            assert [c["p_min"] for c in layer["channels"]] == p_min, name
+            assert abs(layer["sparsity"] - float((q == 0).mean())) < 1e-12, name
         checked += 1
 print(f"checked {checked} quantized layers")
