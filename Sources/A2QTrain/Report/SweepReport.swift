@@ -131,7 +131,7 @@ public enum SweepReport {
                     }
                     for (i, (label, value, color)) in references.enumerated() {
                         out.append("<line x1=\"\(left)\" x2=\"\(left + panelWidth)\" y1=\"\(y(value))\" y2=\"\(y(value))\" stroke=\"\(color)\" stroke-dasharray=\"5,4\"/>")
-                        out.append("<text x=\"\(left + 5)\" y=\"\(y(value) - 4 - Double(i % 2) * 0)\" fill=\"\(color)\">\(label) \(String(format: "%.1f%%", 100 * value))</text>")
+                        out.append("<text x=\"\(left + 5 + Double(i) * 140)\" y=\"\(y(value) - 4)\" fill=\"\(color)\">\(label) \(String(format: "%.1f%%", 100 * value))</text>")
                     }
                 }
                 var legend = 0
