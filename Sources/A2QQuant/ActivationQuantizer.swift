@@ -136,5 +136,4 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
         if let logScale { parameters.gradient(logScale)[0] += scaleGradient * s * Float(M_LN2) }
         return inputGradient
     }
-
 }

@@ -8,7 +8,7 @@ public enum EuclideanProjection {
         var total: Double = 0
         for i in 0..<count { total += Double(abs(x[i])) }
         guard total > radius else { return }
-        let theta = threshold(UnsafeBufferPointer(start: x, count: count), radius: radius)
+        let theta = Thresholds(UnsafeBufferPointer(start: x, count: count)).threshold(radius: radius)
         for i in 0..<count {
             let magnitude = max(Double(abs(x[i])) - theta, 0)
             x[i] = x[i] < 0 ? -Float(magnitude) : Float(magnitude)
@@ -27,29 +27,13 @@ public enum EuclideanProjection {
             cumulative = sorted.map { running += $0; return running }
         }
 
-        /// θ with `Σ max(|x_i| − θ, 0) = radius`, or 0 when `||x||_1 <= radius`.
+        /// θ with `Σ max(|x_i| − θ, 0) = radius`, or 0 when `||x||_1 <= radius`
+        /// (radius 0 gives θ = max|x|: everything shrinks to zero).
         public func threshold(radius: Double) -> Double {
             guard let total = cumulative.last, total > radius else { return 0 }
             var rho = 0
             for j in 0..<sorted.count where sorted[j] * Double(j + 1) > cumulative[j] - radius { rho = j + 1 }
             return rho > 0 ? (cumulative[rho - 1] - radius) / Double(rho) : (sorted.first ?? 0)
         }
-    }
-
-    /// The soft threshold θ with `Σ max(|x_i| − θ, 0) = radius` (for `||x||_1 > radius`).
-    public static func threshold(_ x: UnsafeBufferPointer<Float>, radius: Double) -> Double {
-        let sorted = x.map { Double(abs($0)) }.sorted(by: >)
-        var cumulative: Double = 0
-        var rho = 0
-        var cumulativeAtRho: Double = 0
-        for (j, value) in sorted.enumerated() {
-            cumulative += value
-            if value * Double(j + 1) > cumulative - radius {
-                rho = j + 1
-                cumulativeAtRho = cumulative
-            }
-        }
-        // rho = 0 only when radius = 0: everything shrinks to zero.
-        return rho > 0 ? (cumulativeAtRho - radius) / Double(rho) : (sorted.first ?? 0)
     }
 }

@@ -114,17 +114,8 @@ public enum CheckpointFile {
         _ = quantizer.forward(model.parameters)
         let report = LayerAccumulatorReport(integers: quantizer.integerWeights(), outChannels: quantizer.outChannels,
                                             input: input, accumulatorBits: quantizer.spec.accumulatorBits)
-        let shape = layer.weightShape
-        if quantizer.spec.weightBits <= 8 {
-            try g.write("weight_int", report.integers.map { Int8($0) }, shape: shape)
-        } else {
-            try g.write("weight_int", report.integers.map { Int16($0) }, shape: shape)
-        }
+        try report.write(to: g, shape: layer.weightShape, weightBits: quantizer.spec.weightBits)
         try g.write("weight_scale", quantizer.scales, shape: [quantizer.outChannels])
-        try g.write("l1_norm", report.l1Norms, shape: [quantizer.outChannels])
-        try g.write("acc_min", report.minimums, shape: [quantizer.outChannels])
-        try g.write("acc_max", report.maximums, shape: [quantizer.outChannels])
-        try g.write("p_min", report.minimumBits.map { Int32($0) }, shape: [quantizer.outChannels])
         try g.setAttribute("quantizer", quantizer.spec.kind.rawValue)
         try g.setAttribute("weight_bits", quantizer.spec.weightBits)
         try g.setAttribute("input_bits", input.bits)

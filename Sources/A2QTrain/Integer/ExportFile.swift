@@ -28,19 +28,11 @@ public enum ExportFile {
             for layer in model.layers {
                 let g = try layers.createGroup(layer.name)
                 let report = layer.report
-                if layer.weightBits <= 8 {
-                    try g.write("weight_int", layer.weights.map { Int8($0) }, shape: layer.shape)
-                } else {
-                    try g.write("weight_int", layer.weights.map { Int16($0) }, shape: layer.shape)
-                }
+                try report.write(to: g, shape: layer.shape, weightBits: layer.weightBits)
                 try g.write("weight_scale", layer.weightScale, shape: [layer.outChannels])
                 try g.write("bias", layer.bias, shape: [layer.outChannels])
                 try g.write("multiplier", layer.multiplier, shape: [layer.outChannels])
                 try g.write("offset", layer.offset, shape: [layer.outChannels])
-                try g.write("l1_norm", report.l1Norms, shape: [layer.outChannels])
-                try g.write("acc_min", report.minimums, shape: [layer.outChannels])
-                try g.write("acc_max", report.maximums, shape: [layer.outChannels])
-                try g.write("p_min", report.minimumBits.map { Int32($0) }, shape: [layer.outChannels])
                 try g.setAttribute("kind", layer.kind.rawValue)
                 try g.setAttribute("quantizer", layer.quantizer)
                 try g.setAttribute("weight_bits", layer.weightBits)

@@ -5,8 +5,8 @@ import A2QNN
 /// Accuracy of the fake-quantized float graph (what training evaluates), single process.
 public enum FakeQuantEvaluation {
     public static func accuracy(_ model: Model, _ data: Dataset, batch: Int = 500) -> Double {
-        predictions(model, data, batch: batch).enumerated().filter { $0.element == Int(data.labels[$0.offset]) }.count
-            .doubleDividedBy(data.count)
+        let hits = predictions(model, data, batch: batch).enumerated().filter { $0.element == Int(data.labels[$0.offset]) }.count
+        return Double(hits) / Double(max(data.count, 1))
     }
 
     /// Argmax class per image.
@@ -29,8 +29,4 @@ public enum FakeQuantEvaluation {
         }
         return out
     }
-}
-
-extension Int {
-    func doubleDividedBy(_ d: Int) -> Double { Double(self) / Double(Swift.max(d, 1)) }
 }

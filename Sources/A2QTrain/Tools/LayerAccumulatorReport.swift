@@ -1,3 +1,4 @@
+import A2QCheckpoint
 import A2QQuant
 
 /// Per-channel accumulator facts of one layer's integer weights (exact integer arithmetic).
@@ -38,5 +39,21 @@ public struct LayerAccumulatorReport: Sendable {
         zip(minimums, maximums).allSatisfy {
             AccumulatorBounds.fits(minimum: $0.0, maximum: $0.1, accumulatorBits: accumulatorBits)
         }
+    }
+
+    /// Writes `weight_int` (int8 for M ≤ 8, else int16, in `shape`), `l1_norm`, `acc_min`,
+    /// `acc_max` (int64) and `p_min` (int32) per output channel into `group`: the integer view
+    /// that quantize outputs, checkpoints and exports share.
+    public func write(to group: HDF5Group, shape: [Int], weightBits: Int) throws {
+        if weightBits <= 8 {
+            try group.write("weight_int", integers.map { Int8($0) }, shape: shape)
+        } else {
+            try group.write("weight_int", integers.map { Int16($0) }, shape: shape)
+        }
+        let channels = [l1Norms.count]
+        try group.write("l1_norm", l1Norms, shape: channels)
+        try group.write("acc_min", minimums, shape: channels)
+        try group.write("acc_max", maximums, shape: channels)
+        try group.write("p_min", minimumBits.map { Int32($0) }, shape: channels)
     }
 }

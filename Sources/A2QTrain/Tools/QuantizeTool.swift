@@ -103,16 +103,8 @@ public enum QuantizeTool {
         let temporary = output.path + ".tmp"
         do {
             let out = try HDF5File.create(temporary)
-            if options.weightBits <= 8 {
-                try out.write("weight_int", report.integers.map { Int8($0) }, shape: shape)
-            } else {
-                try out.write("weight_int", report.integers.map { Int16($0) }, shape: shape)
-            }
+            try report.write(to: out, shape: shape, weightBits: options.weightBits)
             try out.write("scale", quantizer.scales, shape: [outChannels])
-            try out.write("l1_norm", report.l1Norms, shape: [outChannels])
-            try out.write("acc_min", report.minimums, shape: [outChannels])
-            try out.write("acc_max", report.maximums, shape: [outChannels])
-            try out.write("p_min", report.minimumBits.map { Int32($0) }, shape: [outChannels])
             try out.setAttribute("bound", quantizer.bound)
             try out.setAttribute("quantizer", options.kind.rawValue)
             try out.setAttribute("weight_bits", options.weightBits)

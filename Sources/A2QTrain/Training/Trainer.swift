@@ -117,9 +117,9 @@ public final class Trainer: @unchecked Sendable {
         } else if resumeHeader == nil, let source = config.initFrom {
             let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
             if communicator.isRoot {
-                let source_ = try CheckpointFile.header(source)
-                guard source_.config.model == config.model else {
-                    throw A2QError("\(source) holds a \(source_.config.model.rawValue), but this run trains a \(config.model.rawValue)",
+                let sourceHeader = try CheckpointFile.header(source)
+                guard sourceHeader.config.model == config.model else {
+                    throw A2QError("\(source) holds a \(sourceHeader.config.model.rawValue), but this run trains a \(config.model.rawValue)",
                                    remedy: "--init-from needs a checkpoint of the same --model")
                 }
                 let loaded = try CheckpointFile.loadWeights(source, into: floatModel)
