@@ -10,11 +10,13 @@ public func monotonicSeconds() -> Double {
 }
 
 /// Runs `body` `warmup` times untimed, then `repeats` times; returns the sorted durations.
-public func measure(warmup: Int = 2, repeats: Int, _ body: () -> Void) -> [Double] {
-    for _ in 0..<warmup { body() }
+/// `setup`, if given, runs untimed before every call of `body` (to restore its inputs).
+public func measure(warmup: Int = 2, repeats: Int, setup: () -> Void = {}, _ body: () -> Void) -> [Double] {
+    for _ in 0..<warmup { setup(); body() }
     var times: [Double] = []
     times.reserveCapacity(repeats)
     for _ in 0..<repeats {
+        setup()
         let start = monotonicSeconds()
         body()
         times.append(monotonicSeconds() - start)

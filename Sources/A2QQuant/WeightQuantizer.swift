@@ -59,8 +59,11 @@ public struct WeightQuantizerSpec: Sendable, Hashable, Codable {
 /// (`t`, `g = 2^t`, a2q/a2q+).
 ///
 /// Forward (A2Q, A2Q+): `u = v` (A2Q) or `v - mean(v)` (A2Q+), `c = min(g/s, T)`,
-/// `r = c / ||u||_1`, `q = clip(RTZ(u·r), ±(2^(M-1)-1))`, `w_q = q·s`, evaluated as Brevitas does,
-/// `u / (||u||_1 / c)`, so that the integers match the authors' library bit for bit.
+/// `r = c / ||u||_1`, `q = clip(RTZ(u·r), ±(2^(M-1)-1))`, `w_q = q·s`, with `u·r` evaluated as one
+/// fused multiply-add `fma(v, r, −mean·r)`. Brevitas divides, `u / (||u||_1 / c)`; the two differ
+/// by at most an ulp of `u·r`, so the integers differ only where `u·r` is within float rounding
+/// of an integer (a tie that float32 summation order decides in Brevitas too). The clip is
+/// skipped for channels where `max|u|·r < 2^(M-1)`, where it cannot act.
 ///
 /// Backward convention: the straight-through estimator passes the gradient of rounding
 /// unchanged (`∂q/∂y = 1`); elements whose rounded value was clipped get zero gradient;
@@ -91,18 +94,18 @@ public final class WeightQuantizer: @unchecked Sendable {
     /// Largest integer magnitude, `2^(M-1) - 1`.
     public let maxLevel: Float
 
-    // Scratch, allocated once: quantized weights w_q and dL/dw_q.
+    // Scratch, allocated once: the quantized weights w_q.
     private let quantized: UnsafeMutablePointer<Float>
-    private let quantizedGradient: UnsafeMutablePointer<Float>
     private let reductions: UnsafeMutablePointer<Float>  // 4 per-channel sums from the kernels
-    // Per-channel caches from the last forward pass (centring mean, s, ||u||_1 / min(g/s, T),
-    // min(g/s, T), ||u||_1).
+    // Per-channel caches from the last forward pass (centring mean, s, r = min(g/s, T)/||u||_1,
+    // min(g/s, T), ||u||_1, whether g/s < T, whether the clip to ±qmax can act).
     private var channelMean: [Float]
     private var channelScale: [Float]
-    private var channelPreScale: [Float]
+    private var channelRatio: [Float]
     private var channelClamp: [Float]
     private var channelNorm: [Float]
     private var channelActive: [Bool]
+    private var channelClips: [Bool]
 
     /// Declares the quantizer's parameters. Throws if the accumulator is too narrow for any
     /// non-zero weight or a bit width is out of range.
@@ -154,19 +157,18 @@ public final class WeightQuantizer: @unchecked Sendable {
         }
         let n = outChannels * fanIn
         quantized = .allocate(capacity: n); quantized.initialize(repeating: 0, count: n)
-        quantizedGradient = .allocate(capacity: n); quantizedGradient.initialize(repeating: 0, count: n)
         reductions = .allocate(capacity: 4); reductions.initialize(repeating: 0, count: 4)
         channelMean = Array(repeating: 0, count: outChannels)
         channelScale = Array(repeating: 1, count: outChannels)
-        channelPreScale = Array(repeating: 0, count: outChannels)
+        channelRatio = Array(repeating: 0, count: outChannels)
         channelClamp = Array(repeating: 0, count: outChannels)
         channelNorm = Array(repeating: 0, count: outChannels)
         channelActive = Array(repeating: false, count: outChannels)
+        channelClips = Array(repeating: true, count: outChannels)
     }
 
     deinit {
         quantized.deallocate()
-        quantizedGradient.deallocate()
         reductions.deallocate()
     }
 
@@ -317,9 +319,9 @@ public final class WeightQuantizer: @unchecked Sendable {
         let k = fanIn, bound = Float(self.bound), plus = spec.kind == .a2qPlus
         for o in 0..<outChannels {
             let row = UnsafePointer(v + o * k)
-            var mean: Float = 0, l1: Float
+            var mean: Float = 0, maxAbs: Float = 0
             if plus { mean = a2qk_sum(row, Int64(k)) / Float(k) }
-            l1 = a2qk_l1(row, Int64(k), mean)
+            var l1 = a2qk_l1_max(row, Int64(k), mean, &maxAbs)
             // A (nearly) constant channel centres to float noise: treat it as zero rather than
             // blowing the noise up to full-scale integers of arbitrary sign.
             if plus && l1 <= Float(k) * abs(mean) * 1e-5 { l1 = 0 }
@@ -327,11 +329,13 @@ public final class WeightQuantizer: @unchecked Sendable {
             let ratio = g / s
             let active = ratio < bound
             let clamp = active ? ratio : bound
-            // Brevitas's order of operations: pre = ||u||₁ / min(g/s, T), then y = u / pre.
-            let pre = l1 > 0 ? l1 / clamp : .infinity
-            channelMean[o] = mean; channelScale[o] = s; channelPreScale[o] = pre
-            channelClamp[o] = clamp; channelNorm[o] = l1; channelActive[o] = active
-            a2qk_a2q_forward(row, quantized + o * k, Int64(k), mean, pre, s, maxLevel, reductions)
+            let r = l1 > 0 ? clamp / l1 : 0
+            // y = fma(v, r, −mean·r) is within a few ulps of (|u| ≤ maxAbs)·r, relative to
+            // (|v| + |mean|)·r; below qmax + 1 the truncation alone stays within ±qmax.
+            let clips = maxAbs * r + (maxAbs + abs(mean)) * r * 0x1p-20 >= maxLevel + 1
+            channelMean[o] = mean; channelScale[o] = s; channelRatio[o] = r
+            channelClamp[o] = clamp; channelNorm[o] = l1; channelActive[o] = active; channelClips[o] = clips
+            a2qk_a2q_forward(row, quantized + o * k, Int64(k), mean, r, s, maxLevel, clips ? 1 : 0, reductions)
             enforceBound(channel: o, positive: reductions[0], negative: reductions[1])
         }
     }
@@ -370,13 +374,16 @@ public final class WeightQuantizer: @unchecked Sendable {
 
     // MARK: Backward
 
-    /// Where the layer writes `∂L/∂w_q`: the weight's own gradient for `float` (accumulate,
-    /// `beta = 1`), else the quantizer's scratch (overwrite, `beta = 0`).
+    /// Where the layer writes `∂L/∂w_q`: always the weight's own gradient slot; for `float`
+    /// accumulating (`beta = 1`), else overwriting (`beta = 0`), because `backward` then turns
+    /// it into `∂L/∂v` in place. (A quantized weight belongs to one layer and is used once per
+    /// step, so nothing else contributes to its gradient.)
     public func weightGradientTarget(_ parameters: ParameterStore) -> (pointer: UnsafeMutablePointer<Float>, accumulate: Bool) {
-        isIdentity ? (parameters.gradient(weight), true) : (quantizedGradient, false)
+        (parameters.gradient(weight), isIdentity)
     }
 
-    /// Maps `∂L/∂w_q` (in the scratch) to gradients of `v`, `d` and `t`, accumulating.
+    /// Turns `∂L/∂w_q` (left by the layer in the weight's gradient slot) into `∂L/∂v` in place,
+    /// and accumulates the gradients of `d` and `t`.
     public func backward(_ parameters: ParameterStore) {
         switch spec.kind {
         case .float: return
@@ -391,8 +398,7 @@ public final class WeightQuantizer: @unchecked Sendable {
         let ln2 = Float(M_LN2)
         for o in 0..<outChannels {
             let s = channelScale[o]
-            let scaleGradient = a2qk_qat_backward(v + o * fanIn, quantizedGradient + o * fanIn, dv + o * fanIn,
-                                                  Int64(fanIn), s, maxLevel)
+            let scaleGradient = a2qk_qat_backward(v + o * fanIn, dv + o * fanIn, Int64(fanIn), s, maxLevel)
             dd[o] += ln2 * s * scaleGradient
         }
     }
@@ -403,20 +409,27 @@ public final class WeightQuantizer: @unchecked Sendable {
         let dd = parameters.gradient(logScale), dt = parameters.gradient(logNorm)
         let k = fanIn, ln2 = Float(M_LN2), plus = spec.kind == .a2qPlus
         for o in 0..<outChannels {
-            let s = channelScale[o], pre = channelPreScale[o], l1 = channelNorm[o], mean = channelMean[o]
-            let r = 1 / pre
-            let row = UnsafePointer(v + o * k), g = UnsafePointer(quantizedGradient + o * k)
-            // ∂L/∂s (direct), A = Σ gy·u, Σ gy and Σ sign(u) (for the centring).
-            // ∂L/∂u_j = r·(gy_j − sign(u_j)·A/‖u‖₁); A2Q+ subtracts its mean over the channel.
-            // Pass 1 adds r·gy_j and returns ∂L/∂s (direct), A = Σ gy·u, Σ gy and Σ sign(u).
-            a2qk_a2q_backward_direct(row, g, dv + o * k, Int64(k), mean, pre, s, maxLevel, reductions)
-            let (direct, a, sumGy, sumSign) = (reductions[0], reductions[1], reductions[2], reductions[3])
-            guard l1 > 0 else { dd[o] += ln2 * s * direct; continue }
+            let s = channelScale[o], r = channelRatio[o], l1 = channelNorm[o], mean = channelMean[o]
+            let row = UnsafePointer(v + o * k), g = dv + o * k
+            let clips: Int32 = channelClips[o] ? 1 : 0
+            // With gm = g where not clipped: ∂L/∂u_j = s·r·(gm_j − sign(u_j)·A/‖u‖₁), A = Σ gm·u;
+            // A2Q+ subtracts its mean over the channel. Pass 1 returns ∂L/∂s (direct) = Σ g·q,
+            // A, Σ gm and Σ sign(u); pass 2 overwrites ∂L/∂w_q with ∂L/∂v.
+            a2qk_a2q_backward_sums(row, g, Int64(k), mean, r, maxLevel, clips, plus ? 1 : 0, reductions)
+            let (direct, a, sumGm, sumSign) = (reductions[0], reductions[1], reductions[2], reductions[3])
+            guard l1 > 0 else {
+                // An all-zero direction: q = 0 whatever v does nearby, so ∂L/∂v = 0.
+                g.update(repeating: 0, count: k)
+                dd[o] += ln2 * s * direct
+                continue
+            }
             let aOverL = a / l1
-            let meanDu = plus ? r * (sumGy - sumSign * aOverL) / Float(k) : 0
-            a2qk_a2q_backward_norm(row, dv + o * k, Int64(k), mean, r * aOverL, meanDu)
-            // c = g/s while active: ∂c/∂t = c·ln2, ∂c/∂d = −c·ln2; ∂L/∂c = A/‖u‖₁.
-            let clampGradient = channelActive[o] ? aOverL * channelClamp[o] * ln2 : 0
+            let rs = r * s
+            let meanDu = plus ? rs * (sumGm - sumSign * aOverL) / Float(k) : 0
+            a2qk_a2q_backward_apply(row, g, Int64(k), mean, r, rs, maxLevel, clips,
+                                    rs * aOverL, meanDu)
+            // c = g/s while active: ∂c/∂t = c·ln2, ∂c/∂d = −c·ln2; ∂L/∂c = s·A/‖u‖₁.
+            let clampGradient = channelActive[o] ? s * aOverL * channelClamp[o] * ln2 : 0
             dt[o] += clampGradient
             dd[o] += ln2 * s * direct - clampGradient
         }

@@ -25,45 +25,96 @@ KERNEL float a2qk_l1(const float *x, int64_t k, float shift) {
     return s;
 }
 
-KERNEL void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float pre, float s,
-                             float qmax, float *out) {
-    float pos = 0, neg = 0;
+// Branch-free helpers. The comparisons (not fminf/fmaxf) let the compiler emit one min/max
+// instruction without NaN fix-ups; weights are finite (a NaN loss stops training first).
+#define INLINE static inline __attribute__((always_inline))
+INLINE float clamp_level(float t, float qmax) { t = t < -qmax ? -qmax : t; return t > qmax ? qmax : t; }
+INLINE float sign_of(float u) { return u != 0 ? copysignf(1.0f, u) : 0.0f; }
+
+KERNEL float a2qk_l1_max(const float *x, int64_t k, float shift, float *max_abs) {
+    float s = 0;
+    uint32_t m = 0;  // max |x - shift| on the bit patterns: for non-negative floats they order alike
     _Pragma("clang loop vectorize(enable) interleave_count(4)")
     for (int64_t i = 0; i < k; i++) {
-        float q = fminf(fmaxf(truncf((x[i] - mean) / pre), -qmax), qmax);
-        w[i] = q * s;
-        pos += fmaxf(q, 0.0f);
-        neg += fminf(q, 0.0f);
+        float a = fabsf(x[i] - shift);
+        s += a;
+        uint32_t bits;
+        __builtin_memcpy(&bits, &a, 4);
+        m = bits > m ? bits : m;
     }
-    out[0] = pos;
-    out[1] = neg;
+    __builtin_memcpy(max_abs, &m, 4);
+    return s;
 }
 
-static inline float sign_of(float u) { return u > 0 ? 1.0f : (u < 0 ? -1.0f : 0.0f); }
-
-KERNEL void a2qk_a2q_backward_direct(const float *x, const float *g, float *dx, int64_t k, float mean,
-                                     float pre, float s, float qmax, float *out) {
-    float direct = 0, a = 0, sum_gy = 0, sum_sign = 0, r = 1.0f / pre;
-    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+INLINE void a2q_forward(const float *x, float *w, int64_t k, float mean, float inv, float s, float qmax,
+                        int clip, float *out) {
+    float sum = 0, sum_abs = 0, shift = -mean * inv;
+    _Pragma("clang loop vectorize(enable) interleave_count(2)")
     for (int64_t i = 0; i < k; i++) {
-        float u = x[i] - mean;
-        float t = truncf(u / pre);
-        direct += g[i] * fminf(fmaxf(t, -qmax), qmax);
-        float gy = fabsf(t) <= qmax ? g[i] * s : 0.0f;
-        dx[i] += r * gy;
-        a += gy * u;
-        sum_gy += gy;
-        sum_sign += sign_of(u);
+        float q = truncf(fmaf(x[i], inv, shift));
+        if (clip) q = clamp_level(q, qmax);
+        w[i] = q * s;
+        sum += q;
+        sum_abs += fabsf(q);
+    }
+    out[0] = 0.5f * (sum_abs + sum);
+    out[1] = 0.5f * (sum - sum_abs);
+}
+
+KERNEL void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float inv, float s, float qmax,
+                             int clip, float *out) {
+    if (clip) a2q_forward(x, w, k, mean, inv, s, qmax, 1, out);
+    else a2q_forward(x, w, k, mean, inv, s, qmax, 0, out);
+}
+
+INLINE void a2q_backward_sums(const float *x, const float *g, int64_t k, float mean, float inv, float qmax,
+                              int clip, int signs, float *out) {
+    float direct = 0, a = 0, sum_g = 0, sum_sign = 0, shift = -mean * inv;
+    _Pragma("clang loop vectorize(enable) interleave_count(2)")
+    for (int64_t i = 0; i < k; i++) {
+        float t = truncf(fmaf(x[i], inv, shift)), u = x[i] - mean, gi = g[i];
+        if (clip) {
+            direct += gi * clamp_level(t, qmax);
+            gi = fabsf(t) <= qmax ? gi : 0.0f;
+        } else {
+            direct += gi * t;
+        }
+        a += gi * u;
+        sum_g += gi;
+        if (signs) sum_sign += sign_of(u);
     }
     out[0] = direct;
     out[1] = a;
-    out[2] = sum_gy;
+    out[2] = sum_g;
     out[3] = sum_sign;
 }
 
-KERNEL void a2qk_a2q_backward_norm(const float *x, float *dx, int64_t k, float mean, float c1, float c2) {
-    _Pragma("clang loop vectorize(enable) interleave_count(4)")
-    for (int64_t i = 0; i < k; i++) dx[i] -= c1 * sign_of(x[i] - mean) + c2;
+KERNEL void a2qk_a2q_backward_sums(const float *x, const float *g, int64_t k, float mean, float inv, float qmax,
+                                   int clip, int signs, float *out) {
+    if (clip) {
+        if (signs) a2q_backward_sums(x, g, k, mean, inv, qmax, 1, 1, out);
+        else a2q_backward_sums(x, g, k, mean, inv, qmax, 1, 0, out);
+    } else {
+        if (signs) a2q_backward_sums(x, g, k, mean, inv, qmax, 0, 1, out);
+        else a2q_backward_sums(x, g, k, mean, inv, qmax, 0, 0, out);
+    }
+}
+
+INLINE void a2q_backward_apply(const float *x, float *g, int64_t k, float mean, float inv, float rs, float qmax,
+                               int clip, float c1, float c2) {
+    float shift = -mean * inv;
+    _Pragma("clang loop vectorize(enable) interleave_count(2)")
+    for (int64_t i = 0; i < k; i++) {
+        float gi = g[i];
+        if (clip) gi = fabsf(truncf(fmaf(x[i], inv, shift))) <= qmax ? gi : 0.0f;
+        g[i] = rs * gi - c1 * sign_of(x[i] - mean) - c2;
+    }
+}
+
+KERNEL void a2qk_a2q_backward_apply(const float *x, float *g, int64_t k, float mean, float inv, float rs,
+                                    float qmax, int clip, float c1, float c2) {
+    if (clip) a2q_backward_apply(x, g, k, mean, inv, rs, qmax, 1, c1, c2);
+    else a2q_backward_apply(x, g, k, mean, inv, rs, qmax, 0, c1, c2);
 }
 
 KERNEL void a2qk_qat_forward(const float *x, float *w, int64_t k, float s, float qmax) {
@@ -72,7 +123,7 @@ KERNEL void a2qk_qat_forward(const float *x, float *w, int64_t k, float s, float
     for (int64_t i = 0; i < k; i++) w[i] = fminf(fmaxf(rintf(x[i] * inv), -qmax), qmax) * s;
 }
 
-KERNEL float a2qk_qat_backward(const float *x, const float *g, float *dx, int64_t k, float s, float qmax) {
+KERNEL float a2qk_qat_backward(const float *x, float *g, int64_t k, float s, float qmax) {
     float inv = 1.0f / s, total = 0;
     _Pragma("clang loop vectorize(enable) interleave_count(4)")
     for (int64_t i = 0; i < k; i++) {
@@ -80,8 +131,8 @@ KERNEL float a2qk_qat_backward(const float *x, const float *g, float *dx, int64_
         float t = rintf(y);
         int inside = fabsf(t) <= qmax;
         float q = fminf(fmaxf(t, -qmax), qmax);
-        dx[i] += inside ? g[i] : 0.0f;
         total += g[i] * (inside ? q - y : q);
+        g[i] = inside ? g[i] : 0.0f;
     }
     return total;
 }

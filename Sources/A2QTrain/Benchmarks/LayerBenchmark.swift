@@ -92,7 +92,12 @@ public enum LayerBenchmark {
                 _ = fc.forward(x, parameters: store, training: true)
                 _ = fc.backward(dy, parameters: store)
             }
-            let quantizerTimes = measure(repeats: repeats) {
+            // The quantizer's backward turns the layer's ∂L/∂w_q into ∂L/∂v in place: restore
+            // the GEMM's output (untimed) before every repeat.
+            let weightGradient = store.gradient(fc.weight)
+            let saved = Array(UnsafeBufferPointer(start: weightGradient, count: fc.weight.count))
+            let restore = { saved.withUnsafeBufferPointer { weightGradient.update(from: $0.baseAddress!, count: saved.count) } }
+            let quantizerTimes = measure(repeats: repeats, setup: restore) {
                 _ = fc.quantizer.forward(store)
                 fc.quantizer.backward(store)
             }

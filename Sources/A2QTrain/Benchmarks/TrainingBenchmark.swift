@@ -50,11 +50,16 @@ public enum TrainingBenchmark {
         var perStep: [String: Double] = [:]
         for (phase, seconds) in summary.phaseSeconds { perStep[phase] = seconds / Double(steps) }
         let stepSeconds = perStep.values.reduce(0, +)
-        // The weight quantizers alone, forward + backward, on the trained parameters.
+        // The weight quantizers alone, forward + backward, on the trained parameters. Their
+        // backward works in place on the gradient slots, so each repeat starts from the same
+        // gradients (restored untimed, as the layers' GEMMs would have left them).
         let layers = trainer.model.quantizedLayers.filter { !$0.quantizer.isIdentity }
         var quantizerSeconds = 0.0
         if !layers.isEmpty {
-            let times = measure(warmup: 2, repeats: 20) {
+            let parameters = trainer.model.parameters
+            let saved = parameters.gradientsArray()
+            let restore = { saved.withUnsafeBufferPointer { parameters.gradients.update(from: $0.baseAddress!, count: saved.count) } }
+            let times = measure(warmup: 2, repeats: 20, setup: restore) {
                 for layer in layers {
                     _ = layer.quantizer.forward(trainer.model.parameters)
                     layer.quantizer.backward(trainer.model.parameters)

@@ -10,21 +10,26 @@
 float a2qk_sum(const float *x, int64_t k);
 /// Sum of |x_i - shift|.
 float a2qk_l1(const float *x, int64_t k, float shift);
-/// w_i = clip(trunc((x_i - mean) / pre), +-qmax) * s (pre = ||u||_1 / min(g/s, T), divided as
-/// Brevitas does); returns the sums of the positive and negative integer levels in out[0], out[1].
-void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float pre, float s, float qmax,
-                      float *out);
-/// Backward, pass 1. With u = x - mean, r = 1/pre, t = trunc(u / pre), q = clip(t),
-/// gy = (|t| <= qmax) ? g s : 0: dx_i += r gy_i and
-/// out = { sum g q, sum gy u, sum gy, sum sign(u) }.
-void a2qk_a2q_backward_direct(const float *x, const float *g, float *dx, int64_t k, float mean,
-                              float pre, float s, float qmax, float *out);
-/// Backward, pass 2 (through the L1 norm and the centring): dx_i -= c1 sign(u_i) + c2.
-void a2qk_a2q_backward_norm(const float *x, float *dx, int64_t k, float mean, float c1, float c2);
+/// Sum of |x_i - shift|; *max_abs = max |x_i - shift| (exact).
+float a2qk_l1_max(const float *x, int64_t k, float shift, float *max_abs);
+/// A2Q/A2Q+ forward of one channel: y_i = fma(x_i, inv, -mean inv) (inv = min(g/s, T) / ||u||_1),
+/// q_i = trunc(y_i), clipped to +-qmax when `clip` (the caller passes 0 only when no |y_i| can
+/// reach qmax + 1), w_i = q_i s. out[0], out[1] = sums of the positive and negative levels.
+void a2qk_a2q_forward(const float *x, float *w, int64_t k, float mean, float inv, float s, float qmax,
+                      int clip, float *out);
+/// Backward, pass 1 (sums only). With u = x - mean, q and the clip test exactly as the forward,
+/// gm_i = g_i where not clipped (else 0): out = { sum g q, sum gm u, sum gm, sum sign(u) }
+/// (the last only when `signs`, else 0).
+void a2qk_a2q_backward_sums(const float *x, const float *g, int64_t k, float mean, float inv, float qmax,
+                            int clip, int signs, float *out);
+/// Backward, pass 2, in place: g_i = rs gm_i - c1 sign(u_i) - c2 (sign(0) = 0).
+void a2qk_a2q_backward_apply(const float *x, float *g, int64_t k, float mean, float inv, float rs, float qmax,
+                             int clip, float c1, float c2);
 /// w_i = clip(rint(x_i / s), +-qmax) * s (round half to even).
 void a2qk_qat_forward(const float *x, float *w, int64_t k, float s, float qmax);
-/// dx_i += g_i where not clipped; returns sum g (inside ? q - y : q), y = x / s.
-float a2qk_qat_backward(const float *x, const float *g, float *dx, int64_t k, float s, float qmax);
+/// In place: g_i = g_i where not clipped, else 0; returns sum g (inside ? q - y : q), y = x / s
+/// (with the incoming g).
+float a2qk_qat_backward(const float *x, float *g, int64_t k, float s, float qmax);
 
 /// Activation quantizer: y_i = clip(rint(x_i / s), lo, hi) * s.
 void a2qk_act_forward(const float *x, float *y, int64_t n, float s, float lo, float hi);
