@@ -35,7 +35,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Float pre-training epochs before conversion (a2q/a2q+; 0 skips).") var floatEpochs: Int?
     @Option(help: "Global batch size, split evenly over the ranks.") var batchSize: Int?
     @Option(help: "Optimizer: sgd, adam or adamw.") var optimizer: OptimizerName?
-    @Option(help: "Learning rate of the quantized (or only) phase.") var lr: Float?
+    @Option(help: "Learning rate of the quantized (or only) phase (default 3e-4 when it fine-tunes a float model, else 1e-3).")
+    var lr: Float?
     @Option(help: "Learning rate of the float pre-training phase.") var floatLr: Float?
     @Option(help: "Weight decay (weights only; never norms, scales or biases).") var weightDecay: Float?
     @Option(help: "Learning-rate schedule: constant, step or cosine.") var schedule: ScheduleName?
@@ -49,6 +50,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Weight of the papers' regulariser Σ relu(g − T·s).") var regularizer: Float?
     @Option(help: "Learning-rate multiplier for the quantizers' log2 scales and norms.") var quantizerLrScale: Float?
     @Option(help: "Project constrained layers' directions onto their L1 budgets every N steps (0 = never).") var projectDirections: Int?
+    @Option(help: "Weight α (0...1) of distillation from the float model the quantized phase starts from (0 = off).")
+    var distill: Float?
+    @Option(help: "Softmax temperature of the distillation.") var distillTemperature: Float?
     @Option(help: "Training batches used to calibrate activation scales.") var calibrationBatches: Int?
     @Option(help: "Log every N steps.") var logEvery: Int?
     @Option(help: "Compare parameter checksums across ranks every N steps.") var checkEvery: Int?
@@ -100,6 +104,8 @@ struct TrainCommand: ParsableCommand {
         if let calibrationBatches { c.calibrationBatches = calibrationBatches }
         if let quantizerLrScale { c.quantizerLrScale = quantizerLrScale }
         if let projectDirections { c.projectDirections = projectDirections }
+        if let distill { c.distill = distill }
+        if let distillTemperature { c.distillTemperature = distillTemperature }
         if let logEvery { c.logEvery = logEvery }
         if let checkEvery { c.checkEvery = checkEvery }
         if let watchdogSeconds { c.watchdogSeconds = watchdogSeconds }

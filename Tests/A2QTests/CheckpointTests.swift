@@ -40,14 +40,18 @@ struct CheckpointTests {
         ranks == 1 ? try runA2Q(["train"] + Self.common + extra) : try MPIRun.run(ranks: ranks, ["train"] + Self.common + extra)
     }
 
-    @Test("resume is bitwise: 70 steps straight equal 52, stop, --resume, 18 more (R=1 and R=2)", arguments: [1, 2])
-    func bitwiseResume(ranks: Int) throws {
+    @Test("resume is bitwise: 70 steps straight equal 52, stop, --resume, 18 more (R=1, R=2, and R=1 distilling from float.h5)",
+          arguments: zip([1, 2, 1], [false, false, true]))
+    func bitwiseResume(ranks: Int, distill: Bool) throws {
         let straight = temporaryFolder("straight"), split = temporaryFolder("split")
-        #expect(try trainRun(ranks: ranks, ["--out", straight]).status == 0)
-        let first = try trainRun(ranks: ranks, ["--out", split, "--stop-after-steps", "52"])
+        let extra = distill ? ["--distill", "0.5"] : []
+        #expect(try trainRun(ranks: ranks, ["--out", straight] + extra).status == 0)
+        let first = try trainRun(ranks: ranks, ["--out", split, "--stop-after-steps", "52"] + extra)
         #expect(first.status == 0 && first.output.contains("stopped after global step 52"), "\(first.output)")
-        let second = try trainRun(ranks: ranks, ["--out", split, "--resume", "auto"])
+        #expect(FileManager.default.fileExists(atPath: split + "/" + Trainer.floatModelName))
+        let second = try trainRun(ranks: ranks, ["--out", split, "--resume", "auto"] + extra)
         #expect(second.status == 0 && second.output.contains("resuming from"), "\(second.output)")
+        if distill { #expect(second.output.contains("distillation teacher: \(split)/\(Trainer.floatModelName)"), "\(second.output)") }
         let a = try modelTensors(straight + "/final.h5"), b = try modelTensors(split + "/final.h5")
         #expect(!a.isEmpty && a.keys.sorted() == b.keys.sorted())
         for key in a.keys { #expect(a[key]?.map(\.bitPattern) == b[key]?.map(\.bitPattern), "\(key) differs") }

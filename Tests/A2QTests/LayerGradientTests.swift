@@ -215,6 +215,58 @@ struct LayerGradientTests {
         let stable = [Int32(2)].withUnsafeBufferPointer { loss.forward(big, labels: $0) }
         #expect(stable.isFinite && abs(stable - 1.3132616) < 1e-4)
     }
+
+    @Test("Distillation: blended gradient against Float64 finite differences; a teacher equal to the student adds nothing", arguments: [
+        (Float(0.5), Float(2)), (Float(0.9), Float(4)), (Float(1), Float(1)),
+    ])
+    func distillation(weight: Float, temperature: Float) {
+        let loss = SoftmaxCrossEntropy()
+        let distill = Distillation(weight: weight, temperature: temperature)
+        var g = Xoshiro256(seed: 5)
+        let (n, c) = (3, 6)
+        let student = randomTensor([n, c], &g), teacher = randomTensor([n, c], &g)
+        for i in 0..<teacher.count { teacher[i] *= 3 }
+        let labels: [Int32] = [2, 0, 5]
+        let (a, tau) = (Double(weight), Double(temperature))
+        let zt = teacher.array.map(Double.init)
+        func logSoftmax(_ row: ArraySlice<Double>, _ t: Double) -> [Double] {
+            let scaled = row.map { $0 / t }
+            let m = scaled.max()!
+            let lse = m + log(scaled.map { exp($0 - m) }.reduce(0, +))
+            return scaled.map { $0 - lse }
+        }
+        // (1 − α)·CE + α·τ²·KL(p_T ‖ p_S) at temperature τ, batch mean, written out independently.
+        func objective(_ z: [Double]) -> (total: Double, soft: Double) {
+            var hard = 0.0, soft = 0.0
+            for i in 0..<n {
+                let ls = logSoftmax(z[(i * c)..<(i * c + c)], 1)
+                hard -= ls[Int(labels[i])]
+                let lsT = logSoftmax(z[(i * c)..<(i * c + c)], tau), ltT = logSoftmax(zt[(i * c)..<(i * c + c)], tau)
+                for j in 0..<c { soft += exp(ltT[j]) * (ltT[j] - lsT[j]) }
+            }
+            hard /= Double(n); soft *= tau * tau / Double(n)
+            return ((1 - a) * hard + a * soft, soft)
+        }
+        _ = labels.withUnsafeBufferPointer { loss.forward(student, labels: $0) }
+        let softValue = distill.blend(student: student, teacher: teacher, into: loss.backward())
+        let z = student.array.map(Double.init)
+        #expect(abs(Double(softValue) - objective(z).soft) < 1e-4 * max(1, objective(z).soft))
+        let grad = loss.backward().array
+        for i in 0..<z.count {
+            var plus = z, minus = z
+            plus[i] += 1e-6; minus[i] -= 1e-6
+            let numeric = (objective(plus).total - objective(minus).total) / 2e-6
+            #expect(abs(Double(grad[i]) - numeric) < 1e-4, "logit \(i): \(grad[i]) vs \(numeric)")
+        }
+        // Student = teacher: the soft term and its gradient vanish; the hard gradient is scaled by 1 − α.
+        _ = labels.withUnsafeBufferPointer { loss.forward(student, labels: $0) }
+        let hardGradient = loss.backward().array
+        let same = distill.blend(student: student, teacher: student, into: loss.backward())
+        #expect(abs(same) < 1e-6)
+        for (blended, hard) in zip(loss.backward().array, hardGradient) {
+            #expect(abs(blended - (1 - weight) * hard) < 1e-6)
+        }
+    }
 }
 
 import Foundation

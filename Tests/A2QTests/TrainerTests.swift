@@ -117,6 +117,9 @@ struct TrainerTests {
         }
         rejects({ $0.batchSize = 5000 }, "larger than the training set")
         rejects({ $0.lr = 0 }, "--lr must be positive")
+        rejects({ $0.distill = 1.5 }, "--distill must be between 0 and 1")
+        rejects({ $0.distill = 0.5; $0.floatEpochs = 0 }, "--distill needs a float teacher")
+        rejects({ $0.distill = 0.5; $0.distillTemperature = 0 }, "--distill-temperature must be positive")
         rejects({ $0.epochs = 0 }, "--epochs must be positive")
         rejects({ $0.weightBits = 17 }, "--weight-bits 17")
         rejects({ $0.accumulatorBits = 40 }, "--accumulator-bits 40")

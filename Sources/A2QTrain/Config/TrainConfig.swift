@@ -37,7 +37,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var floatEpochs = 2
     public var batchSize = 64
     public var optimizer: OptimizerName = .adam
-    public var lr: Float = 1e-3
+    /// Learning rate of the quantized (or only) phase; nil picks `learningRate`'s default.
+    public var lr: Float?
     public var floatLr: Float = 1e-3
     public var weightDecay: Float = 1e-5
     public var schedule: ScheduleName = .cosine
@@ -52,6 +53,11 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var quantizerLrScale: Float = 1
     /// Project constrained layers' directions onto their L1 budgets every N steps (0 = never).
     public var projectDirections = 10
+    /// Weight α of knowledge distillation from the float model the quantized phase starts from
+    /// (0 = off).
+    public var distill: Float = 0
+    /// Softmax temperature τ of the distillation.
+    public var distillTemperature: Float = 2
     public var calibrationBatches = 16
     public var logEvery = 50
     public var checkEvery = 100
@@ -74,7 +80,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         case maxSteps = "max-steps", floatEpochs = "float-epochs", batchSize = "batch-size", optimizer, lr
         case floatLr = "float-lr", weightDecay = "weight-decay", schedule, warmupSteps = "warmup-steps", seed, data
         case trainSubset = "train-subset", out, init_ = "init", regularizer, quantizerLrScale = "quantizer-lr-scale"
-        case projectDirections = "project-directions"
+        case projectDirections = "project-directions", distill, distillTemperature = "distill-temperature"
         case calibrationBatches = "calibration-batches"
         case logEvery = "log-every", checkEvery = "check-every", watchdogSeconds = "watchdog-seconds"
         case checkpointEvery = "checkpoint-every", keepCheckpoints = "keep-checkpoints", resume, initFrom = "init-from"
@@ -110,6 +116,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         regularizer = try c.decodeIfPresent(Float.self, forKey: .regularizer) ?? d.regularizer
         quantizerLrScale = try c.decodeIfPresent(Float.self, forKey: .quantizerLrScale) ?? d.quantizerLrScale
         projectDirections = try c.decodeIfPresent(Int.self, forKey: .projectDirections) ?? d.projectDirections
+        distill = try c.decodeIfPresent(Float.self, forKey: .distill) ?? d.distill
+        distillTemperature = try c.decodeIfPresent(Float.self, forKey: .distillTemperature) ?? d.distillTemperature
         calibrationBatches = try c.decodeIfPresent(Int.self, forKey: .calibrationBatches) ?? d.calibrationBatches
         logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? d.logEvery
         checkEvery = try c.decodeIfPresent(Int.self, forKey: .checkEvery) ?? d.checkEvery
@@ -173,6 +181,14 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     /// Steps of float pre-training before conversion (a2q/a2q+ only).
     public var usesFloatPhase: Bool { quantizer.isAccumulatorAware && floatEpochs > 0 && initFrom == nil }
 
+    /// Whether the quantized phase fine-tunes a float model (after the float phase, or from
+    /// `--init-from`) rather than training from random initialisation.
+    public var startsFromFloatModel: Bool { isQuantized && (usesFloatPhase || initFrom != nil) }
+
+    /// The quantized (or only) phase's learning rate: `lr` when set, else 3e-4 for fine-tuning a
+    /// float model and 1e-3 for training from scratch.
+    public var learningRate: Float { lr ?? (startsFromFloatModel ? 3e-4 : 1e-3) }
+
     /// A readable run name: `cnn-a2q+-w8a8-p16`.
     public var runName: String {
         switch quantizer {
@@ -201,12 +217,17 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         try check(floatEpochs >= 0, "--float-epochs must be zero or positive (got \(floatEpochs))")
         try check(maxSteps.map { $0 > 0 } ?? true, "--max-steps must be positive")
         try check(batchSize > 0, "--batch-size must be positive (got \(batchSize))")
-        try check(lr > 0 && lr.isFinite, "--lr must be positive (got \(lr))")
+        try check(learningRate > 0 && learningRate.isFinite, "--lr must be positive (got \(learningRate))")
         try check(floatLr > 0 && floatLr.isFinite, "--float-lr must be positive (got \(floatLr))")
         try check(weightDecay >= 0, "--weight-decay must not be negative")
         try check(regularizer >= 0, "--regularizer must not be negative")
         try check(projectDirections >= 0, "--project-directions must be zero or positive")
         try check(quantizerLrScale >= 0 && quantizerLrScale.isFinite, "--quantizer-lr-scale must not be negative")
+        try check((0...1).contains(distill), "--distill must be between 0 and 1 (got \(distill))")
+        try check(distillTemperature > 0 && distillTemperature.isFinite,
+                  "--distill-temperature must be positive (got \(distillTemperature))")
+        try check(distill == 0 || startsFromFloatModel, "--distill needs a float teacher",
+                  "distillation learns from the float model the quantized phase starts from: use a2q/a2q+ with --float-epochs > 0, or --init-from")
         try check(trainSubset.map { $0 > 0 } ?? true, "--train-subset must be positive")
         try check(logEvery > 0 && checkEvery > 0, "--log-every and --check-every must be positive")
         try check(watchdogSeconds >= 0, "--watchdog-seconds must not be negative")

@@ -29,6 +29,10 @@ public final class Trainer: @unchecked Sendable {
     private let input = Tensor(shape: [0])
     private var labels: [Int32]
     private let loss = SoftmaxCrossEntropy()
+    /// `--distill`: the soft-target term and its teacher, the float model the quantized phase
+    /// starts from (evaluated in inference mode, never trained).
+    private let distillation: Distillation?
+    private var teacher: Model?
     private var timings: [String: Double] = [:]
     /// Set only by tests: make rank `r` fail (exit or hang) at global step `k`.
     public var faultInjection: (rank: Int, step: Int, hang: Bool)?
@@ -45,7 +49,10 @@ public final class Trainer: @unchecked Sendable {
         guard sampler.batchesPerEpoch >= 1 else {
             throw A2QError("the training set (\(train.count)) holds no full global batch of \(config.batchSize)")
         }
-        self.config = config
+        var resolved = config
+        resolved.lr = config.learningRate
+        self.config = resolved
+        distillation = config.distill > 0 ? Distillation(weight: config.distill, temperature: config.distillTemperature) : nil
         self.communicator = communicator
         self.train = train
         self.test = test
@@ -104,6 +111,13 @@ public final class Trainer: @unchecked Sendable {
             progress.line("phase 1/2: float pre-training, \(config.floatEpochs) epoch(s)")
             try trainPhase(floatModel, optimizer: optimizer, state: &state, epochs: config.floatEpochs,
                            learningRate: config.floatLr, maxSteps: nil)
+            if communicator.isRoot {
+                // Kept: the float baseline, and the teacher if a resumed run distils.
+                try CheckpointFile.save(path: (output as NSString).appendingPathComponent(Trainer.floatModelName),
+                                        model: floatModel, optimizer: nil, state: state, config: config,
+                                        worldSize: communicator.worldSize)
+            }
+            if distillation != nil { teacher = floatModel }
             var next = TrainingState(phase: "quantized")
             next.earlierSteps = state.globalStep
             next.floatTestAccuracy = try evaluate(floatModel).accuracy
@@ -114,6 +128,7 @@ public final class Trainer: @unchecked Sendable {
         let optimizer = makeOptimizer(model.parameters.count)
         if let resumeHeader, resumeHeader.state.phase == "quantized" {
             try restore(resumeHeader.path, model, optimizer)
+            if distillation != nil { teacher = try loadTeacher() }
         } else if resumeHeader == nil, let source = config.initFrom {
             let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
             if communicator.isRoot {
@@ -126,6 +141,7 @@ public final class Trainer: @unchecked Sendable {
                 progress.line("initialising from \(source) (\(loaded) tensors), --init \(config.init_.rawValue)")
             }
             try broadcastState(floatModel)
+            if distillation != nil { teacher = floatModel }
             state.floatTestAccuracy = try evaluate(floatModel).accuracy
             state.conversionTestAccuracy = try convertAndReport(from: floatModel)
         } else if resumeHeader == nil && !config.usesFloatPhase {
@@ -135,7 +151,7 @@ public final class Trainer: @unchecked Sendable {
         timings = [:]
         let result = try trainPhase(model, optimizer: optimizer, state: &state,
                                     phase: config.isQuantized ? "quantized" : "float", epochs: config.epochs,
-                                    learningRate: config.lr, maxSteps: config.maxSteps)
+                                    learningRate: config.learningRate, maxSteps: config.maxSteps)
         try checkConsistency(model, step: state.step)
         let evaluation = try evaluate(model)
         if communicator.isRoot {
@@ -163,6 +179,27 @@ public final class Trainer: @unchecked Sendable {
             try encoder.encode(summary).write(to: URL(fileURLWithPath: output).appendingPathComponent("summary.json"))
         }
         return summary
+    }
+
+    /// The float model a run keeps in its folder when its float phase ends.
+    public static let floatModelName = "float.h5"
+
+    /// Rebuilds the distillation teacher of a resumed run: the run's `float.h5`, else the
+    /// `--init-from` checkpoint (rank 0 reads, every rank receives).
+    private func loadTeacher() throws -> Model {
+        let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
+        let kept = (output as NSString).appendingPathComponent(Trainer.floatModelName)
+        if communicator.isRoot {
+            let source = FileManager.default.fileExists(atPath: kept) ? kept : config.initFrom
+            guard let source else {
+                throw A2QError("--distill needs the float teacher, but \(kept) is missing",
+                               remedy: "resume with --distill 0, or restore \(Trainer.floatModelName) from the run's float phase")
+            }
+            let loaded = try CheckpointFile.loadWeights(source, into: floatModel)
+            progress.line("distillation teacher: \(source) (\(loaded) tensors)")
+        }
+        try broadcastState(floatModel)
+        return floatModel
     }
 
     /// Converts the float model into `model` and returns the test accuracy before fine-tuning.
@@ -205,7 +242,7 @@ public final class Trainer: @unchecked Sendable {
                         throw A2QError("\(header?.path ?? resume) was written by a different configuration: \(problems.joined(separator: "; "))",
                                        remedy: "resume with the same model, quantizer, bit widths, batch size, seed and data")
                     }
-                    for (name, now, then) in [("lr", "\(config.lr)", "\(saved.lr)"), ("epochs", "\(config.epochs)", "\(saved.epochs)"),
+                    for (name, now, then) in [("lr", "\(config.learningRate)", "\(saved.learningRate)"), ("epochs", "\(config.epochs)", "\(saved.epochs)"),
                                               ("max-steps", "\(config.maxSteps.map(String.init) ?? "none")", "\(saved.maxSteps.map(String.init) ?? "none")")]
                     where now != then {
                         progress.line("warning: --\(name) changed from \(then) to \(now) since the checkpoint")
@@ -404,7 +441,11 @@ public final class Trainer: @unchecked Sendable {
                 }
                 parameters.zeroGradients()
                 let logits = time("forward") { model.network.forward(input, training: true) }
+                let teacherLogits = time("forward") { phase == "quantized" ? teacher?.network.forward(input, training: false) : nil }
                 let value = labels.withUnsafeBufferPointer { loss.forward(logits, labels: $0) }
+                if let teacherLogits, let distillation {
+                    distillation.blend(student: logits, teacher: teacherLogits, into: loss.backward())
+                }
                 guard value.isFinite else {
                     throw A2QError("the training loss became \(value) at step \(state.globalStep) (\(phase) phase, epoch \(state.epoch + 1)); nothing was saved from this point",
                                    remedy: "lower the learning rate (--lr / --float-lr) or check the data")
