@@ -16,9 +16,10 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train an accumulator-aware quantized network (run under mpirun for data parallelism).",
         discussion: """
-            With --quantizer a2q or a2q+ the default recipe is: --float-epochs of float training, \
-            conversion (--init ep-scaled by default), activation calibration, then --epochs of \
-            quantized training with re-projection after every step. A JSON --config file may set any \
+            With --quantizer a2q or a2q+ the default recipe is: --float-epochs (3) of float training, \
+            kept as float.h5, conversion (--init ep-scaled by default), activation calibration, then \
+            --epochs (3) of quantized training at --lr 3e-4 with re-projection after every step. \
+            The logged loss is the hard-label cross-entropy, also with --distill. A JSON --config file may set any \
             option by its flag name (e.g. {"accumulator-bits": 14}); flags override it.
             """)
 

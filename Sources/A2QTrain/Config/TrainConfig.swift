@@ -32,9 +32,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var firstLast: FirstLastPolicy = .unconstrained
     /// Per-layer accumulator widths overriding `accumulatorBits` (layer name → P).
     public var layerAccumulatorBits: [String: Int] = [:]
-    public var epochs = 2
+    public var epochs = 3
     public var maxSteps: Int?
-    public var floatEpochs = 2
+    public var floatEpochs = 3
     public var batchSize = 64
     public var optimizer: OptimizerName = .adam
     /// Learning rate of the quantized (or only) phase; nil picks `learningRate`'s default.
