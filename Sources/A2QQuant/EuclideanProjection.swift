@@ -15,6 +15,37 @@ public enum EuclideanProjection {
         }
     }
 
+    /// The same projection without allocating (for the training loop): θ by Michelot's
+    /// algorithm, which repeatedly averages the active magnitudes and drops those at or below
+    /// θ (a few O(K) passes, no sort). `scratch` must hold `count` Float64 values.
+    public static func projectOntoL1Ball(_ x: UnsafeMutablePointer<Float>, count: Int, radius: Double,
+                                         scratch: UnsafeMutablePointer<Double>) {
+        precondition(radius >= 0, "projectOntoL1Ball: negative radius \(radius)")
+        var total: Double = 0
+        for i in 0..<count {
+            let a = Double(abs(x[i]))
+            scratch[i] = a
+            total += a
+        }
+        guard total > radius else { return }
+        var active = count, theta = (total - radius) / Double(count)
+        while true {
+            var kept = 0, sum: Double = 0
+            for i in 0..<active where scratch[i] > theta {
+                scratch[kept] = scratch[i]
+                sum += scratch[i]
+                kept += 1
+            }
+            if kept == active || kept == 0 { break }
+            active = kept
+            theta = (sum - radius) / Double(kept)
+        }
+        for i in 0..<count {
+            let magnitude = max(Double(abs(x[i])) - theta, 0)
+            x[i] = x[i] < 0 ? -Float(magnitude) : Float(magnitude)
+        }
+    }
+
     /// Thresholds for many radii over the same vector: sorts `|x|` once (O(K log K)), then
     /// each `threshold(radius:)` is O(K).
     public struct Thresholds: Sendable {

@@ -97,6 +97,7 @@ public final class WeightQuantizer: @unchecked Sendable {
     // Scratch, allocated once: the quantized weights w_q.
     private let quantized: UnsafeMutablePointer<Float>
     private let reductions: UnsafeMutablePointer<Float>  // 4 per-channel sums from the kernels
+    private let projectionScratch: UnsafeMutablePointer<Double>  // fanIn magnitudes for projectDirections
     // Per-channel caches from the last forward pass (centring mean, s, r = min(g/s, T)/||u||_1,
     // min(g/s, T), ||u||_1, whether g/s < T, whether the clip to ±qmax can act).
     private var channelMean: [Float]
@@ -158,6 +159,7 @@ public final class WeightQuantizer: @unchecked Sendable {
         let n = outChannels * fanIn
         quantized = .allocate(capacity: n); quantized.initialize(repeating: 0, count: n)
         reductions = .allocate(capacity: 4); reductions.initialize(repeating: 0, count: 4)
+        projectionScratch = .allocate(capacity: fanIn); projectionScratch.initialize(repeating: 0, count: fanIn)
         channelMean = Array(repeating: 0, count: outChannels)
         channelScale = Array(repeating: 1, count: outChannels)
         channelRatio = Array(repeating: 0, count: outChannels)
@@ -170,6 +172,7 @@ public final class WeightQuantizer: @unchecked Sendable {
     deinit {
         quantized.deallocate()
         reductions.deallocate()
+        projectionScratch.deallocate()
     }
 
     /// True for `float`.
@@ -463,7 +466,7 @@ public final class WeightQuantizer: @unchecked Sendable {
             let mean = plus ? a2qk_sum(row, Int64(fanIn)) / Float(fanIn) : 0
             guard Double(a2qk_l1(row, Int64(fanIn), mean)) > radius else { continue }
             for i in 0..<fanIn { row[i] -= mean }
-            EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius)
+            EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius, scratch: projectionScratch)
             for i in 0..<fanIn { row[i] += mean }
             changed += 1
         }
