@@ -6,6 +6,12 @@
 _Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t must be 64-bit");
 _Static_assert(sizeof(hsize_t) == sizeof(int64_t), "hsize_t must be 64-bit");
 
+// HDF5 closes whatever is still open from an atexit handler. After a failed write (a full
+// disk) a file can be left half-closed, and that handler then crashes the process on its way
+// out, after a2q has already reported the error. Every file a2q writes is closed (and checked)
+// explicitly, so the handler has nothing useful to do: switch it off before HDF5 initialises.
+__attribute__((constructor)) static void a2q_h5_no_atexit(void) { H5dont_atexit(); }
+
 static hid_t native(int32_t type) {
     switch (type) {
     case A2Q_H5_F32: return H5T_NATIVE_FLOAT;

@@ -99,6 +99,28 @@ struct CheckpointTests {
         }
     }
 
+    @Test("a full disk during a save (a file-size limit): a clear error and exit 1, no partial or new checkpoint; the earlier ones still resume")
+    func diskFull() throws {
+        let folder = temporaryFolder("disk-full")
+        let first = try runA2Q(["train"] + Self.common + ["--out", folder, "--stop-after-steps", "52"])
+        #expect(first.status == 0, "\(first.output)")
+        let before = CheckpointFolder.periodic(in: folder)
+        #expect(!before.isEmpty)
+        // 1000 KiB is less than one checkpoint of this mlp with its Adam state (about 3 MB): the
+        // next save runs out of room the way a full disk does (EFBIG instead of ENOSPC).
+        let arguments = ["train"] + Self.common + ["--out", folder, "--resume", "auto"]
+        let command = "trap '' XFSZ; ulimit -f 1000; exec " + ([MPIRun.binary] + arguments).map { "'\($0)'" }.joined(separator: " ")
+        let full = try MPIRun.runProcess("/bin/bash", ["-c", command], timeout: 120)
+        #expect(full.status == 1, "\(full.status): \(full.output)")
+        #expect(full.output.contains("cannot save checkpoint") && full.output.contains("free disk space"), "\(full.output)")
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder)
+        #expect(!names.contains { $0.hasSuffix(".tmp") } && !names.contains(CheckpointFolder.finalName), "\(names)")
+        #expect(CheckpointFolder.periodic(in: folder) == before)
+        for path in before { _ = try CheckpointFile.validate(path) }
+        let resumed = try runA2Q(arguments)
+        #expect(resumed.status == 0 && resumed.output.contains("resuming from \(before.last ?? "")"), "\(resumed.output)")
+    }
+
     func damaged(_ transform: (inout Data) -> Void) throws -> (String, String) {
         let folder = temporaryFolder("damaged")
         #expect(try runA2Q(["train"] + Self.common + ["--out", folder, "--max-steps", "3"]).status == 0)
