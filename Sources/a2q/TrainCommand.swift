@@ -31,9 +31,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Accumulator bits P of the hidden layers (2...32).") var accumulatorBits: Int?
     @Option(help: "First and last layers: unconstrained (8-bit qat) or constrained.") var firstLast: FirstLastPolicy?
     @Option(help: "Per-layer accumulator bits, NAME=P (repeatable).") var layerAccumulatorBits: [String] = []
-    @Option(help: "Quantized (or float-only) training epochs.") var epochs: Int?
+    @Option(help: "Quantized (or float-only) training epochs (default 3).") var epochs: Int?
     @Option(help: "Stop the quantized phase after this many steps.") var maxSteps: Int?
-    @Option(help: "Float pre-training epochs before conversion (a2q/a2q+; 0 skips).") var floatEpochs: Int?
+    @Option(help: "Float pre-training epochs before conversion (a2q/a2q+; default 3, 0 skips).") var floatEpochs: Int?
     @Option(help: "Global batch size, split evenly over the ranks.") var batchSize: Int?
     @Option(help: "Optimizer: sgd, adam or adamw.") var optimizer: OptimizerName?
     @Option(help: "Learning rate of the quantized (or only) phase (default 3e-4 when it fine-tunes a float model, else 1e-3).")
@@ -53,7 +53,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Project constrained layers' directions onto their L1 budgets every N steps (0 = never).") var projectDirections: Int?
     @Option(help: "Weight α (0...1) of distillation from the float model the quantized phase starts from (0 = off).")
     var distill: Float?
-    @Option(help: "Softmax temperature of the distillation.") var distillTemperature: Float?
+    @Option(help: "Softmax temperature of the distillation (default 2).") var distillTemperature: Float?
     @Option(help: "Training batches used to calibrate activation scales.") var calibrationBatches: Int?
     @Option(help: "Log every N steps.") var logEvery: Int?
     @Option(help: "Compare parameter checksums across ranks every N steps.") var checkEvery: Int?
