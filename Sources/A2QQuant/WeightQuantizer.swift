@@ -375,6 +375,10 @@ public final class WeightQuantizer: @unchecked Sendable {
         w[best] = level * s
     }
 
+    /// Channels in which the last a2q/a2q+ forward applied the ±qmax clip; in the others no
+    /// `|y|` could reach `2^(M-1)`, and the kernels skip it (diagnostics and tests).
+    public var clippingChannelCount: Int { channelClips.reduce(0) { $0 + ($1 ? 1 : 0) } }
+
     // MARK: Backward
 
     /// Where the layer writes `∂L/∂w_q`: always the weight's own gradient slot; for `float`

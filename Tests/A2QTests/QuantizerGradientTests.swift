@@ -103,17 +103,25 @@ struct QuantizerGradientTests {
         return SurrogateQuantizer(kind: quantizer.spec.kind, quantizer: quantizer, parameters: store.valuesArray().map(Double.init))
     }
 
-    @Test("Linear", arguments: kinds, [true, false])
-    func linear(kind: WeightQuantizerKind, activeClamp: Bool) throws {
-        if kind == .qat && !activeClamp { return }  // QAT has no clamp
+    @Test("Linear", arguments: kinds, [(true, 4), (false, 4), (true, 8)])
+    func linear(kind: WeightQuantizerKind, setting: (activeClamp: Bool, weightBits: Int)) throws {
+        let (activeClamp, weightBits) = setting
+        if kind == .qat && (!activeClamp || weightBits == 8) { return }  // QAT has no clamp and no clip skipping
         let (batch, inputs, outputs) = (3, 6, 4)
         var layout = ParameterLayout()
-        // M=4 keeps levels coarse so that some values clip (qmax = 7) and P large enough for non-zero levels.
+        // M=4 keeps levels coarse so that values clip (qmax = 7), with P large enough for non-zero
+        // levels; M=8 at P=12 keeps every |y| below 128, so the kernels take their no-clip path.
         let fc = try Linear(name: "fc", inputs: inputs, outputs: outputs,
-                            quantizer: WeightQuantizerSpec(kind: kind, weightBits: 4, accumulatorBits: 14),
+                            quantizer: WeightQuantizerSpec(kind: kind, weightBits: weightBits,
+                                                           accumulatorBits: weightBits == 4 ? 14 : 12),
                             input: InputFormat(bits: 4, signed: false), layout: &layout)
         let store = ParameterStore(layout: layout)
         let surrogate = prepare(fc.quantizer, store, activeClamp: activeClamp, seed: 17)
+        if kind != .qat {
+            _ = fc.quantizer.forward(store)
+            let clipping = fc.quantizer.clippingChannelCount
+            #expect(weightBits == 4 ? clipping == outputs : clipping == 0, "\(clipping) of \(outputs) channels clip")
+        }
         var g = Xoshiro256(seed: 99)
         let x = randomTensor([batch, inputs], &g)
         let biasOffset = fc.bias!.offset
