@@ -1,8 +1,10 @@
 #include "a2q_kernels.h"
 #include <math.h>
 
-// Each kernel is compiled twice: for AVX2+FMA machines and a baseline x86-64 fallback,
-// chosen once at load time (ifunc). Other architectures get the plain version.
+// Each kernel is compiled three times, for AVX-512 (x86-64-v4), AVX2+FMA (v3) and a baseline
+// x86-64 fallback, chosen once at load time (ifunc). Other architectures get the plain version.
+// The A2Q kernels use fmaf, a single rounding everywhere (libm's on the baseline, slower), so
+// every clone computes the same integers.
 #if defined(__x86_64__) && defined(__clang__)
 #define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
