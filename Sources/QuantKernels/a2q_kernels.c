@@ -3,8 +3,8 @@
 
 // Each kernel is compiled three times, for AVX-512 (x86-64-v4), AVX2+FMA (v3) and a baseline
 // x86-64 fallback, chosen once at load time (ifunc). Other architectures get the plain version.
-// The A2Q kernels use fmaf, a single rounding everywhere (libm's on the baseline, slower), so
-// every clone computes the same integers.
+// The A2Q kernels' fmaf rounds once in every clone (libm's software fma on the baseline, which
+// is slower); the reassociated reductions may still differ in the last bits between clones.
 #if defined(__x86_64__) && defined(__clang__)
 #define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
