@@ -16,10 +16,11 @@ private func writeLine(_ message: String, to descriptor: Int32) {
     var line = message
     if !line.hasSuffix("\n") { line += "\n" }
     line.utf8CString.withUnsafeBufferPointer { buffer in
+        guard let base = buffer.baseAddress else { return }
         var offset = 0
         let total = buffer.count - 1
         while offset < total {
-            let written = write(descriptor, buffer.baseAddress! + offset, total - offset)
+            let written = write(descriptor, base + offset, total - offset)
             if written <= 0 { break }
             offset += written
         }

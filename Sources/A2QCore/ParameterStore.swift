@@ -112,7 +112,7 @@ public final class ParameterStore: @unchecked Sendable {
     /// Overwrites all values from `source` (same count).
     public func setValues(_ source: [Float]) {
         precondition(source.count == count, "ParameterStore: \(source.count) values for \(count) parameters")
-        source.withUnsafeBufferPointer { values.update(from: $0.baseAddress!, count: count) }
+        values.update(from: source, count: count)
     }
 
     /// FNV-1a hash of the raw bits of every value: equal across ranks iff bitwise equal (with

@@ -49,7 +49,7 @@ public final class Tensor: @unchecked Sendable {
     public convenience init(shape: [Int], values: [Float]) {
         self.init(shape: shape)
         precondition(values.count == count, "Tensor: \(values.count) values for shape \(shape)")
-        values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: count) }
+        data.update(from: values, count: count)
     }
 
     deinit { if owner { data.deallocate() } }

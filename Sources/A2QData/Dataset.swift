@@ -57,9 +57,10 @@ public struct Dataset: Sendable {
         }
         let size = imageSize, scale: Float = 1 / 255
         images.withUnsafeBufferPointer { pixels in
+            guard let base = pixels.baseAddress else { return }  // no images: nothing to copy
             var row = 0
             for index in indices {
-                let source = pixels.baseAddress! + index * size
+                let source = base + index * size
                 let destination = x.data + row * size
                 for i in 0..<size { destination[i] = Float(source[i]) * scale }
                 y[row] = Int32(labels[index])

@@ -96,7 +96,7 @@ public enum LayerBenchmark {
             // the GEMM's output (untimed) before every repeat.
             let weightGradient = store.gradient(fc.weight)
             let saved = Array(UnsafeBufferPointer(start: weightGradient, count: fc.weight.count))
-            let restore = { saved.withUnsafeBufferPointer { weightGradient.update(from: $0.baseAddress!, count: saved.count) } }
+            let restore = { weightGradient.update(from: saved, count: saved.count) }
             let quantizerTimes = measure(repeats: repeats, setup: restore) {
                 _ = fc.quantizer.forward(store)
                 fc.quantizer.backward(store)

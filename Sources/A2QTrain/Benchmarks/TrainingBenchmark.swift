@@ -58,7 +58,7 @@ public enum TrainingBenchmark {
         if !layers.isEmpty {
             let parameters = trainer.model.parameters
             let saved = parameters.gradientsArray()
-            let restore = { saved.withUnsafeBufferPointer { parameters.gradients.update(from: $0.baseAddress!, count: saved.count) } }
+            let restore = { parameters.gradients.update(from: saved, count: saved.count) }
             let times = measure(warmup: 2, repeats: 20, setup: restore) {
                 for layer in layers {
                     _ = layer.quantizer.forward(trainer.model.parameters)
