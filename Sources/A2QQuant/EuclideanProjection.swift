@@ -1,23 +1,11 @@
-/// Euclidean projection onto the L1 ball (Duchi et al., 2008), used by EP-init.
+/// Euclidean projection onto the L1 ball, used by EP-init and the direction projection;
+/// `Thresholds` (sort-based, Duchi et al., 2008) serves the ep-scaled search over many radii.
 public enum EuclideanProjection {
-    /// Replaces `x[0..<count]` by its Euclidean projection onto `{ y : ||y||_1 <= radius }`.
-    /// Sort-based, O(K log K); leaves `x` unchanged when it is already inside the ball.
-    /// Arithmetic in Float64.
-    public static func projectOntoL1Ball(_ x: UnsafeMutablePointer<Float>, count: Int, radius: Double) {
-        precondition(radius >= 0, "projectOntoL1Ball: negative radius \(radius)")
-        var total: Double = 0
-        for i in 0..<count { total += Double(abs(x[i])) }
-        guard total > radius else { return }
-        let theta = Thresholds(UnsafeBufferPointer(start: x, count: count)).threshold(radius: radius)
-        for i in 0..<count {
-            let magnitude = max(Double(abs(x[i])) - theta, 0)
-            x[i] = x[i] < 0 ? -Float(magnitude) : Float(magnitude)
-        }
-    }
-
-    /// The same projection without allocating (for the training loop): θ by Michelot's
-    /// algorithm, which repeatedly averages the active magnitudes and drops those at or below
-    /// θ (a few O(K) passes, no sort). `scratch` must hold `count` Float64 values.
+    /// Replaces `x[0..<count]` by its Euclidean projection onto `{ y : ||y||_1 <= radius }`;
+    /// leaves `x` unchanged when it is already inside the ball. θ by Michelot's algorithm, which
+    /// repeatedly averages the active magnitudes and drops those at or below θ (a few O(K)
+    /// passes, no sort, no allocation: it runs in the training loop). `scratch` must hold
+    /// `count` Float64 values. Arithmetic in Float64.
     public static func projectOntoL1Ball(_ x: UnsafeMutablePointer<Float>, count: Int, radius: Double,
                                          scratch: UnsafeMutablePointer<Double>) {
         precondition(radius >= 0, "projectOntoL1Ball: negative radius \(radius)")

@@ -97,7 +97,7 @@ public final class WeightQuantizer: @unchecked Sendable {
     // Scratch, allocated once: the quantized weights w_q.
     private let quantized: UnsafeMutablePointer<Float>
     private let reductions: UnsafeMutablePointer<Float>  // 4 per-channel sums from the kernels
-    private let projectionScratch: UnsafeMutablePointer<Double>  // fanIn magnitudes for projectDirections
+    private let projectionScratch: UnsafeMutablePointer<Double>  // fanIn magnitudes for the L1-ball projections
     // Per-channel caches from the last forward pass (centring mean, s, r = min(g/s, T)/||u||_1,
     // min(g/s, T), ||u||_1, whether g/s < T, whether the clip to ±qmax can act).
     private var channelMean: [Float]
@@ -200,7 +200,7 @@ public final class WeightQuantizer: @unchecked Sendable {
             }
             if method == .ep {
                 let radius = Double(s) * bound
-                EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius)
+                EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius, scratch: projectionScratch)
             }
             var l1: Double = 0
             for i in 0..<fanIn { l1 += Double(abs(row[i])) }
@@ -260,7 +260,7 @@ public final class WeightQuantizer: @unchecked Sendable {
             // Nothing survives at any scale: fall back to plain EP-init.
             let s = base
             parameters.value(logScale)[o] = Float(log2(s))
-            EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: s * bound)
+            EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: s * bound, scratch: projectionScratch)
             var norm: Double = 0
             for i in 0..<fanIn { norm += Double(abs(row[i])) }
             parameters.value(logNorm)[o] = Float(log2(max(min(norm, s * bound), Double.leastNormalMagnitude)))

@@ -16,23 +16,18 @@ struct EuclideanProjectionTests {
         return x.map { ($0 < 0 ? -1 : 1) * max(abs($0) - theta, 0) }
     }
 
-    /// The sort-based projection (EP-init) or the allocation-free one (training loop).
-    func project(_ x: inout [Float], radius: Double, sortBased: Bool) {
+    func project(_ x: inout [Float], radius: Double) {
         let k = x.count
-        if sortBased {
-            x.withUnsafeMutableBufferPointer { EuclideanProjection.projectOntoL1Ball($0.baseAddress!, count: k, radius: radius) }
-        } else {
-            var scratch = [Double](repeating: .nan, count: k)
-            x.withUnsafeMutableBufferPointer { buffer in
-                scratch.withUnsafeMutableBufferPointer {
-                    EuclideanProjection.projectOntoL1Ball(buffer.baseAddress!, count: k, radius: radius, scratch: $0.baseAddress!)
-                }
+        var scratch = [Double](repeating: .nan, count: k)
+        x.withUnsafeMutableBufferPointer { buffer in
+            scratch.withUnsafeMutableBufferPointer {
+                EuclideanProjection.projectOntoL1Ball(buffer.baseAddress!, count: k, radius: radius, scratch: $0.baseAddress!)
             }
         }
     }
 
-    @Test("matches bisection to 1e-6 over random vectors and radii (sort-based and Michelot's)", arguments: [true, false])
-    func matchesBisection(sortBased: Bool) {
+    @Test("matches bisection to 1e-6 over random vectors and radii (projection, and the sorted thresholds of the ep-scaled search)")
+    func matchesBisection() {
         var g = Xoshiro256(seed: 77)
         for trial in 0..<300 {
             let k = 1 + Int(g.next() % 400)
@@ -40,7 +35,11 @@ struct EuclideanProjectionTests {
             let l1 = x.reduce(0.0) { $0 + Double(abs($1)) }
             let radius = l1 * Double(g.uniform(0.01, 0.99))
             let expected = bisection(x.map(Double.init), radius: radius)
-            project(&x, radius: radius, sortBased: sortBased)
+            let theta = x.withUnsafeBufferPointer { EuclideanProjection.Thresholds($0).threshold(radius: radius) }
+            let softened = x.map { max(Double(abs($0)) - theta, 0) * ($0 < 0 ? -1 : 1) }
+            let worstSorted = zip(softened, expected).map { abs($0 - $1) }.max() ?? 0
+            #expect(worstSorted / max(1, expected.map(abs).max() ?? 1) < 1e-6, "K=\(k): thresholds differ by \(worstSorted)")
+            project(&x, radius: radius)
             let worst = zip(x, expected).map { abs(Double($0) - $1) }.max() ?? 0
             let scale = max(1, expected.map(abs).max() ?? 1)
             #expect(worst / scale < 1e-6, "K=\(k): max difference \(worst)")
@@ -49,22 +48,22 @@ struct EuclideanProjectionTests {
         }
     }
 
-    @Test("returns the input unchanged inside the ball, and zero for radius 0 (sort-based and Michelot's)", arguments: [true, false])
-    func insideBall(sortBased: Bool) {
+    @Test("returns the input unchanged inside the ball, and zero for radius 0")
+    func insideBall() {
         var x: [Float] = [0.5, -0.25, 0.125]
         let original = x
-        project(&x, radius: 0.875, sortBased: sortBased)
+        project(&x, radius: 0.875)
         #expect(x == original)
-        project(&x, radius: 10, sortBased: sortBased)
+        project(&x, radius: 10)
         #expect(x == original)
-        project(&x, radius: 0, sortBased: sortBased)
+        project(&x, radius: 0)
         #expect(x == [0, 0, 0])
         // Hand-computed: [3, −1, 0.5] onto radius 2 → θ = 1 → [2, 0, 0]; equal magnitudes shrink alike.
         var y: [Float] = [3, -1, 0.5]
-        project(&y, radius: 2, sortBased: sortBased)
+        project(&y, radius: 2)
         #expect(y == [2, 0, 0])
         var z: [Float] = [1, -1, 1, -1]
-        project(&z, radius: 2, sortBased: sortBased)
+        project(&z, radius: 2)
         #expect(z == [0.5, -0.5, 0.5, -0.5])
     }
 

@@ -130,17 +130,9 @@ public final class Trainer: @unchecked Sendable {
             try restore(resumeHeader.path, model, optimizer)
             if distillation != nil { teacher = try loadTeacher() }
         } else if resumeHeader == nil, let source = config.initFrom {
-            let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
-            if communicator.isRoot {
-                let sourceHeader = try CheckpointFile.header(source)
-                guard sourceHeader.config.model == config.model else {
-                    throw A2QError("\(source) holds a \(sourceHeader.config.model.rawValue), but this run trains a \(config.model.rawValue)",
-                                   remedy: "--init-from needs a checkpoint of the same --model")
-                }
-                let loaded = try CheckpointFile.loadWeights(source, into: floatModel)
-                progress.line("initialising from \(source) (\(loaded) tensors), --init \(config.init_.rawValue)")
+            let floatModel = try loadFloatModel(from: { source }) {
+                "initialising from \($0) (\($1) tensors), --init \(self.config.init_.rawValue)"
             }
-            try broadcastState(floatModel)
             if distillation != nil { teacher = floatModel }
             state.floatTestAccuracy = try evaluate(floatModel).accuracy
             state.conversionTestAccuracy = try convertAndReport(from: floatModel)
@@ -185,18 +177,32 @@ public final class Trainer: @unchecked Sendable {
     public static let floatModelName = "float.h5"
 
     /// Rebuilds the distillation teacher of a resumed run: the run's `float.h5`, else the
-    /// `--init-from` checkpoint (rank 0 reads, every rank receives).
+    /// `--init-from` checkpoint.
     private func loadTeacher() throws -> Model {
-        let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
-        let kept = (output as NSString).appendingPathComponent(Trainer.floatModelName)
-        if communicator.isRoot {
-            let source = FileManager.default.fileExists(atPath: kept) ? kept : config.initFrom
-            guard let source else {
+        try loadFloatModel(from: {
+            let kept = (self.output as NSString).appendingPathComponent(Trainer.floatModelName)
+            if FileManager.default.fileExists(atPath: kept) { return kept }
+            guard let source = self.config.initFrom else {
                 throw A2QError("--distill needs the float teacher, but \(kept) is missing",
                                remedy: "resume with --distill 0, or restore \(Trainer.floatModelName) from the run's float phase")
             }
-            let loaded = try CheckpointFile.loadWeights(source, into: floatModel)
-            progress.line("distillation teacher: \(source) (\(loaded) tensors)")
+            return source
+        }) { "distillation teacher: \($0) (\($1) tensors)" }
+    }
+
+    /// A float build of this model filled from a checkpoint of the same `--model`: rank 0 picks
+    /// the file (`path`), reads it and reports `describe(path, tensors loaded)`; every rank
+    /// receives the weights and buffers.
+    private func loadFloatModel(from path: () throws -> String, describe: (String, Int) -> String) throws -> Model {
+        let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
+        if communicator.isRoot {
+            let path = try path()
+            let header = try CheckpointFile.header(path)
+            guard header.config.model == config.model else {
+                throw A2QError("\(path) holds a \(header.config.model.rawValue), but this run trains a \(config.model.rawValue)",
+                               remedy: "--init-from needs a checkpoint of the same --model")
+            }
+            progress.line(describe(path, try CheckpointFile.loadWeights(path, into: floatModel)))
         }
         try broadcastState(floatModel)
         return floatModel
