@@ -28,23 +28,29 @@ let package = Package(
         // Thin C shims that expose only <stdint.h> types to Swift.
         .target(name: "MPIShim", dependencies: ["CMPI"], path: "Sources/MPIShim"),
         .target(name: "HDF5Shim", dependencies: ["CHDF5"], path: "Sources/HDF5Shim"),
+        // CPU features and the choice of OpenBLAS's kernel set (a constructor, before main).
+        .target(name: "CPUSupport", dependencies: ["COpenBLAS"], path: "Sources/CPUSupport"),
+        // The integer engine's kernels: int8 GEMMs (scalar, AVX2, AVX-512 VNNI, 16-bit lanes).
+        .target(name: "IntegerKernels", dependencies: ["CPUSupport"], path: "Sources/IntegerKernels"),
         // Vectorised quantizer kernels (C, so that reductions may be reassociated).
         .target(name: "QuantKernels", path: "Sources/QuantKernels"),
         // Swift modules, bottom to top.
-        .target(name: "A2QCore", dependencies: ["COpenBLAS"]),
+        .target(name: "A2QCore", dependencies: ["COpenBLAS", "CPUSupport"]),
         .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels"]),
         .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "COpenBLAS"]),
         .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),
         .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),
         .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
-                                                 "A2QDistributed", "A2QCheckpoint", "QuantKernels", "COpenBLAS"]),
+                                                 "A2QDistributed", "A2QCheckpoint", "QuantKernels", "IntegerKernels",
+                                                 "COpenBLAS"]),
         .executableTarget(name: "a2q", dependencies: [
             "A2QTrain",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "A2QTests", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
-                                                     "A2QDistributed", "A2QCheckpoint", "A2QTrain"]),
+                                                     "A2QDistributed", "A2QCheckpoint", "A2QTrain",
+                                                     "IntegerKernels", "CPUSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import COpenBLAS
+import CPUSupport
 
 /// Thin, named wrappers over OpenBLAS, row-major throughout.
 public enum BLAS {
@@ -25,6 +26,13 @@ public enum BLAS {
         guard let name = openblas_get_corename() else { return "unknown" }
         return String(cString: name)
     }
+
+    /// How the kernel set was chosen: OpenBLAS's own detection, the user's `OPENBLAS_CORETYPE`, or
+    /// a2q's correction of a generic fallback (decided before `main`, see `CPUSupport`).
+    public static var kernelSelection: String { String(cString: a2q_blas_selection()) }
+
+    /// `coreName` and how it was chosen, for benchmark headers.
+    public static var kernelSummary: String { "OpenBLAS \(coreName) (\(kernelSelection))" }
 
     /// OpenBLAS's build configuration string.
     public static var configuration: String {

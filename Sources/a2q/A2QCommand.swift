@@ -27,7 +27,9 @@ struct EnvCommand: ParsableCommand {
             "mpi: \(MPICommunicator.libraryVersion)",
             "mpi world size: \(communicator.worldSize), rank: \(communicator.rank)",
             "hdf5: \(hdf5LibraryVersion)",
+            "cpu: \(CPU.description)",
             "openblas: core \(BLAS.coreName), threads \(BLAS.threads)",
+            "openblas kernel set: \(BLAS.kernelSelection)",
             "openblas config: \(BLAS.configuration)",
         ]
         // One block per rank, in rank order.

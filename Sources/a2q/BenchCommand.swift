@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure throughput (run a release build: swift build -c release).",
-        subcommands: [AllBench.self, LayersBench.self, TrainBench.self],
+        subcommands: [AllBench.self, LayersBench.self, TrainBench.self, IntegerBench.self],
         defaultSubcommand: AllBench.self)
 
     struct LayersBench: ParsableCommand {
@@ -40,7 +40,7 @@ struct BenchCommand: ParsableCommand {
                 let data = try JSONEncoder().encode(rows)
                 printLine(String(decoding: data, as: UTF8.self))
             } else {
-                printLine("a2q bench layers — OpenBLAS \(BLAS.coreName), \(BLAS.threads) thread(s)")
+                printLine("a2q bench layers — \(BLAS.kernelSummary), \(BLAS.threads) thread(s); CPU \(CPU.description)")
                 printLine(LayerBenchmark.format(rows))
             }
         }
@@ -71,9 +71,56 @@ struct TrainBench: ParsableCommand {
             }
         }
         if communicator.isRoot {
-            if json { try printJSON(results) } else { printLine(BenchTables.training(results)) }
+            if json { try printJSON(results) } else {
+                printLine("a2q bench train — \(BLAS.kernelSummary), \(BLAS.threads) thread(s); CPU \(CPU.description)")
+                printLine(BenchTables.training(results))
+            }
         }
         (communicator as? MPICommunicator)?.finalize()
+    }
+}
+
+/// `a2q bench integer`: the integer engine per kernel, the overflow simulation, and the 16-bit
+/// kernel against the 32-bit ones.
+struct IntegerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "integer",
+        abstract: "Integer engine images/s per kernel (cnn, one core) with a per-layer breakdown, and int16 vs int32 kernels on conv2 and fc1.")
+
+    @Option(help: "Test images per pass.") var images = 10_000
+    @Option(help: "Passes per setting (the best is reported).") var repeats = 3
+    @Option(help: "Data folder or 'synthetic'.") var data = DataSource.defaultFolder
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Report: Encodable { var engines: [IntegerBenchmark.EngineRow]; var kernels: [IntegerBenchmark.KernelRow] }
+
+    func validate() throws {
+        guard images > 0, repeats > 0 else { throw ValidationError("--images and --repeats must be positive") }
+    }
+
+    func run() throws {
+        BLAS.setThreads(1)
+        let test = try DataSource(argument: data).load().1.prefix(images)
+        let engines = try IntegerBenchmark.engines(test: test, repeats: repeats)
+        let kernels = IntegerBenchmark.kernels(repeats: 20)
+        if json { try printJSON(Report(engines: engines, kernels: kernels)); return }
+        printLine("a2q bench integer — cnn, \(test.count) test images, one thread; CPU \(CPU.description)")
+        let layers = ["conv1", "conv2", "fc1", "fc2"]
+        printLine(BenchTables.column("setting", 46) + BenchTables.column("images/s", 10, right: true)
+                  + layers.map { BenchTables.column($0, 9, right: true) }.joined() + "   (ms per 1,000 images)  kernels")
+        for row in engines {
+            printLine(BenchTables.column(row.setting, 46) + BenchTables.column(String(format: "%.0f", row.imagesPerSecond), 10, right: true)
+                      + layers.map { BenchTables.column(row.layerMilliseconds[$0].map { String(format: "%.1f", $0) } ?? "-", 9, right: true) }.joined()
+                      + "   " + row.kernels)
+        }
+        printLine("")
+        printLine(BenchTables.column("layer GEMM alone", 40) + BenchTables.column("kernel", 14) + BenchTables.column("ms", 9, right: true)
+                  + BenchTables.column("GOPS", 9, right: true))
+        for row in kernels {
+            printLine(BenchTables.column(row.layer, 40) + BenchTables.column(row.kernel, 14)
+                      + BenchTables.column(String(format: "%.3f", row.milliseconds), 9, right: true)
+                      + BenchTables.column(String(format: "%.0f", row.gops), 9, right: true))
+        }
     }
 }
 
@@ -110,16 +157,17 @@ struct AllBench: ParsableCommand {
             }
         }
         let io = try TrainingBenchmark.checkpointIO(model: .cnn)
-        let engine = try TrainingBenchmark.integerEngine(model: .cnn, test: sets.1)
+        let engine = try IntegerBenchmark.engine("cnn", model: IntegerBenchmark.model(.a2qPlus), test: sets.1,
+                                                 kernels: IntegerKernelChoice(), repeats: 3).imagesPerSecond
         let layers = try LayerBenchmark.run(repeats: 10)
         let report = Report(training: training, checkpointSaveSeconds: io.save, checkpointLoadSeconds: io.load,
                             checkpointBytes: io.bytes, integerEngineImagesPerSecond: engine, layers: layers)
         if json { try printJSON(report); return }
-        printLine("a2q bench — OpenBLAS \(BLAS.coreName), 1 thread, batch 64, one rank (R=2: Launch/bench.sh)")
+        printLine("a2q bench — \(BLAS.kernelSummary), 1 thread, batch 64, one rank (R=2: Launch/bench.sh); CPU \(CPU.description)")
         printLine(BenchTables.training(training))
         printLine(String(format: "checkpoint (cnn, A2Q+, with Adam state): save %.1f ms, load %.1f ms, %.2f MB",
                          1e3 * io.save, 1e3 * io.load, Double(io.bytes) / 1e6))
-        printLine(String(format: "integer engine (cnn, 2000 images): %.0f images/s", engine))
+        printLine(String(format: "integer engine (cnn A2Q+ P=16, 10,000 images, %@): %.0f images/s (a2q bench integer: per kernel)", IntegerKernel.bestInt32.description, engine))
         printLine(LayerBenchmark.format(layers))
     }
 }

@@ -82,6 +82,10 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Run the integer engine with simulated P-bit accumulators.") var integer = false
     @Option(help: "Override every layer's P (what-if; --integer only).") var accumulatorBits: Int?
     @Option(help: "Overflow behaviour: wrap, saturate or wide (--integer only).") var overflow: OverflowMode = .wrap
+    @Option(help: ArgumentHelp("Integer kernel: auto (fastest exact 32-bit kernel of this CPU), vnni, avx2, scalar, or reference (Float64 dgemm) (--integer only).",
+                               valueName: "kernel")) var kernel = "auto"
+    @Option(help: ArgumentHelp("Layers that accumulate in 16-bit lanes: none, proven (every layer whose worst case fits 16 bits), or NAME,NAME (each must be proven to fit; --integer only).",
+                               valueName: "layers")) var int16Layers = "none"
     @Option(help: "MNIST-format data folder or 'synthetic' (default: the checkpoint's, else Fashion-MNIST).") var data: String?
     @Option(help: "Evaluate only the first N test images.") var limit: Int?
     @Flag(help: "Print JSON.") var json = false
@@ -95,8 +99,9 @@ struct EvalCommand: ParsableCommand {
         var imagesPerSecond: Double
         var overflow: String?
         var layers: [LayerOverflow]?
+        var kernels: [String: String]?
         enum CodingKeys: String, CodingKey {
-            case file, engine, accuracy, images, imagesPerSecond = "images_per_second", overflow, layers
+            case file, engine, accuracy, images, imagesPerSecond = "images_per_second", overflow, layers, kernels
         }
     }
 
@@ -105,12 +110,17 @@ struct EvalCommand: ParsableCommand {
         let source = try data ?? (ExportFile.isExport(file) ? DataSource.defaultFolder : CheckpointFile.header(file).config.data)
         let full = try ModelFiles.testSet(source)
         let test = limit.map { full.prefix($0) } ?? full
-        let start = monotonicSeconds()
+        var start = monotonicSeconds()
         var result: Result
+        if !integer && (kernel != "auto" || int16Layers != "none") {
+            throw A2QError("--kernel and --int16-layers apply to the integer engine", remedy: "add --integer")
+        }
+        let kernels = IntegerKernelChoice(accumulation: try IntegerKernelChoice.accumulation(kernel),
+                                          int16: IntegerKernelChoice.int16Layers(int16Layers))
         if integer {
             let integerModel = try ModelFiles.integerModel(file)
             if let dump = testDumpAccumulators {
-                let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: accumulatorBits)
+                let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: accumulatorBits, kernels: kernels)
                 // Tests: the last layer's accumulators and the predictions for the first 64 test images.
                 _ = engine.evaluate(test.prefix(64), batch: 64)
                 try Data(bytes: engine.lastAccumulators, count: engine.lastAccumulators.count * 8).write(to: URL(fileURLWithPath: dump))
@@ -122,11 +132,17 @@ struct EvalCommand: ParsableCommand {
                 let (_, integerPredictions) = engine.evaluate(test)
                 try integerPredictions.map(String.init).joined(separator: "\n").write(toFile: dump + ".integer", atomically: true, encoding: .utf8)
             }
-            let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: accumulatorBits)
+            let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: accumulatorBits, kernels: kernels)
+            start = monotonicSeconds()  // the engine's throughput, without loading and packing
             let (accuracy, _) = engine.evaluate(test)
             result = Result(file: file, engine: "integer", accuracy: accuracy, images: test.count,
                             imagesPerSecond: Double(test.count) / (monotonicSeconds() - start), overflow: overflow.rawValue,
-                            layers: engine.overflows)
+                            layers: engine.overflows,
+                            kernels: Dictionary(engine.layerKernels.map { ($0.layer, $0.kernel) }, uniquingKeysWith: { a, _ in a }))
+            if !json {
+                printLine("kernels: " + engine.layerKernels.map { "\($0.layer) \($0.kernel)" }.joined(separator: ", ")
+                          + (engine.referenceReason.map { " (reference path: \($0))" } ?? ""))
+            }
         } else {
             guard accumulatorBits == nil else {
                 throw A2QError("--accumulator-bits applies to the integer engine", remedy: "add --integer")

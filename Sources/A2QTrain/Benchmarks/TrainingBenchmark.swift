@@ -95,19 +95,4 @@ public enum TrainingBenchmark {
         let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         return (save[save.count / 2], load[load.count / 2], bytes)
     }
-
-    /// Integer-engine images per second on `images` test images of a freshly converted model.
-    public static func integerEngine(model: ModelName, test: Dataset, images: Int = 2000) throws -> Double {
-        var config = TrainConfig()
-        config.model = model
-        config.accumulatorBits = 20
-        let built = try ModelBuilder.build(config, quantized: true)
-        var generator = Xoshiro256(seed: 1)
-        built.network.initialize(generator: &generator)
-        let engine = try IntegerEngine(model: try IntegerModel(from: built))
-        let subset = test.prefix(images)
-        let start = monotonicSeconds()
-        _ = engine.evaluate(subset)
-        return Double(subset.count) / (monotonicSeconds() - start)
-    }
 }

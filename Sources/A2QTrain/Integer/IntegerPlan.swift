@@ -1,0 +1,369 @@
+import A2QCore
+import A2QQuant
+import IntegerKernels
+
+/// The integer engine's fast path: uint8 activations in NHWC order, int8 weights packed once
+/// per layer for an integer kernel (`IntegerKernel`: AVX-512 VNNI, AVX2, scalar, or 16-bit lanes
+/// on layers proven to fit 16 bits), exact int32 accumulators, and requantisation fused with
+/// ReLU and the next layer's quantizer. Max pooling runs on the integers after quantisation
+/// (ReLU and quantisation are monotone, so pooling before or after gives the same integers).
+///
+/// Layers that are not proven safe at their P run the P-bit register simulation (wrap,
+/// saturate, partial sums in weight-index order) on the blocks whose Σ|w·x| could leave the
+/// range, exactly as `IntegerReferencePath` does. It runs models whose inputs are unsigned
+/// ≤ 8 bits and weights ≤ 8 bits with worst-case sums inside int32; anything else runs on the
+/// reference path (`IntegerPlan.make` returns the reason).
+final class IntegerPlan {
+    struct Pool { var kernel: Int; var stride: Int }
+
+    /// One weight layer with everything that follows it up to the next layer.
+    struct Step {
+        var layer: IntegerLayer
+        var isConv: Bool
+        var inputHeight = 1, inputWidth = 1, inputChannels = 0
+        var outputHeight = 1, outputWidth = 1
+        var k = 0, kp = 0, out = 0, outp = 0
+        var kernel = IntegerKernel.scalar
+        /// Packed weights for `kernel`, and |w| packed for the best 32-bit kernel (pruning of the
+        /// simulation; empty when the layer is proven safe at its P).
+        var packed: [UInt8] = []
+        var packedAbs: [UInt8] = []
+        /// Weights in their original order (`[out][k]`) and, per original index, the position of
+        /// that input in an activation row.
+        var weights: [Int8] = []
+        var positions: [Int] = []
+        var relu = false
+        /// `1/scale`, lo, hi of the next quantizer; nil for the last layer (class scores).
+        var quantize: (inverse: Float, lo: Float, hi: Float)?
+        var pools: [Pool] = []
+        var simulate = false
+        var bits = 32
+        var poolHeights: [(Int, Int)] = []  // (h, w) before each pool
+    }
+
+    let steps: [Step]
+    let mode: OverflowMode
+    let classes: Int
+    let inputShape: [Int]
+    let absoluteKernel = IntegerKernel.bestInt32
+
+    // Scratch, grown to the largest batch seen and then reused (no allocation per batch).
+    private let rows = Scratch<UInt8>()
+    private let accumulators = Scratch<Int32>()
+    private let bounds = Scratch<Int32>()
+    private let transposed = Scratch<UInt8>()
+    private var input = Scratch<UInt8>()
+    private var output = Scratch<UInt8>()
+    private let simulated = Scratch<Int32>()
+    /// Seconds spent per step (im2row, GEMM, simulation, requantisation, pooling), summed over calls.
+    private(set) var stepSeconds: [Double]
+
+    private init(steps: [Step], mode: OverflowMode, classes: Int, inputShape: [Int]) {
+        self.steps = steps
+        self.mode = mode
+        self.classes = classes
+        self.inputShape = inputShape
+        stepSeconds = [Double](repeating: 0, count: steps.count)
+    }
+
+    /// Kernels per layer name, for reports.
+    var kernels: [(String, IntegerKernel)] { steps.map { ($0.layer.name, $0.kernel) } }
+
+    /// The plan for `model`, or the reason it must run on the reference path. Throws for
+    /// requests the user must change (a 16-bit kernel on a layer not proven to fit, a kernel the
+    /// CPU lacks).
+    static func make(model: IntegerModel, bits: [Int], provenSafe: [Bool], mode: OverflowMode,
+                     choice: IntegerKernelChoice) throws -> (plan: IntegerPlan?, reason: String?) {
+        let kernel32: IntegerKernel
+        switch choice.accumulation {
+        case .reference: return (nil, "--kernel reference")
+        case .auto: kernel32 = .bestInt32
+        case .forced(let k):
+            guard k.isSupported else { throw A2QError("this CPU cannot run the \(k) kernel (\(CPU.description))", remedy: "use --kernel auto") }
+            kernel32 = k
+        }
+        let names = model.layers.map(\.name)
+        if case .named(let wanted) = choice.int16, let unknown = wanted.first(where: { !names.contains($0) }) {
+            throw A2QError("--int16-layers names '\(unknown)', which this model does not have", remedy: "its layers are \(names.joined(separator: ", "))")
+        }
+        var steps: [Step] = []
+        var current: Step?
+        var (c, h, w) = (model.inputShape[0], model.inputShape.count == 3 ? model.inputShape[1] : 1,
+                         model.inputShape.count == 3 ? model.inputShape[2] : 1)
+        var flat = model.inputShape.count != 3
+        var index = 0
+        for op in model.ops {
+            switch op {
+            case .input(let format, _):
+                guard !format.signed, format.bits <= 8 else { return (nil, "input format \(format)") }
+            case .layer(let layer):
+                guard current == nil else { return (nil, "\(layer.name) follows a layer without a quantizer between") }
+                guard !layer.input.signed, layer.input.bits <= 8 else { return (nil, "\(layer.name): input \(layer.input) (needs unsigned ≤ 8 bits)") }
+                guard layer.weightBits <= 8 else { return (nil, "\(layer.name): \(layer.weightBits)-bit weights (needs ≤ 8)") }
+                let report = layer.report
+                let magnitude = max(report.maximums.map(abs).max() ?? 0, report.minimums.map(abs).max() ?? 0)
+                guard magnitude < (1 << 31) - (1 << 16) else { return (nil, "\(layer.name): worst-case sums exceed 32 bits") }
+                var step = Step(layer: layer, isConv: layer.kind == .conv2d)
+                step.out = layer.outChannels
+                step.k = layer.fanIn
+                step.kp = Int(a2qi_padded_k(Int64(step.k)))
+                step.outp = Int(a2qi_padded_out(Int64(step.out)))
+                step.bits = bits[index]
+                step.simulate = !provenSafe[index]
+                if step.simulate && step.bits > 31 { return (nil, "\(layer.name): simulation of a \(step.bits)-bit register") }
+                step.inputChannels = c
+                step.inputHeight = h
+                step.inputWidth = w
+                switch layer.kind {
+                case .conv2d:
+                    guard !flat, layer.shape.count == 4, layer.shape[1] == c else { return (nil, "\(layer.name): input shape") }
+                    let size = layer.shape[2]
+                    step.outputHeight = (h + 2 * layer.padding - size) / layer.stride + 1
+                    step.outputWidth = (w + 2 * layer.padding - size) / layer.stride + 1
+                    // original index (ci, i, j) → row position (i, j, ci)
+                    step.positions = (0..<step.k).map { k in
+                        let ci = k / (size * size), i = (k / size) % size, j = k % size
+                        return (i * size + j) * c + ci
+                    }
+                    (h, w, c) = (step.outputHeight, step.outputWidth, step.out)
+                case .linear:
+                    guard c * h * w == step.k else { return (nil, "\(layer.name): input size") }
+                    // original index (ci, y, x) of a flattened NCHW tensor → NHWC position
+                    let (cc, hh, ww) = (c, h, w)
+                    step.positions = (0..<step.k).map { k in
+                        let ci = k / (hh * ww), y = (k / ww) % hh, x = k % ww
+                        return (y * ww + x) * cc + ci
+                    }
+                    (h, w, c) = (1, 1, step.out)
+                    flat = true
+                }
+                step.weights = layer.weights.map { Int8(truncatingIfNeeded: $0) }
+                var rowOrder = [Int8](repeating: 0, count: step.out * step.k)
+                var absolute = rowOrder
+                for o in 0..<step.out {
+                    for k in 0..<step.k {
+                        rowOrder[o * step.k + step.positions[k]] = step.weights[o * step.k + k]
+                        absolute[o * step.k + step.positions[k]] = Int8(abs(Int(step.weights[o * step.k + k])))
+                    }
+                }
+                step.kernel = kernel32
+                let fits16 = (report.minimumBits.max() ?? 1) <= 16
+                var wants16 = false
+                switch choice.int16 {
+                case .none: break
+                case .proven: wants16 = fits16
+                case .named(let wanted):
+                    if wanted.contains(layer.name) {
+                        guard fits16 else {
+                            throw A2QError("layer \(layer.name) cannot use the 16-bit kernel: its exact worst case needs p_min = \(report.minimumBits.max() ?? 0) bits, more than 16",
+                                           remedy: "only layers that verify proves fit 16 bits can accumulate in 16-bit lanes; leave \(layer.name) out of --int16-layers")
+                        }
+                        wants16 = true
+                    }
+                }
+                if wants16 {
+                    guard let k16 = IntegerKernel.bestInt16 else {
+                        throw A2QError("the 16-bit kernel needs AVX2, which this CPU does not have (\(CPU.description))")
+                    }
+                    step.kernel = k16
+                }
+                step.packed = pack(rowOrder, kernel: step.kernel, out: step.out, k: step.k)
+                if step.simulate { step.packedAbs = pack(absolute, kernel: .bestInt32, out: step.out, k: step.k) }
+                current = step
+                index += 1
+            case .relu:
+                if current != nil { current?.relu = true }  // after quantisation, unsigned integers: identity
+            case .quantize(_, let format, let scale):
+                guard var step = current else { return (nil, "a quantizer that does not follow a layer") }
+                guard !format.signed, format.bits <= 8 else { return (nil, "activation format \(format)") }
+                step.quantize = (1 / scale, Float(format.minimum), Float(format.maximum))
+                steps.append(step)
+                current = nil
+            case .maxPool(let kernel, let stride):
+                guard !flat, kernel > 0, stride > 0, h >= kernel, w >= kernel else { return (nil, "max pool geometry") }
+                if current != nil {
+                    current?.poolHeights.append((h, w)); current?.pools.append(Pool(kernel: kernel, stride: stride))
+                } else if !steps.isEmpty {
+                    steps[steps.count - 1].poolHeights.append((h, w)); steps[steps.count - 1].pools.append(Pool(kernel: kernel, stride: stride))
+                } else { return (nil, "max pool on the input") }
+                (h, w) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1)
+            case .flatten:
+                flat = true
+            }
+        }
+        guard let last = current, last.pools.isEmpty else { return (nil, "the model does not end in a weight layer") }
+        steps.append(last)
+        return (IntegerPlan(steps: steps, mode: mode, classes: model.classes, inputShape: model.inputShape), nil)
+    }
+
+    static func pack(_ weights: [Int8], kernel: IntegerKernel, out: Int, k: Int) -> [UInt8] {
+        var packed = [UInt8](repeating: 0, count: Int(a2qi_packed_bytes(kernel.rawValue, Int64(out), Int64(k))))
+        weights.withUnsafeBufferPointer { w in
+            packed.withUnsafeMutableBytes { p in
+                guard let wb = w.baseAddress, let pb = p.baseAddress else { return }
+                a2qi_pack(kernel.rawValue, wb, Int64(out), Int64(k), pb)
+            }
+        }
+        return packed
+    }
+
+    /// Images per pass through the layers: small enough that a layer's rows, accumulators and
+    /// activations stay in L2 (the `cnn`'s conv2 rows are 56 KB per image).
+    static let chunk = 16
+
+    /// Class scores of `n` images; adds overflow counts to `counts` and leaves the last layer's
+    /// accumulators (`[n, classes]`, after the overflow mode) in `lastAccumulators`.
+    func logits(pixels: UnsafeBufferPointer<UInt8>, count n: Int, counts: inout [LayerOverflow],
+                lastAccumulators: inout [Int64]) -> [Float] {
+        let imageSize = inputShape.reduce(1, *)
+        guard let pixelBase = pixels.baseAddress, pixels.count >= n * imageSize else { return [] }
+        var scores = [Float](repeating: 0, count: n * classes)
+        lastAccumulators = [Int64](repeating: 0, count: n * classes)
+        var start = 0
+        while start < n {
+            let m = min(IntegerPlan.chunk, n - start)
+            run(pixelBase + start * imageSize, count: m, counts: &counts, scores: &scores, accumulators: &lastAccumulators, offset: start * classes)
+            start += m
+        }
+        return scores
+    }
+
+    /// One chunk of `n` images through every step.
+    private func run(_ pixelBase: UnsafePointer<UInt8>, count n: Int, counts: inout [LayerOverflow], scores: inout [Float],
+                     accumulators lastAccumulators: inout [Int64], offset: Int) {
+        // NCHW pixels → NHWC.
+        let imageSize = inputShape.reduce(1, *)
+        var x = input.reserve(n * imageSize)
+        if inputShape.count == 3 && inputShape[0] > 1 {
+            let (c, plane) = (inputShape[0], inputShape[1] * inputShape[2])
+            for b in 0..<n { for ci in 0..<c { for p in 0..<plane { x[b * imageSize + p * c + ci] = pixelBase[b * imageSize + ci * plane + p] } } }
+        } else {
+            x.update(from: pixelBase, count: n * imageSize)
+        }
+        for (index, step) in steps.enumerated() {
+            let started = monotonicSeconds()
+            defer { stepSeconds[index] += monotonicSeconds() - started }
+            let count = n * step.outputHeight * step.outputWidth
+            let padded = (count + 3) / 4 * 4
+            let r = rows.reserve(padded * step.kp)
+            let c = accumulators.reserve(padded * step.outp)
+            if step.isConv {
+                a2qi_im2row_u8(x, Int64(n), Int64(step.inputHeight), Int64(step.inputWidth), Int64(step.inputChannels),
+                               Int64(step.layer.shape[2]), Int64(step.layer.stride), Int64(step.layer.padding),
+                               Int64(step.outputHeight), Int64(step.outputWidth), Int64(step.kp), r)
+            } else {
+                for j in 0..<count {
+                    (r + j * step.kp).update(from: x + j * step.k, count: step.k)
+                    (r + j * step.kp + step.k).update(repeating: 0, count: step.kp - step.k)
+                }
+            }
+            (r + count * step.kp).update(repeating: 0, count: (padded - count) * step.kp)
+            gemm(step.kernel, step.packed, rows: r, count: padded, step: step, into: c)
+            if step.simulate { simulate(step, rows: r, count: count, accumulators: c, counts: &counts[index]) }
+            counts[index].dotProducts += step.out * count
+            if let q = step.quantize {
+                let y = output.reserve(count * step.out)
+                step.layer.multiplier.withUnsafeBufferPointer { m in
+                    step.layer.offset.withUnsafeBufferPointer { b in
+                        guard let mb = m.baseAddress, let bb = b.baseAddress else { return }
+                        a2qi_requantize_u8(c, Int64(step.outp), Int64(count), Int64(step.out), mb, bb, step.relu ? 1 : 0,
+                                           q.inverse, q.lo, q.hi, y)
+                    }
+                }
+                swap(&input, &output)
+                x = y
+                for (pool, (h, w)) in zip(step.pools, step.poolHeights) {
+                    let pooledCount = n * ((h - pool.kernel) / pool.stride + 1) * ((w - pool.kernel) / pool.stride + 1) * step.out
+                    let pooled = output.reserve(pooledCount)
+                    a2qi_maxpool_u8(x, Int64(n), Int64(h), Int64(w), Int64(step.out), Int64(pool.kernel), Int64(pool.stride), pooled)
+                    swap(&input, &output)
+                    x = pooled
+                }
+            } else {
+                scores.withUnsafeMutableBufferPointer { yb in
+                    step.layer.multiplier.withUnsafeBufferPointer { m in
+                        step.layer.offset.withUnsafeBufferPointer { b in
+                            guard let y = yb.baseAddress, let mb = m.baseAddress, let bb = b.baseAddress else { return }
+                            a2qi_requantize_float(c, Int64(step.outp), Int64(count), Int64(step.out), mb, bb, y + offset)
+                        }
+                    }
+                }
+                if step.relu { for i in offset..<(offset + count * step.out) { scores[i] = max(scores[i], 0) } }
+                for j in 0..<count { for o in 0..<step.out { lastAccumulators[offset + j * step.out + o] = Int64(c[j * step.outp + o]) } }
+            }
+        }
+    }
+
+    private func gemm(_ kernel: IntegerKernel, _ packed: [UInt8], rows: UnsafeMutablePointer<UInt8>, count: Int, step: Step,
+                      into c: UnsafeMutablePointer<Int32>) {
+        packed.withUnsafeBytes { p in
+            guard let pb = p.baseAddress else { return }
+            a2qi_gemm(kernel.rawValue, rows, Int64(count), Int64(step.kp), pb, Int64(step.out), c)
+        }
+    }
+
+    /// The P-bit register on the blocks of 64 dot products where Σ|w·x| could leave the range.
+    private func simulate(_ step: Step, rows r: UnsafeMutablePointer<UInt8>, count: Int, accumulators c: UnsafeMutablePointer<Int32>,
+                          counts: inout LayerOverflow) {
+        let p = step.bits
+        let hi = Int32((Int64(1) << (p - 1)) - 1), lo = Int32(-(Int64(1) << (p - 1)))
+        let padded = (count + 3) / 4 * 4
+        let bound = bounds.reserve(padded * step.outp)
+        gemm(absoluteKernel, step.packedAbs, rows: r, count: padded, step: step, into: bound)
+        let s = simulated.reserve(3 * 64)
+        var xt: UnsafeMutablePointer<UInt8>?
+        var finals = 0, partials = 0
+        for o in 0..<step.out {
+            var j0 = 0
+            while j0 < count {
+                let width = min(64, count - j0)
+                defer { j0 += width }
+                guard (j0..<(j0 + width)).contains(where: { bound[$0 * step.outp + o] > hi }) else { continue }
+                let x: UnsafeMutablePointer<UInt8>
+                if let ready = xt { x = ready } else {  // inputs in the weights' original order, one row per input index
+                    x = transposed.reserve(step.k * count)
+                    for j in 0..<count {
+                        let row = r + j * step.kp
+                        for k in 0..<step.k { x[k * count + j] = row[step.positions[k]] }
+                    }
+                    xt = x
+                }
+                step.weights.withUnsafeBufferPointer { w in
+                    guard let wb = w.baseAddress else { return }
+                    a2qi_simulate(wb + o * step.k, x + j0, Int64(count), Int64(step.k), Int64(width), lo, hi, s, s + 64, s + 128)
+                }
+                for jj in 0..<width {
+                    let at = (j0 + jj) * step.outp + o
+                    let exact = c[at]
+                    if s[128 + jj] != 0 { partials += 1 }
+                    if exact < lo || exact > hi { finals += 1 }
+                    switch mode {
+                    case .wide: break
+                    case .wrap: c[at] = Int32(wrap(Int64(exact), bits: p))
+                    case .saturate: c[at] = s[64 + jj]
+                    }
+                }
+            }
+        }
+        counts.finalOverflows += finals
+        counts.partialOverflows += partials
+    }
+}
+
+/// A growable scratch buffer: `reserve` returns a pointer to at least `count` elements,
+/// reallocating only when a larger batch needs more (contents are not kept).
+final class Scratch<Element> {
+    private var pointer: UnsafeMutablePointer<Element>?
+    private var capacity = 0
+
+    func reserve(_ count: Int) -> UnsafeMutablePointer<Element> {
+        if let pointer, count <= capacity { return pointer }
+        pointer?.deallocate()
+        let fresh = UnsafeMutablePointer<Element>.allocate(capacity: max(count, 1))
+        pointer = fresh
+        capacity = max(count, 1)
+        return fresh
+    }
+
+    deinit { pointer?.deallocate() }
+}

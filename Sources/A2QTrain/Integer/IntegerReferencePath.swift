@@ -1,0 +1,182 @@
+import A2QCore
+import A2QQuant
+import COpenBLAS
+import QuantKernels
+
+/// The integer engine's reference path: exact dot products in Float64 with `dgemm` (integers
+/// below 2^53 are exact), float activations holding integer values, NCHW. Dot products that
+/// could overflow at some partial sum (the sum of |w·x| exceeds the range) are re-accumulated
+/// sequentially, in weight-index order, to count partial overflows and to saturate. It runs
+/// any widths the format allows; `IntegerPlan` is the fast path for 8-bit models, and the two
+/// must agree bit for bit (tested).
+final class IntegerReferencePath {
+    let model: IntegerModel
+    let mode: OverflowMode
+
+    init(model: IntegerModel, mode: OverflowMode) {
+        self.model = model
+        self.mode = mode
+    }
+
+    /// Class scores for `count` images (pixels), adding overflow counts to `counts`.
+    func logits(pixels: UnsafeBufferPointer<UInt8>, count n: Int, counts overflows: inout [LayerOverflow],
+                lastAccumulators: inout [Int64]) -> [Float] {
+        var shape = [n] + model.inputShape
+        var x = pixels.map(Float.init)  // integers; exact in Float32 (|x| < 2^24)
+        var layerIndex = 0
+        for op in model.ops {
+            switch op {
+            case .input:
+                break  // pixels are the input integers
+            case .layer(let layer):
+                (x, shape) = accumulate(layer, x, shape, index: layerIndex, counts: &overflows, last: &lastAccumulators)
+                layerIndex += 1
+            case .relu:
+                a2qk_relu_forward(x, &x, Int64(x.count))
+            case .quantize(_, let format, let scale):
+                // Integers: clip(rint(y / s)) (the kernel returns level·s with s = 1).
+                let inverse = 1 / scale
+                for i in 0..<x.count { x[i] *= inverse }
+                a2qk_act_forward(x, &x, Int64(x.count), 1, Float(format.minimum), Float(format.maximum))
+            case .maxPool(let kernel, let stride):
+                let (c, h, w) = (shape[1], shape[2], shape[3])
+                let ho = (h - kernel) / stride + 1, wo = (w - kernel) / stride + 1
+                var out = [Float](repeating: 0, count: n * c * ho * wo)
+                for p in 0..<(n * c) {
+                    for i in 0..<ho {
+                        for j in 0..<wo {
+                            var m = -Float.infinity
+                            for a in 0..<kernel { for b in 0..<kernel { m = max(m, x[p * h * w + (i * stride + a) * w + j * stride + b]) } }
+                            out[(p * ho + i) * wo + j] = m
+                        }
+                    }
+                }
+                x = out
+                shape = [n, c, ho, wo]
+            case .flatten:
+                shape = [n, shape.dropFirst().reduce(1, *)]
+            }
+        }
+        return x
+    }
+
+    /// One layer: integer dot products with the overflow behaviour applied, then the float
+    /// requantisation `acc · multiplier + offset`; returns NCHW or [N, out] floats.
+    private func accumulate(_ layer: IntegerLayer, _ x: [Float], _ shape: [Int], index: Int, counts overflows: inout [LayerOverflow],
+                            last lastAccumulators: inout [Int64]) -> ([Float], [Int]) {
+        let n = shape[0], out = layer.outChannels, k = layer.fanIn
+        let p = overflows[index].accumulatorBits
+        let hi = (Int64(1) << (p - 1)) - 1, lo = -(Int64(1) << (p - 1))
+        let weights = layer.weights.map(Double.init)
+        // Columns: for a linear layer each image is one column; for a conv, im2col.
+        let columns: [Double], count: Int, outShape: [Int]
+        switch layer.kind {
+        case .linear:
+            count = n
+            columns = transpose(x, rows: n, columns: k)
+            outShape = [n, out]
+        case .conv2d:
+            let (c, h, w, kh) = (shape[1], shape[2], shape[3], layer.shape[2])
+            let ho = (h + 2 * layer.padding - kh) / layer.stride + 1, wo = (w + 2 * layer.padding - kh) / layer.stride + 1
+            count = n * ho * wo
+            columns = im2col(x, n: n, c: c, h: h, w: w, kernel: kh, stride: layer.stride, padding: layer.padding, ho: ho, wo: wo)
+            outShape = [n, out, ho, wo]
+        }
+        var wide = [Double](repeating: 0, count: out * count)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(out), blasint(count), blasint(k), 1, weights,
+                    blasint(k), columns, blasint(count), 0, &wide, blasint(count))
+        var finals = 0, partials = 0
+        if !overflows[index].provenSafe {
+            let absWeights = weights.map(abs), absColumns = columns.map(abs)
+            var bound = [Double](repeating: 0, count: out * count)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(out), blasint(count), blasint(k), 1, absWeights,
+                        blasint(k), absColumns, blasint(count), 0, &bound, blasint(count))
+            // Re-accumulate, in weight order, the blocks of columns where some dot product could
+            // overflow at a partial sum.
+            let block = 64
+            var blockWide = [Double](repeating: 0, count: block), blockSaturated = [Double](repeating: 0, count: block)
+            var blockPartial = [Int32](repeating: 0, count: block)
+            layer.weights.withUnsafeBufferPointer { w in
+                columns.withUnsafeBufferPointer { col in
+                    guard let wBase = w.baseAddress, let colBase = col.baseAddress else { return }
+                    for o in 0..<out {
+                        var j0 = 0
+                        while j0 < count {
+                            let width = min(block, count - j0)
+                            let row = o * count + j0
+                            guard (0..<width).contains(where: { bound[row + $0] > Double(hi) }) else { j0 += width; continue }
+                            a2qk_sequential_block(wBase + o * k, colBase + j0, Int64(count), Int64(k), Int64(width),
+                                                  Double(lo), Double(hi), &blockWide, &blockSaturated, &blockPartial)
+                            for jj in 0..<width {
+                                let value = Int64(blockWide[jj])
+                                if blockPartial[jj] != 0 { partials += 1 }
+                                if value < lo || value > hi { finals += 1 }
+                                switch mode {
+                                case .wide: break
+                                case .wrap: wide[row + jj] = Double(wrap(value, bits: p))
+                                case .saturate: wide[row + jj] = blockSaturated[jj]
+                                }
+                            }
+                            j0 += width
+                        }
+                    }
+                }
+            }
+        }
+        overflows[index].dotProducts += out * count
+        overflows[index].finalOverflows += finals
+        overflows[index].partialOverflows += partials
+        // [out, N·plane] → NCHW / [N, out], requantised.
+        let plane = count / n
+        if index == model.layers.count - 1 {
+            lastAccumulators = [Int64](repeating: 0, count: out * count)
+            for o in 0..<out { for image in 0..<n { lastAccumulators[image * out + o] = Int64(wide[o * count + image]) } }
+        }
+        var y = [Float](repeating: 0, count: out * count)
+        for o in 0..<out {
+            let m = layer.multiplier[o], b = layer.offset[o]
+            for image in 0..<n {
+                let source = o * count + image * plane, destination = (image * out + o) * plane
+                for i in 0..<plane { y[destination + i] = Float(wide[source + i]) * m + b }
+            }
+        }
+        return (y, outShape)
+    }
+
+    func transpose(_ x: [Float], rows: Int, columns: Int) -> [Double] {
+        var t = [Double](repeating: 0, count: x.count)
+        for r in 0..<rows { for c in 0..<columns { t[c * rows + r] = Double(x[r * columns + c]) } }
+        return t
+    }
+
+    func im2col(_ x: [Float], n: Int, c: Int, h: Int, w: Int, kernel: Int, stride: Int, padding: Int, ho: Int, wo: Int) -> [Double] {
+        let plane = ho * wo, count = n * plane
+        var col = [Double](repeating: 0, count: c * kernel * kernel * count)
+        for ci in 0..<c {
+            for i in 0..<kernel {
+                for j in 0..<kernel {
+                    let row = ((ci * kernel + i) * kernel + j) * count
+                    for b in 0..<n {
+                        for oh in 0..<ho {
+                            let ih = oh * stride - padding + i
+                            guard ih >= 0 && ih < h else { continue }
+                            for ow in 0..<wo {
+                                let iw = ow * stride - padding + j
+                                guard iw >= 0 && iw < w else { continue }
+                                col[row + b * plane + oh * wo + ow] = Double(x[((b * c + ci) * h + ih) * w + iw])
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return col
+    }
+
+}
+
+/// A P-bit two's complement register's view of `value`.
+func wrap(_ value: Int64, bits: Int) -> Int64 {
+    let shift = 64 - bits
+    return (value << shift) >> shift
+}

@@ -1,0 +1,218 @@
+// Integer GEMM kernels (u8 activations x s8 weights) and their packing. See a2q_igemm.h.
+//
+// Each kernel computes 4 rows x 32 outputs at a time; the rest of the tile logic is shared.
+// Intrinsics are compiled per function with target attributes and chosen at run time from
+// CPUSupport's detection, so one binary runs on every x86-64 CPU.
+#include "a2q_igemm.h"
+#include "a2q_cpu.h"
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define X86 1
+#endif
+
+int64_t a2qi_padded_k(int64_t k) { return (k + 3) / 4 * 4; }
+int64_t a2qi_padded_out(int64_t out) { return (out + 31) / 32 * 32; }
+
+int32_t a2qi_supported(int32_t kernel) {
+    const a2q_cpu_features *f = a2q_cpu();
+    switch (kernel) {
+    case A2QI_SCALAR: return 1;
+    case A2QI_AVX2: case A2QI_INT16_AVX2: return f->tier >= A2Q_TIER_AVX2;
+    case A2QI_VNNI: return f->tier >= A2Q_TIER_AVX512 && f->avx512_vnni;
+    case A2QI_INT16_AVX512: return f->tier >= A2Q_TIER_AVX512;
+    default: return 0;
+    }
+}
+
+int32_t a2qi_best_int32(void) {
+    return a2qi_supported(A2QI_VNNI) ? A2QI_VNNI : a2qi_supported(A2QI_AVX2) ? A2QI_AVX2 : A2QI_SCALAR;
+}
+
+int32_t a2qi_best_int16(void) {
+    return a2qi_supported(A2QI_INT16_AVX512) ? A2QI_INT16_AVX512 : a2qi_supported(A2QI_INT16_AVX2) ? A2QI_INT16_AVX2 : -1;
+}
+
+const char *a2qi_name(int32_t kernel) {
+    static const char *names[] = {"scalar", "avx2", "vnni", "int16-avx2", "int16-avx512"};
+    return kernel >= 0 && kernel <= 4 ? names[kernel] : "unknown";
+}
+
+int64_t a2qi_packed_bytes(int32_t kernel, int64_t out, int64_t k) {
+    int64_t bytes = a2qi_padded_out(out) * a2qi_padded_k(k);
+    return kernel == A2QI_AVX2 ? 2 * bytes : bytes;
+}
+
+/// Packing: scalar keeps w[outp][kp]; VNNI groups of 4 k per output ([kp/4][outp][4]); AVX2
+/// int32 pairs of k widened to int16 ([kp/2][outp][2]); the 16-bit kernels pairs of k as bytes
+/// ([kp/2][outp][2]).
+void a2qi_pack(int32_t kernel, const int8_t *w, int64_t out, int64_t k, void *packed) {
+    int64_t kp = a2qi_padded_k(k), outp = a2qi_padded_out(out);
+    memset(packed, 0, (size_t)a2qi_packed_bytes(kernel, out, k));
+    int8_t *p8 = packed;
+    int16_t *p16 = packed;
+    for (int64_t o = 0; o < out; o++) {
+        for (int64_t i = 0; i < k; i++) {
+            int8_t v = w[o * k + i];
+            switch (kernel) {
+            case A2QI_SCALAR: p8[o * kp + i] = v; break;
+            case A2QI_VNNI: p8[((i / 4) * outp + o) * 4 + i % 4] = v; break;
+            case A2QI_AVX2: p16[((i / 2) * outp + o) * 2 + i % 2] = v; break;
+            default: p8[((i / 2) * outp + o) * 2 + i % 2] = v; break;
+            }
+        }
+    }
+}
+
+static void gemm_scalar(const uint8_t *x, int64_t rows, int64_t kp, const int8_t *w, int64_t outp, int32_t *c) {
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *xr = x + r * kp;
+        for (int64_t o = 0; o < outp; o++) {
+            const int8_t *wo = w + o * kp;
+            int32_t s = 0;
+            for (int64_t i = 0; i < kp; i++) s += (int32_t)xr[i] * wo[i];
+            c[r * outp + o] = s;
+        }
+    }
+}
+
+#ifdef X86
+static inline int32_t load4(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+static inline int32_t load2(const uint8_t *p) { return (int32_t)p[0] | ((int32_t)p[1] << 8); }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void gemm_vnni(const uint8_t *x, int64_t rows, int64_t kp, const int8_t *w, int64_t outp, int32_t *c) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
+        for (int64_t o0 = 0; o0 < outp; o0 += 32) {
+            __m512i a0 = _mm512_setzero_si512(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+            const int8_t *wp = w + o0 * 4;
+            for (int64_t i = 0; i < kp; i += 4, wp += outp * 4) {
+                __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 64);
+                __m512i v;
+                v = _mm512_set1_epi32(load4(x0 + i)); a0 = _mm512_dpbusd_epi32(a0, v, w0); b0 = _mm512_dpbusd_epi32(b0, v, w1);
+                v = _mm512_set1_epi32(load4(x1 + i)); a1 = _mm512_dpbusd_epi32(a1, v, w0); b1 = _mm512_dpbusd_epi32(b1, v, w1);
+                v = _mm512_set1_epi32(load4(x2 + i)); a2 = _mm512_dpbusd_epi32(a2, v, w0); b2 = _mm512_dpbusd_epi32(b2, v, w1);
+                v = _mm512_set1_epi32(load4(x3 + i)); a3 = _mm512_dpbusd_epi32(a3, v, w0); b3 = _mm512_dpbusd_epi32(b3, v, w1);
+            }
+            int32_t *cr = c + r0 * outp + o0;
+            _mm512_storeu_si512(cr, a0); _mm512_storeu_si512(cr + 16, b0); cr += outp;
+            _mm512_storeu_si512(cr, a1); _mm512_storeu_si512(cr + 16, b1); cr += outp;
+            _mm512_storeu_si512(cr, a2); _mm512_storeu_si512(cr + 16, b2); cr += outp;
+            _mm512_storeu_si512(cr, a3); _mm512_storeu_si512(cr + 16, b3);
+        }
+    }
+}
+
+// vpmaddubsw would saturate its pairwise 16-bit sums (255*127*2 > 32767), so the exact AVX2
+// kernel widens both operands to 16 bits and uses vpmaddwd (pairs summed into 32-bit lanes).
+__attribute__((target("avx2,fma")))
+static void gemm_avx2(const uint8_t *x, int64_t rows, int64_t kp, const int16_t *w, int64_t outp, int32_t *c) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
+        for (int64_t o0 = 0; o0 < outp; o0 += 16) {
+            __m256i a0 = _mm256_setzero_si256(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+            const int16_t *wp = w + o0 * 2;
+            for (int64_t i = 0; i < kp; i += 2, wp += outp * 2) {
+                __m256i w0 = _mm256_loadu_si256((const __m256i *)wp), w1 = _mm256_loadu_si256((const __m256i *)(wp + 16));
+                __m256i v;
+                v = _mm256_set1_epi32((int32_t)x0[i] | ((int32_t)x0[i + 1] << 16));
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v, w0)); b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(v, w1));
+                v = _mm256_set1_epi32((int32_t)x1[i] | ((int32_t)x1[i + 1] << 16));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v, w0)); b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(v, w1));
+                v = _mm256_set1_epi32((int32_t)x2[i] | ((int32_t)x2[i + 1] << 16));
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(v, w0)); b2 = _mm256_add_epi32(b2, _mm256_madd_epi16(v, w1));
+                v = _mm256_set1_epi32((int32_t)x3[i] | ((int32_t)x3[i + 1] << 16));
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(v, w0)); b3 = _mm256_add_epi32(b3, _mm256_madd_epi16(v, w1));
+            }
+            int32_t *cr = c + r0 * outp + o0;
+            _mm256_storeu_si256((__m256i *)cr, a0); _mm256_storeu_si256((__m256i *)(cr + 8), b0); cr += outp;
+            _mm256_storeu_si256((__m256i *)cr, a1); _mm256_storeu_si256((__m256i *)(cr + 8), b1); cr += outp;
+            _mm256_storeu_si256((__m256i *)cr, a2); _mm256_storeu_si256((__m256i *)(cr + 8), b2); cr += outp;
+            _mm256_storeu_si256((__m256i *)cr, a3); _mm256_storeu_si256((__m256i *)(cr + 8), b3);
+        }
+    }
+}
+
+// 16-bit accumulation: vpmaddubsw forms x0*w0 + x1*w1 in 16-bit lanes and vpaddw accumulates
+// there. Exact only because the layer's worst case fits 16 bits: then every pair and every
+// partial sum does too (they are sums of subsets of the same terms).
+__attribute__((target("avx2,fma")))
+static void gemm_int16_avx2(const uint8_t *x, int64_t rows, int64_t kp, const int8_t *w, int64_t outp, int32_t *c) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
+        for (int64_t o0 = 0; o0 < outp; o0 += 32) {
+            __m256i a0 = _mm256_setzero_si256(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+            const int8_t *wp = w + o0 * 2;
+            for (int64_t i = 0; i < kp; i += 2, wp += outp * 2) {
+                __m256i w0 = _mm256_loadu_si256((const __m256i *)wp), w1 = _mm256_loadu_si256((const __m256i *)(wp + 32));
+                __m256i v;
+                v = _mm256_set1_epi16((int16_t)load2(x0 + i));
+                a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(v, w0)); b0 = _mm256_add_epi16(b0, _mm256_maddubs_epi16(v, w1));
+                v = _mm256_set1_epi16((int16_t)load2(x1 + i));
+                a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(v, w0)); b1 = _mm256_add_epi16(b1, _mm256_maddubs_epi16(v, w1));
+                v = _mm256_set1_epi16((int16_t)load2(x2 + i));
+                a2 = _mm256_add_epi16(a2, _mm256_maddubs_epi16(v, w0)); b2 = _mm256_add_epi16(b2, _mm256_maddubs_epi16(v, w1));
+                v = _mm256_set1_epi16((int16_t)load2(x3 + i));
+                a3 = _mm256_add_epi16(a3, _mm256_maddubs_epi16(v, w0)); b3 = _mm256_add_epi16(b3, _mm256_maddubs_epi16(v, w1));
+            }
+            __m256i acc[8] = {a0, b0, a1, b1, a2, b2, a3, b3};
+            for (int r = 0; r < 4; r++) {
+                int32_t *cr = c + (r0 + r) * outp + o0;
+                for (int h = 0; h < 2; h++) {
+                    __m256i v = acc[2 * r + h];
+                    _mm256_storeu_si256((__m256i *)(cr + 16 * h), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(v)));
+                    _mm256_storeu_si256((__m256i *)(cr + 16 * h + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1)));
+                }
+            }
+        }
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void gemm_int16_avx512(const uint8_t *x, int64_t rows, int64_t kp, const int8_t *w, int64_t outp, int32_t *c) {
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
+        for (int64_t o0 = 0; o0 < outp; o0 += 64) {
+            int two = o0 + 32 < outp;  // a second 32-output register in this tile
+            __m512i a0 = _mm512_setzero_si512(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+            const int8_t *wp = w + o0 * 2;
+            for (int64_t i = 0; i < kp; i += 2, wp += outp * 2) {
+                __m512i w0 = _mm512_loadu_si512(wp), w1 = two ? _mm512_loadu_si512(wp + 64) : _mm512_setzero_si512();
+                __m512i v;
+                v = _mm512_set1_epi16((int16_t)load2(x0 + i));
+                a0 = _mm512_add_epi16(a0, _mm512_maddubs_epi16(v, w0)); b0 = _mm512_add_epi16(b0, _mm512_maddubs_epi16(v, w1));
+                v = _mm512_set1_epi16((int16_t)load2(x1 + i));
+                a1 = _mm512_add_epi16(a1, _mm512_maddubs_epi16(v, w0)); b1 = _mm512_add_epi16(b1, _mm512_maddubs_epi16(v, w1));
+                v = _mm512_set1_epi16((int16_t)load2(x2 + i));
+                a2 = _mm512_add_epi16(a2, _mm512_maddubs_epi16(v, w0)); b2 = _mm512_add_epi16(b2, _mm512_maddubs_epi16(v, w1));
+                v = _mm512_set1_epi16((int16_t)load2(x3 + i));
+                a3 = _mm512_add_epi16(a3, _mm512_maddubs_epi16(v, w0)); b3 = _mm512_add_epi16(b3, _mm512_maddubs_epi16(v, w1));
+            }
+            __m512i acc[8] = {a0, b0, a1, b1, a2, b2, a3, b3};
+            for (int r = 0; r < 4; r++) {
+                int32_t *cr = c + (r0 + r) * outp + o0;
+                for (int h = 0; h < 1 + two; h++) {
+                    __m512i v = acc[2 * r + h];
+                    _mm512_storeu_si512(cr + 32 * h, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(v)));
+                    _mm512_storeu_si512(cr + 32 * h + 16, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(v, 1)));
+                }
+            }
+        }
+    }
+}
+#endif
+
+void a2qi_gemm(int32_t kernel, const uint8_t *x, int64_t rows, int64_t kp, const void *packed, int64_t out,
+               int32_t *c) {
+    int64_t outp = a2qi_padded_out(out);
+    switch (kernel) {
+#ifdef X86
+    case A2QI_VNNI: gemm_vnni(x, rows, kp, packed, outp, c); return;
+    case A2QI_AVX2: gemm_avx2(x, rows, kp, packed, outp, c); return;
+    case A2QI_INT16_AVX2: gemm_int16_avx2(x, rows, kp, packed, outp, c); return;
+    case A2QI_INT16_AVX512: gemm_int16_avx512(x, rows, kp, packed, outp, c); return;
+#endif
+    default: gemm_scalar(x, rows, kp, packed, outp, c); return;
+    }
+}

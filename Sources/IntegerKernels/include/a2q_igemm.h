@@ -1,0 +1,68 @@
+// Integer kernels of the integer engine: u8 activations x s8 weights, exact.
+//
+// Layout. Activations are rows of `kp` bytes (one row per output pixel or image; `kp` is K
+// rounded up to a multiple of 4, zero padded), `rows` a multiple of 4 (zero rows padded).
+// Weights are packed once per layer for one kernel (`a2qi_pack`). The result is
+// c[row][outp] as int32, `outp` = out rounded up to a multiple of 32.
+#ifndef A2Q_IGEMM_H
+#define A2Q_IGEMM_H
+#include <stdint.h>
+
+/// The kernels. The 32-bit ones are exact for any K with |sum| < 2^31; the 16-bit ones keep
+/// the sums in 16-bit lanes and are exact only for a layer whose worst case over all inputs
+/// fits 16 bits (every partial sum of such a layer does too): the caller must have proven it.
+enum a2qi_kernel {
+    A2QI_SCALAR = 0,      ///< plain C, int32 (any x86-64 or other CPU)
+    A2QI_AVX2 = 1,        ///< vpmaddwd on 16-bit-widened pairs, int32 lanes (exact, no saturation)
+    A2QI_VNNI = 2,        ///< AVX-512 VNNI vpdpbusd, int32 lanes
+    A2QI_INT16_AVX2 = 3,  ///< vpmaddubsw + vpaddw: 16-bit lanes (proven layers only)
+    A2QI_INT16_AVX512 = 4,///< the same on 512-bit registers (AVX-512 BW)
+};
+
+/// Whether this CPU can run `kernel`.
+int32_t a2qi_supported(int32_t kernel);
+/// The fastest exact 32-bit kernel this CPU runs.
+int32_t a2qi_best_int32(void);
+/// The fastest 16-bit kernel this CPU runs, or -1.
+int32_t a2qi_best_int16(void);
+/// Name for reports ("vnni", "avx2", ...).
+const char *a2qi_name(int32_t kernel);
+
+/// K rounded up to 4, and out rounded up to 32.
+int64_t a2qi_padded_k(int64_t k);
+int64_t a2qi_padded_out(int64_t out);
+/// Bytes of packed weights for `kernel`.
+int64_t a2qi_packed_bytes(int32_t kernel, int64_t out, int64_t k);
+/// Packs w[out][k] (row-major int8, already in the activation rows' K order) for `kernel`.
+void a2qi_pack(int32_t kernel, const int8_t *w, int64_t out, int64_t k, void *packed);
+
+/// c[r][o] = sum_k x[r][k] w[o][k] for r < rows (a multiple of 4), o < padded out.
+void a2qi_gemm(int32_t kernel, const uint8_t *x, int64_t rows, int64_t kp, const void *packed, int64_t out,
+               int32_t *c);
+
+/// The P-bit register simulation of `cols` dot products of one output channel, accumulated in
+/// weight-index order: xt[i*ldx + j] is column j's input i (i < k, in the weights' original
+/// order). Zero weights are skipped (they change no partial sum). Per column: the exact sum,
+/// the result of a saturating [lo, hi] register, and whether any partial sum left [lo, hi].
+/// Requires |partial sums| < 2^31 - 2^16 and lo, hi within int32.
+void a2qi_simulate(const int8_t *w, const uint8_t *xt, int64_t ldx, int64_t k, int64_t cols, int32_t lo, int32_t hi,
+                   int32_t *wide, int32_t *saturated, int32_t *partial);
+
+/// Requantisation to the next layer's integers, as the engine's float graph does it:
+/// y = (float)acc * m[o] + b[o] (two roundings, no fma), y = max(y, 0) when `relu`,
+/// q = clamp(rint(y * inv), lo, hi). c is [rows][ldc] int32, q is [rows][out] uint8.
+void a2qi_requantize_u8(const int32_t *c, int64_t ldc, int64_t rows, int64_t out, const float *m, const float *b,
+                        int32_t relu, float inv, float lo, float hi, uint8_t *q);
+/// The last layer: y[r][o] = (float)acc * m[o] + b[o].
+void a2qi_requantize_float(const int32_t *c, int64_t ldc, int64_t rows, int64_t out, const float *m,
+                           const float *b, float *y);
+
+/// im2row of an NHWC uint8 image batch for a k x k convolution (zero padding): row
+/// (b, oh, ow) holds (i, j, c) in that order, kp bytes (the tail zeroed).
+void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
+                    int64_t pad, int64_t ho, int64_t wo, int64_t kp, uint8_t *rows);
+/// Max pooling (floor mode, no padding) of NHWC uint8.
+void a2qi_maxpool_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
+                     uint8_t *y);
+
+#endif
