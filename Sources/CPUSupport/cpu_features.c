@@ -10,7 +10,8 @@
 #endif
 
 static a2q_cpu_features features;
-static char description[96];
+static char description[128];
+static char vendor[13] = "unknown";
 static int detected;
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -28,6 +29,7 @@ static void detect(void) {
     if (!__get_cpuid(0, &a, &b, &c, &d)) return;
     unsigned max_leaf = a;
     features.amd = (b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u);  // "AuthenticAMD"
+    memcpy(vendor, &b, 4); memcpy(vendor + 4, &d, 4); memcpy(vendor + 8, &c, 4); vendor[12] = 0;
     __get_cpuid(1, &a, &b, &c, &d);
     int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
     uint64_t xcr0 = osxsave ? xgetbv0() : 0;
@@ -74,7 +76,8 @@ const a2q_cpu_features *a2q_cpu(void) {
 const char *a2q_cpu_description(void) {
     const a2q_cpu_features *f = a2q_cpu();
     const char *tier = f->tier == A2Q_TIER_AVX512 ? "AVX-512" : f->tier == A2Q_TIER_AVX2 ? "AVX2" : "no AVX2";
-    snprintf(description, sizeof description, "%s, %s%s%s%s%s%s", f->amd ? "AMD" : "Intel or other", tier,
+    const char *maker = !strcmp(vendor, "GenuineIntel") ? "Intel" : f->amd ? "AMD" : vendor;
+    snprintf(description, sizeof description, "%s, %s%s%s%s%s%s", maker, tier,
              f->avx512_vnni || f->avx512_bf16 ? " (" : "", f->avx512_vnni ? "VNNI" : "",
              f->avx512_vnni && f->avx512_bf16 ? ", " : "", f->avx512_bf16 ? "BF16" : "",
              f->avx512_vnni || f->avx512_bf16 ? ")" : "");

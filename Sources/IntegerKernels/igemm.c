@@ -12,6 +12,7 @@
 #endif
 
 int64_t a2qi_padded_k(int64_t k) { return (k + 3) / 4 * 4; }
+
 int64_t a2qi_padded_out(int64_t out) { return (out + 31) / 32 * 32; }
 
 int32_t a2qi_supported(int32_t kernel) {
@@ -104,26 +105,79 @@ static void gemm_vnni(const uint8_t *x, int64_t rows, int64_t kp, const int8_t *
     }
 }
 
+/// The requantisation of a2qi_requantize_u8 on 16 accumulators, in registers: m, b are the
+/// 16 channels' multipliers and offsets.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static inline void requantize16(__m512i acc, __m512 m, __m512 b, int relu, __m512 inverse, __m512 lo, __m512 hi,
+                                __mmask16 mask, uint8_t *q) {
+    __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), m), b);
+    if (relu) y = _mm512_max_ps(y, _mm512_setzero_ps());  // NaN → 0, like fmaxf(y, 0)
+    __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(y, inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);  // NaN → lo
+    _mm_mask_storeu_epi8(q, mask, _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(t)));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void gemm_vnni_requantize(const uint8_t *x, int64_t rows, int64_t count, int64_t kp, const int8_t *w, int64_t out,
+                                 int64_t outp, const a2qi_requantization *e, uint8_t *q) {
+    const __m512 inverse = _mm512_set1_ps(e->inverse), lo = _mm512_set1_ps(e->lo), hi = _mm512_set1_ps(e->hi);
+    const int relu = e->relu;
+    for (int64_t o0 = 0; o0 < outp; o0 += 32) {
+        int64_t left = out - o0;
+        __mmask16 k0 = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+        __mmask16 k1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        __m512 m0 = _mm512_maskz_loadu_ps(k0, e->multiplier + o0), c0 = _mm512_maskz_loadu_ps(k0, e->offset + o0);
+        __m512 m1 = _mm512_maskz_loadu_ps(k1, e->multiplier + o0 + 16), c1 = _mm512_maskz_loadu_ps(k1, e->offset + o0 + 16);
+        for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+            const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
+            __m512i a0 = _mm512_setzero_si512(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+            const int8_t *wp = w + o0 * 4;
+            for (int64_t i = 0; i < kp; i += 4, wp += outp * 4) {
+                __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 64);
+                __m512i v;
+                v = _mm512_set1_epi32(load4(x0 + i)); a0 = _mm512_dpbusd_epi32(a0, v, w0); b0 = _mm512_dpbusd_epi32(b0, v, w1);
+                v = _mm512_set1_epi32(load4(x1 + i)); a1 = _mm512_dpbusd_epi32(a1, v, w0); b1 = _mm512_dpbusd_epi32(b1, v, w1);
+                v = _mm512_set1_epi32(load4(x2 + i)); a2 = _mm512_dpbusd_epi32(a2, v, w0); b2 = _mm512_dpbusd_epi32(b2, v, w1);
+                v = _mm512_set1_epi32(load4(x3 + i)); a3 = _mm512_dpbusd_epi32(a3, v, w0); b3 = _mm512_dpbusd_epi32(b3, v, w1);
+            }
+            __m512i acc[8] = {a0, b0, a1, b1, a2, b2, a3, b3};
+            for (int r = 0; r < 4 && r0 + r < count; r++) {
+                uint8_t *qr = q + (r0 + r) * out + o0;
+                if (k0) requantize16(acc[2 * r], m0, c0, relu, inverse, lo, hi, k0, qr);
+                if (k1) requantize16(acc[2 * r + 1], m1, c1, relu, inverse, lo, hi, k1, qr + 16);
+            }
+        }
+    }
+}
+
 // vpmaddubsw would saturate its pairwise 16-bit sums (255*127*2 > 32767), so the exact AVX2
 // kernel widens both operands to 16 bits and uses vpmaddwd (pairs summed into 32-bit lanes).
+// Four input bytes are broadcast once and split into the two 16-bit pairs with vpshufb.
+#define AVX2_ROW(acc0, acc1, xr)                                                                 \
+    do {                                                                                         \
+        __m256i bytes = _mm256_set1_epi32(load4((xr) + i));                                      \
+        __m256i p0 = _mm256_shuffle_epi8(bytes, lo_pair), p1 = _mm256_shuffle_epi8(bytes, hi_pair); \
+        acc0 = _mm256_add_epi32(acc0, _mm256_add_epi32(_mm256_madd_epi16(p0, w00), _mm256_madd_epi16(p1, w10))); \
+        acc1 = _mm256_add_epi32(acc1, _mm256_add_epi32(_mm256_madd_epi16(p0, w01), _mm256_madd_epi16(p1, w11))); \
+    } while (0)
+
 __attribute__((target("avx2,fma")))
 static void gemm_avx2(const uint8_t *x, int64_t rows, int64_t kp, const int16_t *w, int64_t outp, int32_t *c) {
+    // bytes b0 b1 b2 b3 → 16-bit lanes (b0, b1) and (b2, b3); 0x80 zeroes a byte
+    const __m256i lo_pair = _mm256_set1_epi32((int32_t)0x80018000u), hi_pair = _mm256_set1_epi32((int32_t)0x80038002u);
     for (int64_t r0 = 0; r0 < rows; r0 += 4) {
         const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
         for (int64_t o0 = 0; o0 < outp; o0 += 16) {
             __m256i a0 = _mm256_setzero_si256(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
             const int16_t *wp = w + o0 * 2;
-            for (int64_t i = 0; i < kp; i += 2, wp += outp * 2) {
-                __m256i w0 = _mm256_loadu_si256((const __m256i *)wp), w1 = _mm256_loadu_si256((const __m256i *)(wp + 16));
-                __m256i v;
-                v = _mm256_set1_epi32((int32_t)x0[i] | ((int32_t)x0[i + 1] << 16));
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v, w0)); b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(v, w1));
-                v = _mm256_set1_epi32((int32_t)x1[i] | ((int32_t)x1[i + 1] << 16));
-                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v, w0)); b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(v, w1));
-                v = _mm256_set1_epi32((int32_t)x2[i] | ((int32_t)x2[i + 1] << 16));
-                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(v, w0)); b2 = _mm256_add_epi32(b2, _mm256_madd_epi16(v, w1));
-                v = _mm256_set1_epi32((int32_t)x3[i] | ((int32_t)x3[i + 1] << 16));
-                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(v, w0)); b3 = _mm256_add_epi32(b3, _mm256_madd_epi16(v, w1));
+            for (int64_t i = 0; i < kp; i += 4, wp += outp * 4) {
+                __m256i w00 = _mm256_loadu_si256((const __m256i *)wp), w01 = _mm256_loadu_si256((const __m256i *)(wp + 16));
+                __m256i w10 = _mm256_loadu_si256((const __m256i *)(wp + outp * 2));
+                __m256i w11 = _mm256_loadu_si256((const __m256i *)(wp + outp * 2 + 16));
+                AVX2_ROW(a0, b0, x0);
+                AVX2_ROW(a1, b1, x1);
+                AVX2_ROW(a2, b2, x2);
+                AVX2_ROW(a3, b3, x3);
             }
             int32_t *cr = c + r0 * outp + o0;
             _mm256_storeu_si256((__m256i *)cr, a0); _mm256_storeu_si256((__m256i *)(cr + 8), b0); cr += outp;
@@ -202,6 +256,18 @@ static void gemm_int16_avx512(const uint8_t *x, int64_t rows, int64_t kp, const 
     }
 }
 #endif
+
+int32_t a2qi_gemm_requantize(int32_t kernel, const uint8_t *x, int64_t rows, int64_t count, int64_t kp,
+                             const void *packed, int64_t out, const a2qi_requantization *e, uint8_t *q) {
+#ifdef X86
+    if (kernel == A2QI_VNNI) {
+        gemm_vnni_requantize(x, rows, count, kp, packed, out, a2qi_padded_out(out), e, q);
+        return 1;
+    }
+#endif
+    (void)x; (void)rows; (void)count; (void)kp; (void)packed; (void)out; (void)e; (void)q;
+    return 0;
+}
 
 void a2qi_gemm(int32_t kernel, const uint8_t *x, int64_t rows, int64_t kp, const void *packed, int64_t out,
                int32_t *c) {

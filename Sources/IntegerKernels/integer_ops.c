@@ -16,37 +16,78 @@
 
 enum { LANES = 64 };
 
-KERNEL void a2qi_simulate(const int8_t *w, const uint8_t *xt, int64_t ldx, int64_t k, int64_t cols, int32_t lo,
-                          int32_t hi, int32_t *wide, int32_t *saturated, int32_t *partial) {
-    for (int64_t j0 = 0; j0 < cols; j0 += LANES) {
-        int64_t width = cols - j0 < LANES ? cols - j0 : LANES;
-        int32_t a[LANES], s[LANES], top[LANES], bottom[LANES];
-        uint8_t column[LANES];
-        for (int j = 0; j < LANES; j++) a[j] = s[j] = top[j] = bottom[j] = 0;
+KERNEL void a2qi_simulate(const int16_t *w, int64_t ldw, const int32_t *positions, const uint8_t *row, int64_t k,
+                          int32_t lo, int32_t hi, int32_t saturate, int32_t *wide, int32_t *saturated, int32_t *partial) {
+    int32_t a[LANES], s[LANES], top[LANES], bottom[LANES];
+    for (int l = 0; l < LANES; l++) a[l] = s[l] = top[l] = bottom[l] = 0;
+    if (saturate) {
         for (int64_t i = 0; i < k; i++) {
-            int32_t wi = w[i];
-            if (wi == 0) continue;
-            const uint8_t *xr = xt + i * ldx + j0;
-            if (width == LANES) memcpy(column, xr, LANES);
-            else { memset(column, 0, LANES); memcpy(column, xr, (size_t)width); }
+            int32_t x = row[positions[i]];
+            if (x == 0) continue;
+            const int16_t *wi = w + i * ldw;
             _Pragma("clang loop vectorize(enable)")
-            for (int j = 0; j < LANES; j++) {
-                int32_t p = wi * (int32_t)column[j];
-                int32_t v = a[j] + p;
-                a[j] = v;
-                top[j] = v > top[j] ? v : top[j];
-                bottom[j] = v < bottom[j] ? v : bottom[j];
-                int32_t t = s[j] + p;
+            for (int l = 0; l < LANES; l++) {
+                int32_t p = (int32_t)wi[l] * x;
+                int32_t v = a[l] + p;
+                a[l] = v;
+                top[l] = v > top[l] ? v : top[l];
+                bottom[l] = v < bottom[l] ? v : bottom[l];
+                int32_t t = s[l] + p;
                 t = t < lo ? lo : t;
-                s[j] = t > hi ? hi : t;
+                s[l] = t > hi ? hi : t;
             }
         }
-        for (int64_t j = 0; j < width; j++) {
-            wide[j0 + j] = a[j];
-            saturated[j0 + j] = s[j];
-            partial[j0 + j] = top[j] > hi || bottom[j] < lo;
+    } else {
+        for (int64_t i = 0; i < k; i++) {
+            int32_t x = row[positions[i]];
+            if (x == 0) continue;
+            const int16_t *wi = w + i * ldw;
+            _Pragma("clang loop vectorize(enable)")
+            for (int l = 0; l < LANES; l++) {
+                int32_t v = a[l] + (int32_t)wi[l] * x;
+                a[l] = v;
+                top[l] = v > top[l] ? v : top[l];
+                bottom[l] = v < bottom[l] ? v : bottom[l];
+            }
         }
     }
+    for (int l = 0; l < LANES; l++) {
+        wide[l] = a[l];
+        saturated[l] = s[l];
+        partial[l] = top[l] > hi || bottom[l] < lo;
+    }
+}
+
+void a2qi_simulate_layer(const int16_t *w, int64_t ldw, const int32_t *positions, const uint8_t *rows, int64_t kp,
+                         int64_t count, int64_t k, int64_t out, int64_t ldc, const int32_t *bound, int32_t *acc,
+                         int32_t bits, int32_t mode, int64_t *finals, int64_t *partials) {
+    int32_t hi = (int32_t)((1LL << (bits - 1)) - 1), lo = (int32_t)(-(1LL << (bits - 1)));
+    int32_t wide[LANES], saturated[LANES], partial[LANES];
+    int64_t f = 0, p = 0;
+    for (int64_t r = 0; r < count; r++) {
+        const int32_t *br = bound + r * ldc;
+        int32_t *ar = acc + r * ldc;
+        for (int64_t o0 = 0; o0 < out; o0 += LANES) {
+            int64_t width = out - o0 < LANES ? out - o0 : LANES;
+            int risky = 0;
+            for (int64_t l = 0; l < width; l++) risky |= br[o0 + l] > hi;
+            if (!risky) continue;
+            a2qi_simulate(w + o0, ldw, positions, rows + r * kp, k, lo, hi, mode == A2QI_SATURATE, wide, saturated, partial);
+            for (int64_t l = 0; l < width; l++) {
+                int32_t exact = ar[o0 + l];
+                p += partial[l] != 0;
+                f += exact < lo || exact > hi;
+                if (mode == A2QI_WRAP) {
+                    uint32_t shift = 32u - (uint32_t)bits;
+                    ar[o0 + l] = (int32_t)((uint32_t)exact << shift) >> shift;
+                } else if (mode == A2QI_SATURATE) {
+                    ar[o0 + l] = saturated[l];
+                }
+            }
+        }
+    }
+    *finals += f;
+    *partials += p;
 }
 
 KERNEL void a2qi_requantize_u8(const int32_t *c, int64_t ldc, int64_t rows, int64_t out, const float *m,
@@ -78,36 +119,37 @@ KERNEL void a2qi_requantize_float(const int32_t *c, int64_t ldc, int64_t rows, i
     }
 }
 
-static inline void copy_small(uint8_t *dst, const uint8_t *src, int64_t n) {
-    if (n > 16) { memcpy(dst, src, (size_t)n); return; }
-    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+int64_t a2qi_im2row_scratch_bytes(int64_t h, int64_t w, int64_t c, int64_t pad) {
+    return (h + 2 * pad) * (w + 2 * pad) * c + 64;
 }
 
-void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-                    int64_t pad, int64_t ho, int64_t wo, int64_t kp, uint8_t *rows) {
+// Copies `span` bytes in 32-byte blocks (or bytes, for short spans); may write up to 31 bytes
+// past dst + span and read past src + span: callers leave that much slack and write the
+// following bytes afterwards.
+static inline void copy_over(uint8_t *dst, const uint8_t *src, int64_t span) {
+    if (span <= 8) { memcpy(dst, src, 8); return; }
+    for (int64_t t = 0; t < span; t += 32) memcpy(dst + t, src + t, 32);
+}
+
+KERNEL void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
+                           int64_t pad, int64_t ho, int64_t wo, int64_t kp, uint8_t *rows, uint8_t *scratch) {
     int64_t used = kernel * kernel * c, span = kernel * c;
+    int64_t ph = h + 2 * pad, pw = w + 2 * pad;
+    memset(scratch, 0, (size_t)a2qi_im2row_scratch_bytes(h, w, c, pad));
     for (int64_t b = 0; b < n; b++) {
+        // The image with a zero border: every kernel row is then one contiguous copy.
         const uint8_t *image = x + b * h * w * c;
+        for (int64_t y = 0; y < h; y++) memcpy(scratch + ((y + pad) * pw + pad) * c, image + y * w * c, (size_t)(w * c));
         for (int64_t oh = 0; oh < ho; oh++) {
             for (int64_t ow = 0; ow < wo; ow++) {
                 uint8_t *row = rows + ((b * ho + oh) * wo + ow) * kp;
-                int64_t iw0 = ow * stride - pad;
-                int inside = iw0 >= 0 && iw0 + kernel <= w;
-                for (int64_t i = 0; i < kernel; i++) {
-                    int64_t ih = oh * stride - pad + i;
-                    uint8_t *dst = row + i * span;
-                    if (ih < 0 || ih >= h) { memset(dst, 0, (size_t)span); continue; }
-                    if (inside) { copy_small(dst, image + (ih * w + iw0) * c, span); continue; }  // (j, c) contiguous in NHWC
-                    for (int64_t j = 0; j < kernel; j++) {
-                        int64_t iw = iw0 + j;
-                        if (iw < 0 || iw >= w) memset(dst + j * c, 0, (size_t)c);
-                        else copy_small(dst + j * c, image + (ih * w + iw) * c, c);
-                    }
-                }
-                if (kp > used) memset(row + used, 0, (size_t)(kp - used));
+                const uint8_t *src = scratch + (oh * stride * pw + ow * stride) * c;
+                for (int64_t i = 0; i < kernel; i++) copy_over(row + i * span, src + i * pw * c, span);
+                if (kp > used) memset(row + used, 0, 8);  // kp - used < 4; the rest is the next row's
             }
         }
     }
+    (void)ph;
 }
 
 KERNEL void a2qi_maxpool_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel,

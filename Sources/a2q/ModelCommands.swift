@@ -84,8 +84,8 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Overflow behaviour: wrap, saturate or wide (--integer only).") var overflow: OverflowMode = .wrap
     @Option(help: ArgumentHelp("Integer kernel: auto (fastest exact 32-bit kernel of this CPU), vnni, avx2, scalar, or reference (Float64 dgemm) (--integer only).",
                                valueName: "kernel")) var kernel = "auto"
-    @Option(help: ArgumentHelp("Layers that accumulate in 16-bit lanes: none, proven (every layer whose worst case fits 16 bits), or NAME,NAME (each must be proven to fit; --integer only).",
-                               valueName: "layers")) var int16Layers = "none"
+    @Option(help: ArgumentHelp("Layers that accumulate in 16-bit lanes: auto (layers proven to fit 16 bits, on CPUs without AVX-512 VNNI, where that is faster), none, proven (every layer whose worst case fits 16 bits), or NAME,NAME (each must be proven to fit; --integer only).",
+                               valueName: "layers")) var int16Layers = "auto"
     @Option(help: "MNIST-format data folder or 'synthetic' (default: the checkpoint's, else Fashion-MNIST).") var data: String?
     @Option(help: "Evaluate only the first N test images.") var limit: Int?
     @Flag(help: "Print JSON.") var json = false
@@ -112,7 +112,7 @@ struct EvalCommand: ParsableCommand {
         let test = limit.map { full.prefix($0) } ?? full
         var start = monotonicSeconds()
         var result: Result
-        if !integer && (kernel != "auto" || int16Layers != "none") {
+        if !integer && (kernel != "auto" || int16Layers != "auto") {
             throw A2QError("--kernel and --int16-layers apply to the integer engine", remedy: "add --integer")
         }
         let kernels = IntegerKernelChoice(accumulation: try IntegerKernelChoice.accumulation(kernel),

@@ -6,8 +6,8 @@ import Foundation
 import Testing
 
 /// Runs the built `a2q` binary directly (no mpirun).
-func runA2Q(_ arguments: [String], timeout: Double = 120) throws -> MPIRun.Result {
-    try MPIRun.runProcess(MPIRun.binary, arguments, timeout: timeout)
+func runA2Q(_ arguments: [String], timeout: Double = 120, environment: [String: String?] = [:]) throws -> MPIRun.Result {
+    try MPIRun.runProcess(MPIRun.binary, arguments, timeout: timeout, environment: environment)
 }
 
 /// Every /model dataset of a checkpoint, as raw bytes per name.

@@ -10,15 +10,18 @@ enum MPIRun {
     struct Result { let status: Int32; let output: String; let seconds: Double }
 
     /// `mpirun -np ranks a2q args...`, with a hard timeout (the test fails rather than hangs).
-    static func run(ranks: Int, _ arguments: [String], timeout: Double = 120) throws -> Result {
+    static func run(ranks: Int, _ arguments: [String], timeout: Double = 120,
+                    environment: [String: String?] = [:]) throws -> Result {
         var mpiArguments = ["--oversubscribe", "-np", "\(ranks)", "--mca", "btl", "self,vader", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { mpiArguments.insert("--allow-run-as-root", at: 0) }
-        return try runProcess("/usr/bin/mpirun", mpiArguments + [binary] + arguments, timeout: timeout)
+        return try runProcess("/usr/bin/mpirun", mpiArguments + [binary] + arguments, timeout: timeout, environment: environment)
     }
 
     /// Runs a program, merging its output, killing it after `timeout` seconds. OpenMPI's variables
     /// are stripped: a child mpirun that inherits them from an MPI-initialised parent exits at once.
-    static func runProcess(_ executable: String, _ arguments: [String], timeout: Double) throws -> Result {
+    /// `environment` sets (or, with nil, removes) variables of the child.
+    static func runProcess(_ executable: String, _ arguments: [String], timeout: Double,
+                           environment changes: [String: String?] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -26,6 +29,7 @@ enum MPIRun {
             !["OMPI_", "PMIX_", "ORTE_", "OPAL_"].contains(where: $0.key.hasPrefix)
         }
         environment["SWIFT_BACKTRACE"] = "enable=no"
+        for (key, value) in changes { environment[key] = value }
         process.environment = environment
         let pipe = Pipe()
         process.standardOutput = pipe

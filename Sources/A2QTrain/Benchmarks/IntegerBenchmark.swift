@@ -72,7 +72,11 @@ public enum IntegerBenchmark {
         }
         for kernel in [IntegerKernel.avx2, .scalar] where kernel.isSupported && kernel != .bestInt32 {
             rows.append(try engine("A2Q+ P=16, \(kernel) forced", model: safe, test: test.prefix(min(test.count, 2000)),
-                                   kernels: IntegerKernelChoice(accumulation: .forced(kernel)), repeats: 1))
+                                   kernels: IntegerKernelChoice(accumulation: .forced(kernel), int16: .none), repeats: 1))
+        }
+        if IntegerKernel.avx2.isSupported {
+            rows.append(try engine("A2Q+ P=16, avx2 + int16-avx2 on proven layers", model: safe, test: test.prefix(min(test.count, 2000)),
+                                   kernels: IntegerKernelChoice(accumulation: .forced(.avx2), int16: .proven), repeats: 1))
         }
         rows.append(try engine("A2Q+ P=16, Float64 reference", model: safe, test: test.prefix(min(test.count, 2000)),
                                kernels: IntegerKernelChoice(accumulation: .reference), repeats: 1))

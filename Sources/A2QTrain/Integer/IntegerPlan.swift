@@ -28,10 +28,11 @@ final class IntegerPlan {
         /// simulation; empty when the layer is proven safe at its P).
         var packed: [UInt8] = []
         var packedAbs: [UInt8] = []
-        /// Weights in their original order (`[out][k]`) and, per original index, the position of
-        /// that input in an activation row.
-        var weights: [Int8] = []
-        var positions: [Int] = []
+        /// Per original weight index, the position of that input in an activation row, and (for
+        /// the simulation) the weights in original order as `[k][ldw]` int16, `ldw` = out rounded to 64.
+        var positions: [Int32] = []
+        var simulationWeights: [Int16] = []
+        var ldw = 0
         var relu = false
         /// `1/scale`, lo, hi of the next quantizer; nil for the last layer (class scores).
         var quantize: (inverse: Float, lo: Float, hi: Float)?
@@ -49,12 +50,11 @@ final class IntegerPlan {
 
     // Scratch, grown to the largest batch seen and then reused (no allocation per batch).
     private let rows = Scratch<UInt8>()
+    private let bordered = Scratch<UInt8>()
     private let accumulators = Scratch<Int32>()
     private let bounds = Scratch<Int32>()
-    private let transposed = Scratch<UInt8>()
     private var input = Scratch<UInt8>()
     private var output = Scratch<UInt8>()
-    private let simulated = Scratch<Int32>()
     /// Seconds spent per step (im2row, GEMM, simulation, requantisation, pooling), summed over calls.
     private(set) var stepSeconds: [Double]
 
@@ -123,7 +123,7 @@ final class IntegerPlan {
                     // original index (ci, i, j) → row position (i, j, ci)
                     step.positions = (0..<step.k).map { k in
                         let ci = k / (size * size), i = (k / size) % size, j = k % size
-                        return (i * size + j) * c + ci
+                        return Int32((i * size + j) * c + ci)
                     }
                     (h, w, c) = (step.outputHeight, step.outputWidth, step.out)
                 case .linear:
@@ -132,24 +132,30 @@ final class IntegerPlan {
                     let (cc, hh, ww) = (c, h, w)
                     step.positions = (0..<step.k).map { k in
                         let ci = k / (hh * ww), y = (k / ww) % hh, x = k % ww
-                        return (y * ww + x) * cc + ci
+                        return Int32((y * ww + x) * cc + ci)
                     }
                     (h, w, c) = (1, 1, step.out)
                     flat = true
                 }
-                step.weights = layer.weights.map { Int8(truncatingIfNeeded: $0) }
                 var rowOrder = [Int8](repeating: 0, count: step.out * step.k)
                 var absolute = rowOrder
                 for o in 0..<step.out {
                     for k in 0..<step.k {
-                        rowOrder[o * step.k + step.positions[k]] = step.weights[o * step.k + k]
-                        absolute[o * step.k + step.positions[k]] = Int8(abs(Int(step.weights[o * step.k + k])))
+                        let weight = Int8(truncatingIfNeeded: layer.weights[o * step.k + k])
+                        rowOrder[o * step.k + Int(step.positions[k])] = weight
+                        absolute[o * step.k + Int(step.positions[k])] = Int8(abs(Int(weight)))
                     }
+                }
+                if step.simulate {
+                    step.ldw = (step.out + 63) / 64 * 64
+                    step.simulationWeights = [Int16](repeating: 0, count: step.k * step.ldw)
+                    for o in 0..<step.out { for k in 0..<step.k { step.simulationWeights[k * step.ldw + o] = Int16(layer.weights[o * step.k + k]) } }
                 }
                 step.kernel = kernel32
                 let fits16 = (report.minimumBits.max() ?? 1) <= 16
                 var wants16 = false
                 switch choice.int16 {
+                case .auto: wants16 = fits16 && !IntegerKernel.vnni.isSupported && choice.accumulation == .auto
                 case .none: break
                 case .proven: wants16 = fits16
                 case .named(let wanted):
@@ -162,7 +168,10 @@ final class IntegerPlan {
                     }
                 }
                 if wants16 {
-                    guard let k16 = IntegerKernel.bestInt16 else {
+                    // 512-bit 16-bit lanes alongside VNNI; 256-bit ones when the 32-bit kernel is AVX2 or scalar.
+                    let paired: IntegerKernel? = kernel32 == .vnni ? IntegerKernel.bestInt16
+                        : (IntegerKernel.int16AVX2.isSupported ? .int16AVX2 : nil)
+                    guard let k16 = paired else {
                         throw A2QError("the 16-bit kernel needs AVX2, which this CPU does not have (\(CPU.description))")
                     }
                     step.kernel = k16
@@ -245,12 +254,14 @@ final class IntegerPlan {
             defer { stepSeconds[index] += monotonicSeconds() - started }
             let count = n * step.outputHeight * step.outputWidth
             let padded = (count + 3) / 4 * 4
-            let r = rows.reserve(padded * step.kp)
+            let r = rows.reserve(padded * step.kp + 64)
             let c = accumulators.reserve(padded * step.outp)
             if step.isConv {
                 a2qi_im2row_u8(x, Int64(n), Int64(step.inputHeight), Int64(step.inputWidth), Int64(step.inputChannels),
                                Int64(step.layer.shape[2]), Int64(step.layer.stride), Int64(step.layer.padding),
-                               Int64(step.outputHeight), Int64(step.outputWidth), Int64(step.kp), r)
+                               Int64(step.outputHeight), Int64(step.outputWidth), Int64(step.kp), r,
+                               bordered.reserve(Int(a2qi_im2row_scratch_bytes(Int64(step.inputHeight), Int64(step.inputWidth),
+                                                                              Int64(step.inputChannels), Int64(step.layer.padding)))))
             } else {
                 for j in 0..<count {
                     (r + j * step.kp).update(from: x + j * step.k, count: step.k)
@@ -258,6 +269,28 @@ final class IntegerPlan {
                 }
             }
             (r + count * step.kp).update(repeating: 0, count: (padded - count) * step.kp)
+            if let q = step.quantize, !step.simulate, step.kernel == .vnni {
+                // No overflow to simulate: requantise in the GEMM's registers, no int32 round trip.
+                let y = output.reserve(count * step.out)
+                let fused = step.layer.multiplier.withUnsafeBufferPointer { m in
+                    step.layer.offset.withUnsafeBufferPointer { b in
+                        step.packed.withUnsafeBytes { p -> Int32 in
+                            guard let mb = m.baseAddress, let bb = b.baseAddress, let pb = p.baseAddress else { return 0 }
+                            var e = a2qi_requantization(multiplier: mb, offset: bb, inverse: q.inverse, lo: q.lo, hi: q.hi,
+                                                        relu: step.relu ? 1 : 0)
+                            return a2qi_gemm_requantize(step.kernel.rawValue, r, Int64(padded), Int64(count), Int64(step.kp), pb,
+                                                        Int64(step.out), &e, y)
+                        }
+                    }
+                }
+                if fused != 0 {
+                    counts[index].dotProducts += step.out * count
+                    swap(&input, &output)
+                    x = y
+                    x = pool(step, x, n: n)
+                    continue
+                }
+            }
             gemm(step.kernel, step.packed, rows: r, count: padded, step: step, into: c)
             if step.simulate { simulate(step, rows: r, count: count, accumulators: c, counts: &counts[index]) }
             counts[index].dotProducts += step.out * count
@@ -272,13 +305,7 @@ final class IntegerPlan {
                 }
                 swap(&input, &output)
                 x = y
-                for (pool, (h, w)) in zip(step.pools, step.poolHeights) {
-                    let pooledCount = n * ((h - pool.kernel) / pool.stride + 1) * ((w - pool.kernel) / pool.stride + 1) * step.out
-                    let pooled = output.reserve(pooledCount)
-                    a2qi_maxpool_u8(x, Int64(n), Int64(h), Int64(w), Int64(step.out), Int64(pool.kernel), Int64(pool.stride), pooled)
-                    swap(&input, &output)
-                    x = pooled
-                }
+                x = pool(step, x, n: n)
             } else {
                 scores.withUnsafeMutableBufferPointer { yb in
                     step.layer.multiplier.withUnsafeBufferPointer { m in
@@ -294,6 +321,19 @@ final class IntegerPlan {
         }
     }
 
+    /// The max pools after `step`'s quantizer, on its uint8 output `x`; returns the result.
+    private func pool(_ step: Step, _ x: UnsafeMutablePointer<UInt8>, n: Int) -> UnsafeMutablePointer<UInt8> {
+        var x = x
+        for (pool, (h, w)) in zip(step.pools, step.poolHeights) {
+            let pooledCount = n * ((h - pool.kernel) / pool.stride + 1) * ((w - pool.kernel) / pool.stride + 1) * step.out
+            let pooled = output.reserve(pooledCount)
+            a2qi_maxpool_u8(x, Int64(n), Int64(h), Int64(w), Int64(step.out), Int64(pool.kernel), Int64(pool.stride), pooled)
+            swap(&input, &output)
+            x = pooled
+        }
+        return x
+    }
+
     private func gemm(_ kernel: IntegerKernel, _ packed: [UInt8], rows: UnsafeMutablePointer<UInt8>, count: Int, step: Step,
                       into c: UnsafeMutablePointer<Int32>) {
         packed.withUnsafeBytes { p in
@@ -302,51 +342,25 @@ final class IntegerPlan {
         }
     }
 
-    /// The P-bit register on the blocks of 64 dot products where Σ|w·x| could leave the range.
+    /// The P-bit register on the dot products whose Σ|w·x| could leave the range (checked per
+    /// row and tile of 64 channels with a second GEMM on |w|).
     private func simulate(_ step: Step, rows r: UnsafeMutablePointer<UInt8>, count: Int, accumulators c: UnsafeMutablePointer<Int32>,
                           counts: inout LayerOverflow) {
         let p = step.bits
-        let hi = Int32((Int64(1) << (p - 1)) - 1), lo = Int32(-(Int64(1) << (p - 1)))
         let padded = (count + 3) / 4 * 4
         let bound = bounds.reserve(padded * step.outp)
         gemm(absoluteKernel, step.packedAbs, rows: r, count: padded, step: step, into: bound)
-        let s = simulated.reserve(3 * 64)
-        var xt: UnsafeMutablePointer<UInt8>?
-        var finals = 0, partials = 0
-        for o in 0..<step.out {
-            var j0 = 0
-            while j0 < count {
-                let width = min(64, count - j0)
-                defer { j0 += width }
-                guard (j0..<(j0 + width)).contains(where: { bound[$0 * step.outp + o] > hi }) else { continue }
-                let x: UnsafeMutablePointer<UInt8>
-                if let ready = xt { x = ready } else {  // inputs in the weights' original order, one row per input index
-                    x = transposed.reserve(step.k * count)
-                    for j in 0..<count {
-                        let row = r + j * step.kp
-                        for k in 0..<step.k { x[k * count + j] = row[step.positions[k]] }
-                    }
-                    xt = x
-                }
-                step.weights.withUnsafeBufferPointer { w in
-                    guard let wb = w.baseAddress else { return }
-                    a2qi_simulate(wb + o * step.k, x + j0, Int64(count), Int64(step.k), Int64(width), lo, hi, s, s + 64, s + 128)
-                }
-                for jj in 0..<width {
-                    let at = (j0 + jj) * step.outp + o
-                    let exact = c[at]
-                    if s[128 + jj] != 0 { partials += 1 }
-                    if exact < lo || exact > hi { finals += 1 }
-                    switch mode {
-                    case .wide: break
-                    case .wrap: c[at] = Int32(wrap(Int64(exact), bits: p))
-                    case .saturate: c[at] = s[64 + jj]
-                    }
-                }
+        var finals: Int64 = 0, partials: Int64 = 0
+        let code = switch mode { case .wide: A2QI_WIDE; case .wrap: A2QI_WRAP; case .saturate: A2QI_SATURATE }
+        step.simulationWeights.withUnsafeBufferPointer { w in
+            step.positions.withUnsafeBufferPointer { positions in
+                guard let wb = w.baseAddress, let pb = positions.baseAddress else { return }
+                a2qi_simulate_layer(wb, Int64(step.ldw), pb, r, Int64(step.kp), Int64(count), Int64(step.k), Int64(step.out),
+                                    Int64(step.outp), bound, c, Int32(p), Int32(code.rawValue), &finals, &partials)
             }
         }
-        counts.finalOverflows += finals
-        counts.partialOverflows += partials
+        counts.finalOverflows += Int(finals)
+        counts.partialOverflows += Int(partials)
     }
 }
 

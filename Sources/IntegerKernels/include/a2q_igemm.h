@@ -40,13 +40,40 @@ void a2qi_pack(int32_t kernel, const int8_t *w, int64_t out, int64_t k, void *pa
 void a2qi_gemm(int32_t kernel, const uint8_t *x, int64_t rows, int64_t kp, const void *packed, int64_t out,
                int32_t *c);
 
-/// The P-bit register simulation of `cols` dot products of one output channel, accumulated in
-/// weight-index order: xt[i*ldx + j] is column j's input i (i < k, in the weights' original
-/// order). Zero weights are skipped (they change no partial sum). Per column: the exact sum,
-/// the result of a saturating [lo, hi] register, and whether any partial sum left [lo, hi].
-/// Requires |partial sums| < 2^31 - 2^16 and lo, hi within int32.
-void a2qi_simulate(const int8_t *w, const uint8_t *xt, int64_t ldx, int64_t k, int64_t cols, int32_t lo, int32_t hi,
-                   int32_t *wide, int32_t *saturated, int32_t *partial);
+/// The requantisation that follows a layer (see a2qi_requantize_u8).
+typedef struct {
+    const float *multiplier;
+    const float *offset;
+    float inverse, lo, hi;
+    int32_t relu;
+} a2qi_requantization;
+
+/// a2qi_gemm followed by a2qi_requantize_u8 for the first `count` rows, without storing the
+/// int32 accumulators (q is [count][out]). Returns 0 (and does nothing) when `kernel` has no
+/// fused form; the caller then runs the two steps.
+int32_t a2qi_gemm_requantize(int32_t kernel, const uint8_t *x, int64_t rows, int64_t count, int64_t kp,
+                             const void *packed, int64_t out, const a2qi_requantization *e, uint8_t *q);
+
+/// The P-bit register simulation of one dot product per channel for 64 channels: `row` holds
+/// the inputs in the activation rows' order and input i of the weights' original order is
+/// row[positions[i]]; w[i*ldw + l] is channel l's weight i (int16, original order, ldw ≥ 64).
+/// The sum is taken in weight-index order; zero inputs and zero weights change no partial sum
+/// and are skipped. Per channel: the exact sum, whether any partial sum left [lo, hi], and (when
+/// `saturate`) the result of a saturating [lo, hi] register. Requires |partial sums| < 2^31 - 2^16.
+void a2qi_simulate(const int16_t *w, int64_t ldw, const int32_t *positions, const uint8_t *row, int64_t k, int32_t lo,
+                   int32_t hi, int32_t saturate, int32_t *wide, int32_t *saturated, int32_t *partial);
+
+/// What a P-bit register does when a sum leaves its range.
+enum a2qi_overflow { A2QI_WIDE = 0, A2QI_WRAP = 1, A2QI_SATURATE = 2 };
+
+/// The simulation of a whole layer: for each of `count` rows and each tile of 64 channels where
+/// some bound[r*ldc + o] (= Σ|w·x|) exceeds hi, a2qi_simulate, then acc[r*ldc + o] becomes the
+/// register's value under `mode` (wrap: the exact sum modulo 2^bits; saturate: the saturating
+/// register; wide: unchanged). Adds to *finals the sums outside [lo, hi] and to *partials the dot
+/// products with a partial sum outside. bits ≤ 31.
+void a2qi_simulate_layer(const int16_t *w, int64_t ldw, const int32_t *positions, const uint8_t *rows, int64_t kp,
+                         int64_t count, int64_t k, int64_t out, int64_t ldc, const int32_t *bound, int32_t *acc,
+                         int32_t bits, int32_t mode, int64_t *finals, int64_t *partials);
 
 /// Requantisation to the next layer's integers, as the engine's float graph does it:
 /// y = (float)acc * m[o] + b[o] (two roundings, no fma), y = max(y, 0) when `relu`,
@@ -58,9 +85,11 @@ void a2qi_requantize_float(const int32_t *c, int64_t ldc, int64_t rows, int64_t 
                            const float *b, float *y);
 
 /// im2row of an NHWC uint8 image batch for a k x k convolution (zero padding): row
-/// (b, oh, ow) holds (i, j, c) in that order, kp bytes (the tail zeroed).
+/// (b, oh, ow) holds (i, j, c) in that order, kp bytes (the tail zeroed). `rows` needs 32 bytes
+/// of slack after the last row; `scratch` needs a2qi_im2row_scratch_bytes.
 void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-                    int64_t pad, int64_t ho, int64_t wo, int64_t kp, uint8_t *rows);
+                    int64_t pad, int64_t ho, int64_t wo, int64_t kp, uint8_t *rows, uint8_t *scratch);
+int64_t a2qi_im2row_scratch_bytes(int64_t h, int64_t w, int64_t c, int64_t pad);
 /// Max pooling (floor mode, no padding) of NHWC uint8.
 void a2qi_maxpool_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
                      uint8_t *y);
