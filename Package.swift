@@ -32,12 +32,14 @@ let package = Package(
         .target(name: "CPUSupport", dependencies: ["COpenBLAS"], path: "Sources/CPUSupport"),
         // The integer engine's kernels: int8 GEMMs (scalar, AVX2, AVX-512 VNNI, 16-bit lanes).
         .target(name: "IntegerKernels", dependencies: ["CPUSupport"], path: "Sources/IntegerKernels"),
+        // Layer kernels of the training graph: pooling, im2col/col2im.
+        .target(name: "NNKernels", path: "Sources/NNKernels"),
         // Vectorised quantizer kernels (C, so that reductions may be reassociated).
         .target(name: "QuantKernels", path: "Sources/QuantKernels"),
         // Swift modules, bottom to top.
         .target(name: "A2QCore", dependencies: ["COpenBLAS", "CPUSupport"]),
         .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels"]),
-        .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "COpenBLAS"]),
+        .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "NNKernels", "COpenBLAS"]),
         .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),
         .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),

@@ -26,6 +26,9 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
     public let fixedScale: Float?
     public var computesInputGradient = true
     public var hasParameters: Bool { logScale != nil }
+    /// Whether this quantizer applies the preceding ReLU itself (`max(x, 0)` before quantising,
+    /// no gradient where `x ≤ 0`), that ReLU passing its input through: one fused pass.
+    public var rectifiesInput = false
     /// The percentile used for calibration.
     public let calibrationPercentile: Double
 
@@ -88,7 +91,7 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
     public func lastInputMaximum() -> Float {
         guard let input else { return 0 }
         var m: Float = 0
-        for i in 0..<input.count { m = max(m, abs(input.data[i])) }
+        for i in 0..<input.count { m = max(m, rectifiesInput ? (input.data[i] > 0 ? input.data[i] : 0) : abs(input.data[i])) }
         return m
     }
 
@@ -100,7 +103,8 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
         guard let input, maximum > 0 else { return }
         let scale = Float(bins) / maximum
         for i in 0..<input.count {
-            counts[min(Int(abs(input.data[i]) * scale), bins - 1)] += 1
+            let value = rectifiesInput ? (input.data[i] > 0 ? input.data[i] : 0) : abs(input.data[i])
+            counts[min(Int(value * scale), bins - 1)] += 1
         }
     }
 
@@ -121,7 +125,11 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
     public func forward(_ input: Tensor, parameters: ParameterStore, training: Bool) -> Tensor {
         self.input = input
         output.reshape(input.shape)
-        a2qk_act_forward(input.data, output.data, Int64(input.count), scale(parameters), low, high)
+        if rectifiesInput {
+            a2qk_relu_act_forward(input.data, output.data, Int64(input.count), scale(parameters), low, high)
+        } else {
+            a2qk_act_forward(input.data, output.data, Int64(input.count), scale(parameters), low, high)
+        }
         return output
     }
 
@@ -131,8 +139,9 @@ public final class ActivationQuantizer: Layer, @unchecked Sendable {
                      "\(name): gradient \(describe(outputGradient.shape)) does not match input \(describe(input.shape))")
         inputGradient.reshape(input.shape)
         let s = scale(parameters)
-        let scaleGradient = a2qk_act_backward(input.data, outputGradient.data, inputGradient.data,
-                                              Int64(input.count), s, low, high)
+        let scaleGradient = rectifiesInput
+            ? a2qk_relu_act_backward(input.data, outputGradient.data, inputGradient.data, Int64(input.count), s, low, high)
+            : a2qk_act_backward(input.data, outputGradient.data, inputGradient.data, Int64(input.count), s, low, high)
         if let logScale { parameters.gradient(logScale)[0] += scaleGradient * s * Float(M_LN2) }
         return inputGradient
     }

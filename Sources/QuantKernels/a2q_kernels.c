@@ -160,6 +160,30 @@ KERNEL float a2qk_act_backward(const float *x, const float *dy, float *dx, int64
     return total;
 }
 
+// ReLU followed by the activation quantizer, in one pass: exactly a2qk_relu_forward then
+// a2qk_act_forward (and, backward, a2qk_act_backward on max(x, 0) then a2qk_relu_backward).
+KERNEL void a2qk_relu_act_forward(const float *x, float *y, int64_t n, float s, float lo, float hi) {
+    float inv = 1.0f / s;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < n; i++) y[i] = fminf(fmaxf(rintf(fmaxf(x[i], 0.0f) * inv), lo), hi) * s;
+}
+
+KERNEL float a2qk_relu_act_backward(const float *x, const float *dy, float *dx, int64_t n, float s, float lo,
+                                    float hi) {
+    float inv = 1.0f / s, total = 0;
+    _Pragma("clang loop vectorize(enable) interleave_count(4)")
+    for (int64_t i = 0; i < n; i++) {
+        float r = fmaxf(x[i], 0.0f);
+        float y = r * inv;
+        float level = rintf(y);
+        float below = level < lo, above = level > hi;
+        float inside = 1.0f - below - above;
+        dx[i] = x[i] > 0 ? dy[i] * inside : 0.0f;
+        total += dy[i] * (inside * (level - y) + below * lo + above * hi);
+    }
+    return total;
+}
+
 KERNEL void a2qk_relu_forward(const float *x, float *y, int64_t n) {
     _Pragma("clang loop vectorize(enable) interleave_count(4)")
     for (int64_t i = 0; i < n; i++) y[i] = fmaxf(x[i], 0.0f);

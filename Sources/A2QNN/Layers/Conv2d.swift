@@ -1,5 +1,6 @@
 import A2QCore
 import A2QQuant
+import NNKernels
 
 /// 2-D convolution over NCHW inputs with square stride and padding, weight
 /// `[out, in, kh, kw]`, bias `[out]`, and a pluggable per-channel weight quantizer.
@@ -89,16 +90,8 @@ public final class Conv2d: Layer, @unchecked Sendable {
         im2col(input.data)
         BLAS.gemm(transposeA: false, transposeB: false, m: outChannels, n: columnsCount, k: fanIn,
                   a: w, lda: fanIn, b: columns.data, ldb: columnsCount, beta: 0, c: product.data, ldc: columnsCount)
-        let y = output.data, p = product.data
-        let b = bias.map { UnsafePointer(parameters.value($0)) }
-        for n in 0..<batch {
-            for o in 0..<outChannels {
-                let source = p + o * columnsCount + n * plane
-                let destination = y + (n * outChannels + o) * plane
-                let shift = b?[o] ?? 0
-                for i in 0..<plane { destination[i] = source[i] + shift }
-            }
-        }
+        a2qn_rows_to_nchw(product.data, bias.map { UnsafePointer(parameters.value($0)) }, output.data, Int64(batch),
+                          Int64(outChannels), Int64(plane))
         return output
     }
 
@@ -109,17 +102,8 @@ public final class Conv2d: Layer, @unchecked Sendable {
         let (batch, _, _, ho, wo) = geometry
         let plane = ho * wo, columnsCount = batch * plane
         // dY [out, N·plane] from NCHW, and the bias gradient on the way.
-        let dy = outputGradient.data, p = product.data
-        let db = bias.map { parameters.gradient($0) }
-        for n in 0..<batch {
-            for o in 0..<outChannels {
-                let source = dy + (n * outChannels + o) * plane
-                let destination = p + o * columnsCount + n * plane
-                var sum: Float = 0
-                for i in 0..<plane { destination[i] = source[i]; sum += source[i] }
-                db?[o] += sum
-            }
-        }
+        let p = product.data
+        a2qn_nchw_to_rows(outputGradient.data, p, bias.map { parameters.gradient($0) }, Int64(batch), Int64(outChannels), Int64(plane))
         let target = quantizer.weightGradientTarget(parameters)
         BLAS.gemm(transposeA: false, transposeB: true, m: outChannels, n: fanIn, k: columnsCount,
                   a: p, lda: columnsCount, b: columns.data, ldb: columnsCount,
@@ -134,75 +118,16 @@ public final class Conv2d: Layer, @unchecked Sendable {
     }
 
     /// The output columns `ow` whose input column `ow·s − p + j` lies inside `[0, W)`.
-    @inline(__always)
-    private func validColumns(_ j: Int, width wIn: Int, outWidth wo: Int) -> Range<Int> {
-        // ow·s − p + j ≥ 0  ⇔  ow ≥ ceil((p − j)/s);  ow·s − p + j ≤ W − 1  ⇔  ow ≤ floor((W − 1 + p − j)/s).
-        let low = max(0, (padding - j + stride - 1) / stride)
-        let highValue = wIn - 1 + padding - j
-        let high = highValue < 0 ? -1 : min(wo - 1, highValue / stride)
-        return low <= high ? low..<(high + 1) : 0..<0
-    }
-
-    /// col[(c·kh + i)·kw + j, n·Ho·Wo + oh·Wo + ow] = x[n, c, oh·s − p + i, ow·s − p + j] (0 outside).
     private func im2col(_ x: UnsafePointer<Float>) {
         let (batch, h, wIn, ho, wo) = geometry
-        let plane = ho * wo, columnsCount = batch * plane
-        let col = columns.data
-        for j in 0..<kernelWidth {
-            let valid = validColumns(j, width: wIn, outWidth: wo)
-            for c in 0..<inChannels {
-                for i in 0..<kernelHeight {
-                    let row = col + ((c * kernelHeight + i) * kernelWidth + j) * columnsCount
-                    for n in 0..<batch {
-                        let image = x + (n * inChannels + c) * h * wIn
-                        let destinationPlane = row + n * plane
-                        for oh in 0..<ho {
-                            let ih = oh * stride - padding + i
-                            let destination = destinationPlane + oh * wo
-                            guard ih >= 0 && ih < h, !valid.isEmpty else {
-                                destination.update(repeating: 0, count: wo)
-                                continue
-                            }
-                            if valid.lowerBound > 0 { destination.update(repeating: 0, count: valid.lowerBound) }
-                            if valid.upperBound < wo { (destination + valid.upperBound).update(repeating: 0, count: wo - valid.upperBound) }
-                            let source = image + ih * wIn - padding + j
-                            if stride == 1 {
-                                (destination + valid.lowerBound).update(from: source + valid.lowerBound, count: valid.count)
-                            } else {
-                                for ow in valid { destination[ow] = source[ow * stride] }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        precondition(kernelHeight == kernelWidth, "\(name): square kernels only")
+        a2qn_im2col(x, columns.data, Int64(batch), Int64(inChannels), Int64(h), Int64(wIn), Int64(kernelHeight),
+                    Int64(stride), Int64(padding), Int64(ho), Int64(wo))
     }
 
-    /// The adjoint of `im2col`: scatters-adds column gradients back into NCHW.
     private func col2im(_ dx: UnsafeMutablePointer<Float>) {
         let (batch, h, wIn, ho, wo) = geometry
-        let plane = ho * wo, columnsCount = batch * plane
-        let col = UnsafePointer(columns.data)
-        dx.update(repeating: 0, count: batch * inChannels * h * wIn)
-        for j in 0..<kernelWidth {
-            let valid = validColumns(j, width: wIn, outWidth: wo)
-            guard !valid.isEmpty else { continue }
-            for c in 0..<inChannels {
-                for i in 0..<kernelHeight {
-                    let row = col + ((c * kernelHeight + i) * kernelWidth + j) * columnsCount
-                    for n in 0..<batch {
-                        let image = dx + (n * inChannels + c) * h * wIn
-                        let sourcePlane = row + n * plane
-                        for oh in 0..<ho {
-                            let ih = oh * stride - padding + i
-                            guard ih >= 0 && ih < h else { continue }
-                            let source = sourcePlane + oh * wo
-                            let destination = image + ih * wIn - padding + j
-                            for ow in valid { destination[ow * stride] += source[ow] }
-                        }
-                    }
-                }
-            }
-        }
+        a2qn_col2im(columns.data, dx, Int64(batch), Int64(inChannels), Int64(h), Int64(wIn), Int64(kernelHeight),
+                    Int64(stride), Int64(padding), Int64(ho), Int64(wo))
     }
 }

@@ -1,4 +1,5 @@
 import A2QCore
+import NNKernels
 
 /// Max pooling over NCHW with a square window (no padding); the gradient goes to the
 /// first maximum of each window.
@@ -32,24 +33,9 @@ public final class MaxPool2d: Layer, @unchecked Sendable {
         }
         let x = input.data, y = output.data
         argmax.withUnsafeMutableBufferPointer { index in
-            if kernelSize == 2 && stride == 2 {
-                // The common 2×2/2 case without the generic window loops.
-                for plane in 0..<(n * c) {
-                    let source = x + plane * h * w
-                    for oh in 0..<ho {
-                        let top = source + 2 * oh * w, bottom = top + w
-                        let o = (plane * ho + oh) * wo
-                        for ow in 0..<wo {
-                            let at = 2 * ow
-                            var best = top[at], bestIndex = 2 * oh * w + at
-                            if top[at + 1] > best { best = top[at + 1]; bestIndex += 1 }
-                            if bottom[at] > best { best = bottom[at]; bestIndex = (2 * oh + 1) * w + at }
-                            if bottom[at + 1] > best { best = bottom[at + 1]; bestIndex = (2 * oh + 1) * w + at + 1 }
-                            y[o + ow] = best
-                            index[o + ow] = Int32(bestIndex)
-                        }
-                    }
-                }
+            if kernelSize == 2 && stride == 2, let at = index.baseAddress {
+                // The common 2×2/2 case: branch-free, vectorised (C).
+                a2qn_maxpool2_forward(x, y, at, Int64(n * c), Int64(h), Int64(w))
                 return
             }
             for plane in 0..<(n * c) {
@@ -80,6 +66,13 @@ public final class MaxPool2d: Layer, @unchecked Sendable {
         let (h, w) = (inputShape[2], inputShape[3])
         let planeOut = output.shape[2] * output.shape[3]
         let dy = outputGradient.data, dx = inputGradient.data
+        if kernelSize == 2 && stride == 2 {
+            argmax.withUnsafeBufferPointer { index in
+                guard let at = index.baseAddress else { return }
+                a2qn_maxpool2_backward(dy, at, dx, Int64(inputShape[0] * inputShape[1]), Int64(h), Int64(w))
+            }
+            return inputGradient
+        }
         inputGradient.fill(0)
         argmax.withUnsafeBufferPointer { index in
             for o in 0..<output.count {

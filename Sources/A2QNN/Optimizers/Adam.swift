@@ -1,4 +1,5 @@
 import A2QCore
+import NNKernels
 
 /// Adam (Kingma & Ba) with bias correction; `decoupled` gives AdamW (Loshchilov & Hutter):
 /// Adam: `g ← g + λ·p`; AdamW: `p ← p − lr·λ·p` before the Adam update. Decay applies to
@@ -46,18 +47,16 @@ public final class Adam: Optimizer, @unchecked Sendable {
         let t = Double(stepCount)
         let correction1 = Float(1 - pow(Double(beta1), t)), correction2 = Float(1 - pow(Double(beta2), t))
         let stepSize = learningRate / correction1
-        let b1 = beta1, b2 = beta2, eps = epsilon
         for view in parameters.views {
             let lambda = decays(view) ? weightDecay : 0
             let scale = learningRateScale(view)
             let rate = learningRate * scale, size = stepSize * scale
-            for i in view.range {
-                var grad = g[i]
-                if decoupled { p[i] -= rate * lambda * p[i] } else { grad += lambda * p[i] }
-                m[i] = b1 * m[i] + (1 - b1) * grad
-                v[i] = b2 * v[i] + (1 - b2) * grad * grad
-                p[i] -= size * m[i] / ((v[i] / correction2).squareRoot() + eps)
-            }
+            let i = view.range.lowerBound
+            // Per element, as the paper writes it (vectorised in C, same operations and order):
+            // g ← g + λp (or p ← p − lr·λ·p for AdamW); m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²;
+            // p ← p − size·m / (√(v / (1 − β₂ᵗ)) + ε).
+            a2qn_adam(p + i, g + i, m + i, v + i, Int64(view.range.count), beta1, beta2, correction2, rate, size, lambda,
+                      decoupled ? 1 : 0, epsilon)
         }
     }
 }

@@ -61,6 +61,11 @@ public enum ModelBuilder {
         func activation(_ name: String) {
             guard withQuantizers else { return }
             let q = ActivationQuantizer(name: name, format: actFormat, layout: &layout)
+            // ReLU then an unsigned quantizer: one fused pass (same values, see ActivationQuantizer).
+            if let relu = layers.last as? ReLU, !actFormat.signed {
+                relu.passesThrough = true
+                q.rectifiesInput = true
+            }
             layers.append(q)
             activations.append(q)
             format = q.format

@@ -35,6 +35,11 @@ float a2qk_qat_backward(const float *x, float *g, int64_t k, float s, float qmax
 void a2qk_act_forward(const float *x, float *y, int64_t n, float s, float lo, float hi);
 /// dx_i = dy_i inside the range, 0 outside; returns sum dy (inside ? level - x/s : lo or hi).
 float a2qk_act_backward(const float *x, const float *dy, float *dx, int64_t n, float s, float lo, float hi);
+/// ReLU and the activation quantizer in one pass (the same values as a2qk_relu_forward then
+/// a2qk_act_forward), and its backward (dx_i = 0 where x_i <= 0; returns the scale sum of
+/// a2qk_act_backward on max(x, 0)).
+void a2qk_relu_act_forward(const float *x, float *y, int64_t n, float s, float lo, float hi);
+float a2qk_relu_act_backward(const float *x, const float *dy, float *dx, int64_t n, float s, float lo, float hi);
 /// y_i = max(x_i, 0) and its backward.
 void a2qk_relu_forward(const float *x, float *y, int64_t n);
 void a2qk_relu_backward(const float *x, const float *dy, float *dx, int64_t n);
