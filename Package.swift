@@ -3,7 +3,7 @@ import PackageDescription
 
 /// a2q: accumulator-aware quantized training (A2Q / A2Q+) in Swift.
 /// System C libraries come from Debian's packages; run `Launch/setup.sh` first.
-let debianBuildDeps = ["libopenmpi-dev", "libhdf5-dev", "libopenblas-dev", "zlib1g-dev", "pkg-config"]
+let debianBuildDeps = ["libopenmpi-dev", "libhdf5-dev", "libopenblas-dev", "libdnnl-dev", "zlib1g-dev", "pkg-config"]
 
 let package = Package(
     name: "a2q",
@@ -23,6 +23,8 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        // oneDNN: its sgemm is the training GEMM (faster than OpenBLAS's on AVX-512; no .pc file).
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
         // Thin C shims that expose only <stdint.h> types to Swift.
@@ -37,7 +39,7 @@ let package = Package(
         // Vectorised quantizer kernels (C, so that reductions may be reassociated).
         .target(name: "QuantKernels", path: "Sources/QuantKernels"),
         // Swift modules, bottom to top.
-        .target(name: "A2QCore", dependencies: ["COpenBLAS", "CPUSupport"]),
+        .target(name: "A2QCore", dependencies: ["COpenBLAS", "CDNNL", "CPUSupport"]),
         .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels"]),
         .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "NNKernels", "COpenBLAS"]),
         .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),

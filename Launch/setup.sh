@@ -3,7 +3,7 @@
 # Idempotent: installs only what is missing; runs `apt-get update` only when it must install.
 set -euo pipefail
 
-packages=(libopenmpi-dev openmpi-bin libhdf5-dev libopenblas-dev pkg-config
+packages=(libopenmpi-dev openmpi-bin libhdf5-dev libopenblas-dev libdnnl-dev pkg-config
           zlib1g-dev hdf5-tools dataset-fashion-mnist)
 
 missing=()

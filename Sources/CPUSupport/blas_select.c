@@ -20,6 +20,16 @@
 static const char *const marker = "A2Q_OPENBLAS_AUTO";
 static char selection[320];
 
+/// libgomp's (linked for oneDNN, a2q's training GEMM).
+void omp_set_num_threads(int);
+
+/// One thread knob for both libraries: oneDNN's OpenMP threads follow OpenBLAS's count
+/// (OPENBLAS_NUM_THREADS, or OpenBLAS's default) unless OMP_NUM_THREADS says otherwise.
+__attribute__((constructor(102))) static void a2q_match_openmp_threads(void) {
+    const char *omp = getenv("OMP_NUM_THREADS");
+    if (!omp || !*omp) omp_set_num_threads(openblas_get_num_threads());
+}
+
 static const char *tier_name(int tier) {
     return tier == A2Q_TIER_AVX512 ? "AVX-512" : tier == A2Q_TIER_AVX2 ? "AVX2 and FMA" : "SSE2 only";
 }

@@ -30,6 +30,7 @@ struct EnvCommand: ParsableCommand {
             "cpu: \(CPU.description)",
             "openblas: core \(BLAS.coreName), threads \(BLAS.threads)",
             "openblas kernel set: \(BLAS.kernelSelection)",
+            "gemm: \(BLAS.backend == .onednn ? "oneDNN \(BLAS.oneDNNVersion) dnnl_sgemm, threads \(BLAS.gemmThreads)" : "OpenBLAS cblas_sgemm") (A2Q_GEMM=onednn|openblas)",
             "openblas config: \(BLAS.configuration)",
         ]
         // One block per rank, in rank order.
