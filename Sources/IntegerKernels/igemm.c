@@ -81,6 +81,17 @@ static void gemm_scalar(const uint8_t *x, int64_t rows, int64_t kp, const int8_t
 static inline int32_t load4(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 static inline int32_t load2(const uint8_t *p) { return (int32_t)p[0] | ((int32_t)p[1] << 8); }
 
+// 4 rows x 32 outputs over all of K: a0..a3 (outputs o0..o0+15) and b0..b3 (o0+16..o0+31).
+#define VNNI_TILE()                                                                                             \
+    for (int64_t i = 0; i < kp; i += 4, wp += outp * 4) {                                                       \
+        __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 64);                                  \
+        __m512i v;                                                                                              \
+        v = _mm512_set1_epi32(load4(x0 + i)); a0 = _mm512_dpbusd_epi32(a0, v, w0); b0 = _mm512_dpbusd_epi32(b0, v, w1); \
+        v = _mm512_set1_epi32(load4(x1 + i)); a1 = _mm512_dpbusd_epi32(a1, v, w0); b1 = _mm512_dpbusd_epi32(b1, v, w1); \
+        v = _mm512_set1_epi32(load4(x2 + i)); a2 = _mm512_dpbusd_epi32(a2, v, w0); b2 = _mm512_dpbusd_epi32(b2, v, w1); \
+        v = _mm512_set1_epi32(load4(x3 + i)); a3 = _mm512_dpbusd_epi32(a3, v, w0); b3 = _mm512_dpbusd_epi32(b3, v, w1); \
+    }
+
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 static void gemm_vnni(const uint8_t *x, int64_t rows, int64_t kp, const int8_t *w, int64_t outp, int32_t *c) {
     for (int64_t r0 = 0; r0 < rows; r0 += 4) {
@@ -88,14 +99,7 @@ static void gemm_vnni(const uint8_t *x, int64_t rows, int64_t kp, const int8_t *
         for (int64_t o0 = 0; o0 < outp; o0 += 32) {
             __m512i a0 = _mm512_setzero_si512(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
             const int8_t *wp = w + o0 * 4;
-            for (int64_t i = 0; i < kp; i += 4, wp += outp * 4) {
-                __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 64);
-                __m512i v;
-                v = _mm512_set1_epi32(load4(x0 + i)); a0 = _mm512_dpbusd_epi32(a0, v, w0); b0 = _mm512_dpbusd_epi32(b0, v, w1);
-                v = _mm512_set1_epi32(load4(x1 + i)); a1 = _mm512_dpbusd_epi32(a1, v, w0); b1 = _mm512_dpbusd_epi32(b1, v, w1);
-                v = _mm512_set1_epi32(load4(x2 + i)); a2 = _mm512_dpbusd_epi32(a2, v, w0); b2 = _mm512_dpbusd_epi32(b2, v, w1);
-                v = _mm512_set1_epi32(load4(x3 + i)); a3 = _mm512_dpbusd_epi32(a3, v, w0); b3 = _mm512_dpbusd_epi32(b3, v, w1);
-            }
+            VNNI_TILE();
             int32_t *cr = c + r0 * outp + o0;
             _mm512_storeu_si512(cr, a0); _mm512_storeu_si512(cr + 16, b0); cr += outp;
             _mm512_storeu_si512(cr, a1); _mm512_storeu_si512(cr + 16, b1); cr += outp;
@@ -132,14 +136,7 @@ static void gemm_vnni_requantize(const uint8_t *x, int64_t rows, int64_t count, 
             const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
             __m512i a0 = _mm512_setzero_si512(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
             const int8_t *wp = w + o0 * 4;
-            for (int64_t i = 0; i < kp; i += 4, wp += outp * 4) {
-                __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 64);
-                __m512i v;
-                v = _mm512_set1_epi32(load4(x0 + i)); a0 = _mm512_dpbusd_epi32(a0, v, w0); b0 = _mm512_dpbusd_epi32(b0, v, w1);
-                v = _mm512_set1_epi32(load4(x1 + i)); a1 = _mm512_dpbusd_epi32(a1, v, w0); b1 = _mm512_dpbusd_epi32(b1, v, w1);
-                v = _mm512_set1_epi32(load4(x2 + i)); a2 = _mm512_dpbusd_epi32(a2, v, w0); b2 = _mm512_dpbusd_epi32(b2, v, w1);
-                v = _mm512_set1_epi32(load4(x3 + i)); a3 = _mm512_dpbusd_epi32(a3, v, w0); b3 = _mm512_dpbusd_epi32(b3, v, w1);
-            }
+            VNNI_TILE();
             __m512i acc[8] = {a0, b0, a1, b1, a2, b2, a3, b3};
             for (int r = 0; r < 4 && r0 + r < count; r++) {
                 uint8_t *qr = q + (r0 + r) * out + o0;

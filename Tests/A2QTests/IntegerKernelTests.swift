@@ -86,6 +86,19 @@ private func run(_ kernel: IntegerKernel, _ c: KernelCase) -> [Int32] {
     return result
 }
 
+/// Whether `kernel` gives Σ x·w for every row and channel of `c`; records the first difference.
+private func matchesReference(_ kernel: IntegerKernel, _ c: KernelCase) -> Bool {
+    let outp = Int(a2qi_padded_out(Int64(c.out)))
+    let result = run(kernel, c)
+    for r in 0..<c.rows {
+        for o in 0..<c.out where Int64(result[r * outp + o]) != c.reference(r, o) {
+            Issue.record("\(kernel): rows \(c.rows) k \(c.k) out \(c.out): [\(r), \(o)] = \(result[r * outp + o]), expected \(c.reference(r, o))")
+            return false
+        }
+    }
+    return true
+}
+
 @Suite("Integer kernels: bit-exact against Int64 references")
 struct IntegerKernelTests {
     @Test("every 32-bit kernel this CPU runs equals Σ x·w over 300 random shapes (K = 1…700, extreme 255×127 and −128 weights)")
@@ -98,15 +111,8 @@ struct IntegerKernelTests {
         var checked = 0
         for index in 0..<300 {
             let c = makeCase(&generator, sixteenBit: false, index: index)
-            let outp = Int(a2qi_padded_out(Int64(c.out)))
             for kernel in kernels {
-                let result = run(kernel, c)
-                for r in 0..<c.rows {
-                    for o in 0..<c.out where Int64(result[r * outp + o]) != c.reference(r, o) {
-                        Issue.record("\(kernel): rows \(c.rows) k \(c.k) out \(c.out): [\(r), \(o)] = \(result[r * outp + o]), expected \(c.reference(r, o))")
-                        return
-                    }
-                }
+                guard matchesReference(kernel, c) else { return }
                 checked += 1
             }
         }
@@ -121,15 +127,8 @@ struct IntegerKernelTests {
         for index in 0..<300 {
             let c = makeCase(&generator, sixteenBit: true, index: index)
             #expect(c.fits16Bits)
-            let outp = Int(a2qi_padded_out(Int64(c.out)))
             for kernel in kernels {
-                let result = run(kernel, c)
-                for r in 0..<c.rows {
-                    for o in 0..<c.out where Int64(result[r * outp + o]) != c.reference(r, o) {
-                        Issue.record("\(kernel): rows \(c.rows) k \(c.k) out \(c.out): [\(r), \(o)] = \(result[r * outp + o]), expected \(c.reference(r, o))")
-                        return
-                    }
-                }
+                guard matchesReference(kernel, c) else { return }
             }
         }
     }
