@@ -134,7 +134,7 @@ static inline void copy_over(uint8_t *dst, const uint8_t *src, int64_t span) {
 KERNEL void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
                            int64_t pad, int64_t ho, int64_t wo, int64_t kp, uint8_t *rows, uint8_t *scratch) {
     int64_t used = kernel * kernel * c, span = kernel * c;
-    int64_t ph = h + 2 * pad, pw = w + 2 * pad;
+    int64_t pw = w + 2 * pad;
     memset(scratch, 0, (size_t)a2qi_im2row_scratch_bytes(h, w, c, pad));
     for (int64_t b = 0; b < n; b++) {
         // The image with a zero border: every kernel row is then one contiguous copy.
@@ -149,7 +149,6 @@ KERNEL void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, in
             }
         }
     }
-    (void)ph;
 }
 
 KERNEL void a2qi_maxpool_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel,

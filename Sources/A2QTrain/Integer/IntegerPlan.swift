@@ -14,7 +14,8 @@ import IntegerKernels
 /// ≤ 8 bits and weights ≤ 8 bits with worst-case sums inside int32; anything else runs on the
 /// reference path (`IntegerPlan.make` returns the reason).
 final class IntegerPlan {
-    struct Pool { var kernel: Int; var stride: Int }
+    /// A max pool on the uint8 output of a step, with its input's height and width.
+    struct Pool { var kernel: Int; var stride: Int; var height: Int; var width: Int }
 
     /// One weight layer with everything that follows it up to the next layer.
     struct Step {
@@ -39,7 +40,6 @@ final class IntegerPlan {
         var pools: [Pool] = []
         var simulate = false
         var bits = 32
-        var poolHeights: [(Int, Int)] = []  // (h, w) before each pool
     }
 
     let steps: [Step]
@@ -190,10 +190,11 @@ final class IntegerPlan {
                 current = nil
             case .maxPool(let kernel, let stride):
                 guard !flat, kernel > 0, stride > 0, h >= kernel, w >= kernel else { return (nil, "max pool geometry") }
+                let pool = Pool(kernel: kernel, stride: stride, height: h, width: w)
                 if current != nil {
-                    current?.poolHeights.append((h, w)); current?.pools.append(Pool(kernel: kernel, stride: stride))
+                    current?.pools.append(pool)
                 } else if !steps.isEmpty {
-                    steps[steps.count - 1].poolHeights.append((h, w)); steps[steps.count - 1].pools.append(Pool(kernel: kernel, stride: stride))
+                    steps[steps.count - 1].pools.append(pool)
                 } else { return (nil, "max pool on the input") }
                 (h, w) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1)
             case .flatten:
@@ -324,7 +325,8 @@ final class IntegerPlan {
     /// The max pools after `step`'s quantizer, on its uint8 output `x`; returns the result.
     private func pool(_ step: Step, _ x: UnsafeMutablePointer<UInt8>, n: Int) -> UnsafeMutablePointer<UInt8> {
         var x = x
-        for (pool, (h, w)) in zip(step.pools, step.poolHeights) {
+        for pool in step.pools {
+            let (h, w) = (pool.height, pool.width)
             let pooledCount = n * ((h - pool.kernel) / pool.stride + 1) * ((w - pool.kernel) / pool.stride + 1) * step.out
             let pooled = output.reserve(pooledCount)
             a2qi_maxpool_u8(x, Int64(n), Int64(h), Int64(w), Int64(step.out), Int64(pool.kernel), Int64(pool.stride), pooled)
