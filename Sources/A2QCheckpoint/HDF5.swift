@@ -6,6 +6,20 @@ public enum HDF5ElementType: Int32, Sendable {
     case float32 = 0, float64 = 1, int8 = 2, int16 = 3, int32 = 4, int64 = 5, uint8 = 6, uint64 = 7
 }
 
+extension HDF5ElementType {
+    /// Whether the type holds integers (as opposed to floating-point numbers).
+    public var isInteger: Bool { self != .float32 && self != .float64 }
+    /// Bytes per element.
+    public var byteWidth: Int {
+        switch self {
+        case .int8, .uint8: return 1
+        case .int16: return 2
+        case .float32, .int32: return 4
+        case .float64, .int64, .uint64: return 8
+        }
+    }
+}
+
 /// A value that maps to one HDF5 element type.
 public protocol HDF5Element: BitwiseCopyable {
     static var hdf5Type: HDF5ElementType { get }
@@ -55,9 +69,9 @@ public class HDF5Group: @unchecked Sendable {
 
     /// Opens a child group.
     public func openGroup(_ name: String) throws -> HDF5Group {
-        guard contains(name) else { throw A2QError("\(path): missing group \(where_(name))") }
+        guard contains(name) else { throw A2QError("missing group \(where_(name))") }
         let group = a2q_h5_group_open(id, name)
-        guard group >= 0 else { throw A2QError("\(path): cannot open group \(where_(name))") }
+        guard group >= 0 else { throw A2QError("cannot open group \(where_(name))") }
         return HDF5Group(id: group, path: path, groupPath: groupPath == "/" ? "/\(name)" : "\(groupPath)/\(name)")
     }
 
@@ -91,29 +105,70 @@ public class HDF5Group: @unchecked Sendable {
 
     /// Shape and stored element type of a dataset.
     public func datasetInfo(_ name: String) throws -> (shape: [Int], type: HDF5ElementType?) {
-        guard contains(name) else { throw A2QError("\(path): missing dataset \(where_(name))") }
+        guard contains(name) else { throw A2QError("missing dataset \(where_(name))") }
         var type: Int32 = -1, rank: Int32 = 0
         var dims = [Int64](repeating: 0, count: 8)
         guard a2q_h5_dataset_info(id, name, &type, &rank, &dims) == 0 else {
-            throw A2QError("\(path): \(where_(name)) is not a readable dataset")
+            throw A2QError("\(where_(name)) is not a readable dataset")
         }
         return (dims.prefix(Int(rank)).map { Int($0) }, HDF5ElementType(rawValue: type))
     }
 
-    /// Reads a whole dataset, converted to `T`. A checksum mismatch is an error.
-    public func read<T: HDF5Element>(_ name: String, as: T.Type = T.self) throws -> (values: [T], shape: [Int]) {
+    /// Reads a whole dataset as `T`, after checking what the file declares against what the
+    /// reader expects, so that nothing is allocated for a dataset that is not what it should be:
+    ///
+    /// - the stored element type is one a2q writes, of the same kind as `T` (integers are never
+    ///   read from floating-point data, nor floats from integers);
+    /// - the rank and dimensions equal `shape` when given (`nil` entries match any size), and
+    ///   the element count is at most `maxElements`;
+    /// - the file stores every declared element (a dataset that declares 2^40 elements in a
+    ///   small file is refused instead of allocated);
+    /// - the Fletcher32 checksum matches.
+    public func read<T: HDF5Element>(_ name: String, as: T.Type = T.self, shape expected: [Int?]? = nil,
+                                     maxElements: Int = HDF5Group.defaultMaxElements) throws -> (values: [T], shape: [Int]) {
         let info = try datasetInfo(name)
-        let count = info.shape.reduce(1, *)
+        guard let stored = info.type else {
+            throw A2QError("\(where_(name)) has an element type a2q does not read",
+                           remedy: "a2q files hold float32/float64 or integer datasets; the file was not written by a2q or was altered")
+        }
+        guard stored.isInteger == T.hdf5Type.isInteger else {
+            throw A2QError("\(where_(name)) holds \(stored) values where \(T.hdf5Type) values belong",
+                           remedy: "the file was altered or not written by a2q")
+        }
+        if let expected {
+            let matches = expected.count == info.shape.count && zip(expected, info.shape).allSatisfy { $0 == nil || $0 == $1 }
+            guard matches else {
+                throw A2QError("\(where_(name)) has shape \(describe(info.shape)), expected \(describe(expected))",
+                               remedy: "the file is of a different model, or it was altered")
+            }
+        }
+        var count = 1
+        for d in info.shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard d >= 0, !overflow, product <= maxElements else {
+                throw A2QError("\(where_(name)) declares \(describe(info.shape)) elements, more than the \(maxElements) a2q reads",
+                               remedy: "the file is damaged or was altered")
+            }
+            count = product
+        }
+        let stores = a2q_h5_dataset_storage_bytes(id, name)
+        guard count == 0 || stores >= Int64(count * stored.byteWidth) else {
+            throw A2QError("\(where_(name)) declares \(describe(info.shape)) values (\(count * stored.byteWidth) bytes) but the file stores only \(max(stores, 0)) bytes of them",
+                           remedy: "the file is truncated, damaged or was altered; use another copy")
+        }
         var values = [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
         let rc = values.withUnsafeMutableBytes { raw in
             a2q_h5_dataset_read(id, name, T.hdf5Type.rawValue, raw.baseAddress, Int64(count))
         }
         guard rc == 0 else {
-            throw A2QError("\(path): cannot read dataset \(where_(name)) (corrupt data or checksum mismatch)",
+            throw A2QError("cannot read dataset \(where_(name)) (corrupt data or checksum mismatch)",
                            remedy: "the file is damaged; use another copy")
         }
         return (values, info.shape)
     }
+
+    /// The largest dataset a reader accepts unless it says otherwise (2^28 elements).
+    public static let defaultMaxElements = 1 << 28
 
     public func setAttribute(_ name: String, _ value: String) throws {
         guard a2q_h5_attr_write_string(id, name, value) == 0 else { throw A2QError("HDF5: cannot write attribute \(where_(name))") }
@@ -130,24 +185,43 @@ public class HDF5Group: @unchecked Sendable {
 
     public func stringAttribute(_ name: String) throws -> String {
         let length = a2q_h5_attr_string_length(id, name)
-        guard length >= 0 else { throw A2QError("\(path): missing or non-string attribute \(where_(name))") }
+        guard length >= 0 else { throw A2QError("missing or non-string attribute \(where_(name))") }
         var buffer = [CChar](repeating: 0, count: Int(length) + 1)
         guard a2q_h5_attr_read_string(id, name, &buffer, Int64(buffer.count)) == 0 else {
-            throw A2QError("\(path): cannot read attribute \(where_(name))")
+            throw A2QError("cannot read attribute \(where_(name))")
         }
         return cString(buffer)
     }
     public func intAttribute(_ name: String) throws -> Int {
         var value: Int64 = 0
         guard a2q_h5_attr_read_i64(id, name, &value) == 0 else {
-            throw A2QError("\(path): missing or non-integer attribute \(where_(name))")
+            throw A2QError("missing or non-integer attribute \(where_(name))")
         }
         return Int(value)
     }
+    /// An integer attribute that must lie in `range` (bit widths, counts, strides, ...).
+    public func intAttribute(_ name: String, in range: ClosedRange<Int>) throws -> Int {
+        let value = try intAttribute(name)
+        guard range.contains(value) else {
+            throw A2QError("attribute \(where_(name)) = \(value) is outside \(range.lowerBound)...\(range.upperBound)",
+                           remedy: "the file is damaged or was altered")
+        }
+        return value
+    }
+
+    /// A floating-point attribute that must be finite.
+    public func finiteAttribute(_ name: String) throws -> Double {
+        let value = try doubleAttribute(name)
+        guard value.isFinite else {
+            throw A2QError("attribute \(where_(name)) is \(value), not a finite number", remedy: "the file is damaged or was altered")
+        }
+        return value
+    }
+
     public func doubleAttribute(_ name: String) throws -> Double {
         var value: Double = 0
         guard a2q_h5_attr_read_f64(id, name, &value) == 0 else {
-            throw A2QError("\(path): missing or non-numeric attribute \(where_(name))")
+            throw A2QError("missing or non-numeric attribute \(where_(name))")
         }
         return value
     }
@@ -203,3 +277,8 @@ func cString(_ buffer: [CChar]) -> String {
 }
 
 import Foundation
+
+/// `[64, *]`: an expected shape, `*` where any size is accepted.
+func describe(_ shape: [Int?]) -> String {
+    "[" + shape.map { $0.map(String.init) ?? "*" }.joined(separator: ", ") + "]"
+}

@@ -29,16 +29,31 @@ public enum DataSource: Sendable, Equatable, CustomStringConvertible {
         case .synthetic:
             return (SyntheticDataset.make(count: 6000, seed: 1), SyntheticDataset.make(count: 1000, seed: 2))
         case .folder(let path):
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-                throw A2QError("data folder \(path) does not exist",
-                               remedy: path == DataSource.defaultFolder
-                                   ? "install Fashion-MNIST with `apt-get install dataset-fashion-mnist` (or run Launch/setup.sh), or pass --data DIR"
-                                   : "pass --data with a folder of MNIST-format IDX files, or --data synthetic")
-            }
+            try Self.requireFolder(path)
             let train = try Self.split(folder: path, prefix: "train")
             let test = try Self.split(folder: path, prefix: "t10k")
             return (train, test)
+        }
+    }
+
+    /// Loads only the test split (evaluation needs no training files).
+    public func loadTest() throws -> Dataset {
+        switch self {
+        case .synthetic:
+            return SyntheticDataset.make(count: 1000, seed: 2)
+        case .folder(let path):
+            try Self.requireFolder(path)
+            return try Self.split(folder: path, prefix: "t10k")
+        }
+    }
+
+    static func requireFolder(_ path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw A2QError("data folder \(path) does not exist",
+                           remedy: path == DataSource.defaultFolder
+                               ? "install Fashion-MNIST with `apt-get install dataset-fashion-mnist` (or run Launch/setup.sh), or pass --data DIR"
+                               : "pass --data with a folder of MNIST-format IDX files, or --data synthetic")
         }
     }
 

@@ -29,6 +29,15 @@ public struct Dataset: Sendable {
     /// Pixels per image.
     public var imageSize: Int { height * width }
 
+    /// Throws unless the images are `height`×`width` single-channel images, what the model
+    /// takes (`source` names the data in the message).
+    public func requireImageSize(height: Int, width: Int, channels: Int = 1, source: String) throws {
+        guard channels == 1, self.height == height, self.width == width else {
+            throw A2QError("\(source): the images are 1×\(self.height)×\(self.width) but the model takes \(channels)×\(height)×\(width) images",
+                           remedy: "pass data of the model's input size (--data), or a model made for this data")
+        }
+    }
+
     /// The first `n` examples.
     public func prefix(_ n: Int) -> Dataset {
         let k = min(n, count)

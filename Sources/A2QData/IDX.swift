@@ -28,7 +28,15 @@ public enum IDX {
             let o = 4 + 4 * d
             shape.append(Int(raw[o]) << 24 | Int(raw[o + 1]) << 16 | Int(raw[o + 2]) << 8 | Int(raw[o + 3]))
         }
-        let expected = shape.reduce(1, *)
+        var expected = 1
+        for d in shape {
+            let (product, overflow) = expected.multipliedReportingOverflow(by: d)
+            guard !overflow, product <= raw.count else {
+                throw A2QError("\(path): IDX header \(describe(shape)) declares more data than the file's \(raw.count) bytes",
+                               remedy: "the file is truncated or corrupt")
+            }
+            expected = product
+        }
         guard raw.count - header == expected else {
             throw A2QError("\(path): IDX file holds \(raw.count - header) data bytes but its header \(describe(shape)) needs \(expected)",
                            remedy: "the file is truncated or corrupt; reinstall it (Debian package dataset-fashion-mnist for the default)")

@@ -500,13 +500,22 @@ public final class WeightQuantizer: @unchecked Sendable {
 
     /// The integer weights `q` of the last forward pass (`[out·K]`, row-major), recovered
     /// exactly from `w_q = q·s` (integers below 2^15 survive the float round trip).
-    /// Empty for `float`. Cold path: allocates.
-    public func integerWeights() -> [Int32] {
+    /// Empty for `float`. Cold path: allocates. Throws when a scale or weight is not a finite
+    /// number (damaged parameters, e.g. from a hostile checkpoint), instead of trapping.
+    public func integerWeights() throws -> [Int32] {
         guard !isIdentity else { return [] }
         var q = [Int32](repeating: 0, count: outChannels * fanIn)
+        let limit = Float(1 << (spec.weightBits - 1))
         for o in 0..<outChannels {
             let s = channelScale[o]
-            for i in 0..<fanIn { q[o * fanIn + i] = Int32((quantized[o * fanIn + i] / s).rounded()) }
+            for i in 0..<fanIn {
+                let v = (quantized[o * fanIn + i] / s).rounded()
+                guard v.isFinite, abs(v) <= limit else {
+                    throw A2QError("output channel \(o) of a \(spec.weightBits)-bit weight quantizer has no valid integer weights (scale \(s), value \(quantized[o * fanIn + i]))",
+                                   remedy: "the model's parameters are damaged (non-finite or out of range); use another checkpoint")
+                }
+                q[o * fanIn + i] = Int32(v)
+            }
         }
         return q
     }

@@ -127,9 +127,9 @@ int32_t a2q_h5_dataset_info(int64_t location, const char *name, int32_t *type, i
     if (set < 0) return -1;
     hid_t space = H5Dget_space(set);
     hid_t stored = H5Dget_type(set);
-    int r = H5Sget_simple_extent_ndims(space);
+    int r = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
     int32_t rc = 0;
-    if (r < 0 || r > 8) rc = -1;
+    if (r < 0 || r > 8 || stored < 0) rc = -1;
     else {
         hsize_t shape[8];
         H5Sget_simple_extent_dims(space, shape, NULL);
@@ -141,6 +141,14 @@ int32_t a2q_h5_dataset_info(int64_t location, const char *name, int32_t *type, i
     H5Sclose(space);
     H5Dclose(set);
     return rc;
+}
+
+int64_t a2q_h5_dataset_storage_bytes(int64_t location, const char *name) {
+    hid_t set = H5Dopen2(location, name, H5P_DEFAULT);
+    if (set < 0) return -1;
+    hsize_t bytes = H5Dget_storage_size(set);
+    H5Dclose(set);
+    return (int64_t)bytes;
 }
 
 int32_t a2q_h5_dataset_read(int64_t location, const char *name, int32_t type, void *data,
@@ -196,13 +204,17 @@ int32_t a2q_h5_attr_write_f64(int64_t location, const char *name, double value) 
     return write_scalar_attr(location, name, H5T_NATIVE_DOUBLE, &value);
 }
 
-/// Reads a string attribute (variable or fixed length) into a malloc'ed, terminated copy.
+/// Reads a scalar (one-element) string attribute, variable or fixed length, into a malloc'ed,
+/// terminated copy. Arrays of strings are refused (a one-pointer buffer cannot hold them).
 static char *read_string_attr(int64_t location, const char *name) {
     hid_t attr = H5Aopen(location, name, H5P_DEFAULT);
     if (attr < 0) return NULL;
     hid_t stored = H5Aget_type(attr);
+    hid_t space = H5Aget_space(attr);
+    int scalar = space >= 0 && H5Sget_simple_extent_npoints(space) == 1;
+    if (space >= 0) H5Sclose(space);
     char *result = NULL;
-    if (H5Tget_class(stored) == H5T_STRING) {
+    if (scalar && H5Tget_class(stored) == H5T_STRING) {
         if (H5Tis_variable_str(stored) > 0) {
             hid_t type = vlen_utf8();
             char *value = NULL;

@@ -80,13 +80,16 @@ struct EvalCommand: ParsableCommand {
 
     @Argument(help: "A checkpoint (or, with --integer, an export).") var file: String
     @Flag(help: "Run the integer engine with simulated P-bit accumulators.") var integer = false
-    @Option(help: "Override every layer's P (what-if; --integer only).") var accumulatorBits: Int?
+    @Option(help: "What-if P for the hidden weight layers (all but the first and the last: the layers A2Q/A2Q+ constrain by default); --integer only.")
+    var accumulatorBits: Int?
+    @Option(help: ArgumentHelp("What-if P for one layer, NAME=P (repeatable; wins over --accumulator-bits; --integer only).", valueName: "name=P"))
+    var layerAccumulatorBits: [String] = []
     @Option(help: "Overflow behaviour: wrap, saturate or wide (--integer only).") var overflow: OverflowMode = .wrap
     @Option(help: ArgumentHelp("Integer kernel: auto (fastest exact 32-bit kernel of this CPU), vnni, avx2, scalar, or reference (Float64 dgemm) (--integer only).",
                                valueName: "kernel")) var kernel = "auto"
     @Option(help: ArgumentHelp("Layers that accumulate in 16-bit lanes: auto (layers proven to fit 16 bits, on CPUs without AVX-512 VNNI, where that is faster), none, proven (every layer whose worst case fits 16 bits), or NAME,NAME (each must be proven to fit; --integer only).",
                                valueName: "layers")) var int16Layers = "auto"
-    @Option(help: "MNIST-format data folder or 'synthetic' (default: the checkpoint's, else Fashion-MNIST).") var data: String?
+    @Option(help: "MNIST-format data folder (only the t10k test files are read) or 'synthetic' (default: the checkpoint's, else Fashion-MNIST).") var data: String?
     @Option(help: "Evaluate only the first N test images.") var limit: Int?
     @Flag(help: "Print JSON.") var json = false
     @Option(help: .hidden) var testDumpAccumulators: String?
@@ -107,20 +110,25 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         if let limit, limit <= 0 { throw A2QError("--limit must be positive") }
-        let source = try data ?? (ExportFile.isExport(file) ? DataSource.defaultFolder : CheckpointFile.header(file).config.data)
-        let full = try ModelFiles.testSet(source)
-        let test = limit.map { full.prefix($0) } ?? full
-        var start = monotonicSeconds()
-        var result: Result
         if !integer && (kernel != "auto" || int16Layers != "auto") {
             throw A2QError("--kernel and --int16-layers apply to the integer engine", remedy: "add --integer")
         }
-        let kernels = IntegerKernelChoice(accumulation: try IntegerKernelChoice.accumulation(kernel),
-                                          int16: IntegerKernelChoice.int16Layers(int16Layers))
+        let overrides = try AccumulatorOverride(hidden: accumulatorBits, layerArguments: layerAccumulatorBits)
+        if !integer && !overrides.isEmpty {
+            throw A2QError("--accumulator-bits and --layer-accumulator-bits apply to the integer engine", remedy: "add --integer")
+        }
+        let isExport = ExportFile.isExport(file)
+        let source = try data ?? (isExport ? DataSource.defaultFolder : CheckpointFile.header(file).config.data)
+        var result: Result
         if integer {
+            let kernels = IntegerKernelChoice(accumulation: try IntegerKernelChoice.accumulation(kernel),
+                                              int16: IntegerKernelChoice.int16Layers(int16Layers))
             let integerModel = try ModelFiles.integerModel(file)
+            let bits = try overrides.bits(for: integerModel)
+            let full = try ModelFiles.testSet(source, for: integerModel.inputShape)
+            let test = limit.map { full.prefix($0) } ?? full
             if let dump = testDumpAccumulators {
-                let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: accumulatorBits, kernels: kernels)
+                let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: bits, kernels: kernels)
                 // Tests: the last layer's accumulators and the predictions for the first 64 test images.
                 _ = engine.evaluate(test.prefix(64), batch: 64)
                 try Data(bytes: engine.lastAccumulators, count: engine.lastAccumulators.count * 8).write(to: URL(fileURLWithPath: dump))
@@ -132,8 +140,8 @@ struct EvalCommand: ParsableCommand {
                 let (_, integerPredictions) = engine.evaluate(test)
                 try integerPredictions.map(String.init).joined(separator: "\n").write(toFile: dump + ".integer", atomically: true, encoding: .utf8)
             }
-            let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: accumulatorBits, kernels: kernels)
-            start = monotonicSeconds()  // the engine's throughput, without loading and packing
+            let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: bits, kernels: kernels)
+            let start = monotonicSeconds()  // the engine's throughput, without loading and packing
             let (accuracy, _) = engine.evaluate(test)
             result = Result(file: file, engine: "integer", accuracy: accuracy, images: test.count,
                             imagesPerSecond: Double(test.count) / (monotonicSeconds() - start), overflow: overflow.rawValue,
@@ -144,13 +152,13 @@ struct EvalCommand: ParsableCommand {
                           + (engine.referenceReason.map { " (reference path: \($0))" } ?? ""))
             }
         } else {
-            guard accumulatorBits == nil else {
-                throw A2QError("--accumulator-bits applies to the integer engine", remedy: "add --integer")
-            }
-            guard !ExportFile.isExport(file) else {
+            guard !isExport else {
                 throw A2QError("\(file) is an export (integers only)", remedy: "evaluate it with --integer, or pass the checkpoint")
             }
+            let start = monotonicSeconds()
             let (model, _) = try ModelFiles.loadCheckpoint(file)
+            let full = try ModelFiles.testSet(source, for: [1, ModelBuilder.imageSize.height, ModelBuilder.imageSize.width])
+            let test = limit.map { full.prefix($0) } ?? full
             let accuracy = FakeQuantEvaluation.accuracy(model, test)
             result = Result(file: file, engine: "fake-quantized float", accuracy: accuracy, images: test.count,
                             imagesPerSecond: Double(test.count) / (monotonicSeconds() - start))
@@ -173,7 +181,10 @@ struct VerifyCommand: ParsableCommand {
 
     @Argument(help: "An export or a checkpoint.") var file: String
     @Option(help: "Also run the test set through the integer engine (wrap) and report overflows seen.") var data: String?
-    @Option(help: "Check against this P instead of each layer's own.") var accumulatorBits: Int?
+    @Option(help: "Check the hidden weight layers (all but the first and the last) against this P instead of their own.")
+    var accumulatorBits: Int?
+    @Option(help: ArgumentHelp("Check one layer against this P, NAME=P (repeatable; wins over --accumulator-bits).", valueName: "name=P"))
+    var layerAccumulatorBits: [String] = []
     @Flag(help: "Print JSON.") var json = false
 
     struct Result: Encodable {
@@ -185,10 +196,11 @@ struct VerifyCommand: ParsableCommand {
 
     func run() throws {
         let model = try ModelFiles.integerModel(file)
-        var verdicts = LayerVerdict.verify(model, accumulatorBits: accumulatorBits)
+        let bits = try AccumulatorOverride(hidden: accumulatorBits, layerArguments: layerAccumulatorBits).bits(for: model)
+        var verdicts = LayerVerdict.verify(model, accumulatorBits: bits)
         if let data {
-            let engine = try IntegerEngine(model: model, mode: .wrap, accumulatorBits: accumulatorBits)
-            _ = engine.evaluate(try ModelFiles.testSet(data))
+            let engine = try IntegerEngine(model: model, mode: .wrap, accumulatorBits: bits)
+            _ = engine.evaluate(try ModelFiles.testSet(data, for: model.inputShape))
             for i in verdicts.indices { verdicts[i].observed = engine.overflows.first { $0.name == verdicts[i].name } }
         }
         let safe = verdicts.allSatisfy(\.overflowFree)

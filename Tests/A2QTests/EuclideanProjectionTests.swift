@@ -77,7 +77,7 @@ struct EuclideanProjectionTests {
             for i in 0..<quantizer.weight.count { store.value(quantizer.weight)[i] = g.uniform(-0.06, 0.06) }
             quantizer.initializeFromFloatWeights(store, method: method)
             _ = quantizer.forward(store)
-            nonZero[method] = quantizer.integerWeights().filter { $0 != 0 }.count
+            nonZero[method] = try quantizer.integerWeights().filter { $0 != 0 }.count
         }
         #expect((nonZero[.ep] ?? 0) > (nonZero[.naive] ?? 0), "\(nonZero)")
     }

@@ -45,12 +45,12 @@ struct IntegerPathTests {
             let model = try convertedModel(name, quantizer, seed: 5)
             for bits in [nil, 12] as [Int?] {  // each layer's own P (A2Q+ hidden layers proven safe), and a P that overflows
                 for mode in OverflowMode.allCases {
-                    let reference = try IntegerEngine(model: model, mode: mode, accumulatorBits: bits,
+                    let reference = try IntegerEngine(model: model, mode: mode, accumulatorBits: bits.map { model.accumulatorBits(everyLayer: $0) } ?? [:],
                                                       kernels: IntegerKernelChoice(accumulation: .reference))
                     let expected = pixels.withUnsafeBufferPointer { reference.logits(pixels: $0, count: 70) }
                     #expect(reference.layerKernels.allSatisfy { $0.kernel == "reference" })
                     for choice in kernels {
-                        let engine = try IntegerEngine(model: model, mode: mode, accumulatorBits: bits, kernels: choice)
+                        let engine = try IntegerEngine(model: model, mode: mode, accumulatorBits: bits.map { model.accumulatorBits(everyLayer: $0) } ?? [:], kernels: choice)
                         #expect(engine.referenceReason == nil, "\(name) runs on the reference path: \(engine.referenceReason ?? "")")
                         let scores = pixels.withUnsafeBufferPointer { engine.logits(pixels: $0, count: 70) }
                         let label = "\(name) \(quantizer) P=\(bits.map(String.init) ?? "own") \(mode) \(engine.layerKernels.map(\.kernel))"
@@ -80,7 +80,7 @@ struct IntegerPathTests {
         let pixels = randomImages(20, seed: 9)
         var accumulators: [OverflowMode: [Int64]] = [:]
         for mode in OverflowMode.allCases {
-            let engine = try IntegerEngine(model: model, mode: mode, accumulatorBits: 12)
+            let engine = try IntegerEngine(model: model, mode: mode, accumulatorBits: model.accumulatorBits(everyLayer: 12))
             _ = pixels.withUnsafeBufferPointer { engine.logits(pixels: $0, count: 20) }
             accumulators[mode] = engine.lastAccumulators
         }

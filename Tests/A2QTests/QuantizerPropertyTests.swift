@@ -60,7 +60,7 @@ struct QuantizerPropertyTests {
                 for o in 0..<out { store.value(logNorm)[o] += g.uniform(-3, 3) }
             }
             let wq = quantizer.forward(store)
-            let q = quantizer.integerWeights()
+            let q = try quantizer.integerWeights()
             let scales = quantizer.scales
             let qmax = Int32((1 << (m - 1)) - 1)
             for o in 0..<out {
@@ -94,7 +94,7 @@ struct QuantizerPropertyTests {
         for i in 0..<quantizer.weight.count { v[i] = g.uniform(-1, 1) }
         quantizer.initializeFromFloatWeights(store)
         _ = quantizer.forward(store)
-        let q = quantizer.integerWeights()
+        let q = try quantizer.integerWeights()
         for o in 0..<4 {
             var l1 = 0.0
             for i in 0..<257 { l1 += Double(abs(v[o * 257 + i])) }
@@ -141,7 +141,7 @@ struct QuantizerPropertyTests {
             for i in 0..<4 { store.value(quantizer.weight)[i] = w[i] }
             quantizer.initializeFromFloatWeights(store)
             _ = quantizer.forward(store)
-            #expect(quantizer.integerWeights() == expected, "\(kind)")
+            #expect(try quantizer.integerWeights() == expected, "\(kind)")
             #expect(abs(quantizer.scales[0] - 0.5 / 7) < 1e-7)
         }
     }
@@ -165,7 +165,7 @@ struct QuantizerPropertyTests {
             #expect(abs(l1 - min(gNorm, quantizer.bound * s)) < 1e-3 * l1)
         }
         _ = quantizer.forward(store)
-        let q = quantizer.integerWeights()
+        let q = try quantizer.integerWeights()
         for o in 0..<4 {
             let (lo, hi) = AccumulatorBounds.worstCase(q[(o * 300)..<((o + 1) * 300)], input: u8)
             #expect(AccumulatorBounds.fits(minimum: lo, maximum: hi, accumulatorBits: 14))

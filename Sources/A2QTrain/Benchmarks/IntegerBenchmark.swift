@@ -45,7 +45,8 @@ public enum IntegerBenchmark {
         var perLayer: [String: Double] = [:]
         var names = ""
         for _ in 0..<repeats {
-            let engine = try IntegerEngine(model: model, mode: mode, accumulatorBits: accumulatorBits, kernels: kernels)
+            let engine = try IntegerEngine(model: model, mode: mode, accumulatorBits: accumulatorBits.map { model.accumulatorBits(everyLayer: $0) } ?? [:],
+                                           kernels: kernels)
             let start = monotonicSeconds()
             _ = engine.evaluate(test)
             let rate = Double(test.count) / (monotonicSeconds() - start)

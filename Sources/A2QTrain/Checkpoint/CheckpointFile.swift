@@ -112,7 +112,7 @@ public enum CheckpointFile {
         let quantizer = layer.quantizer
         guard let input = layer.input else { return }
         _ = quantizer.forward(model.parameters)
-        let report = LayerAccumulatorReport(integers: quantizer.integerWeights(), outChannels: quantizer.outChannels,
+        let report = LayerAccumulatorReport(integers: try quantizer.integerWeights(), outChannels: quantizer.outChannels,
                                             input: input, accumulatorBits: quantizer.spec.accumulatorBits)
         try report.write(to: g, shape: layer.weightShape, weightBits: quantizer.spec.weightBits)
         try g.write("weight_scale", quantizer.scales, shape: [quantizer.outChannels])
@@ -153,7 +153,16 @@ public enum CheckpointFile {
 
     // MARK: Load
 
-    /// Opens `path` and reads its header, checking the format and version.
+    /// The phases a checkpoint can be saved in.
+    static let phases: Set<String> = ["float", "quantized"]
+    /// The largest rank count a checkpoint may declare.
+    static let maxWorldSize = 1 << 16
+    /// Steps, epochs and positions beyond this are refused as damaged (2^40).
+    static let maxCount = 1 << 40
+
+    /// Opens `path` and reads its header: the format and version, every counter range-checked,
+    /// the stored configuration decoded and validated, and the logging sums shaped `[3·R]` and
+    /// `[2·R]` for the stored rank count R.
     public static func header(_ path: String) throws -> Header {
         let file = try HDF5File.openForReading(path)
         guard file.hasAttribute("format"), (try? file.stringAttribute("format")) == format else {
@@ -168,94 +177,110 @@ public enum CheckpointFile {
         let configText = try file.stringAttribute("config")
         let config: TrainConfig
         do { config = try JSONDecoder().decode(TrainConfig.self, from: Data(configText.utf8)) } catch {
-            throw A2QError("\(path): the stored configuration is not readable (\(error))")
+            throw A2QError("\(path): the stored configuration is not readable (\(error))", remedy: "the file is damaged or was altered")
         }
-        var state = TrainingState(phase: try file.stringAttribute("phase"))
-        state.step = try file.intAttribute("step")
-        state.earlierSteps = try file.intAttribute("earlier_steps")
-        state.epoch = try file.intAttribute("epoch")
-        state.position = try file.intAttribute("position")
-        if file.hasAttribute("float_test_accuracy") { state.floatTestAccuracy = try file.doubleAttribute("float_test_accuracy") }
-        if file.hasAttribute("conversion_test_accuracy") { state.conversionTestAccuracy = try file.doubleAttribute("conversion_test_accuracy") }
+        do { try config.validate() } catch {
+            throw A2QError("\(path): the stored configuration is invalid: \(error)", remedy: "the file is damaged or was altered")
+        }
+        let phase = try file.stringAttribute("phase")
+        guard phases.contains(phase) else { throw A2QError("\(path): unknown phase '\(phase)' (expected float or quantized)") }
+        var state = TrainingState(phase: phase)
+        state.step = try file.intAttribute("step", in: 0...maxCount)
+        state.earlierSteps = try file.intAttribute("earlier_steps", in: 0...maxCount)
+        state.epoch = try file.intAttribute("epoch", in: 0...maxCount)
+        state.position = try file.intAttribute("position", in: 0...maxCount)
+        if file.hasAttribute("float_test_accuracy") { state.floatTestAccuracy = try file.finiteAttribute("float_test_accuracy") }
+        if file.hasAttribute("conversion_test_accuracy") { state.conversionTestAccuracy = try file.finiteAttribute("conversion_test_accuracy") }
+        let worldSize = try file.intAttribute("world_size", in: 1...maxWorldSize)
         let data = try file.openGroup("data")
-        state.window = try data.read("window", as: Double.self).values
-        state.epochTotals = try data.read("epoch_totals", as: Double.self).values
+        state.window = try finite(data.read("window", as: Double.self, shape: [3 * worldSize]).values, "/data/window", path)
+        state.epochTotals = try finite(data.read("epoch_totals", as: Double.self, shape: [2 * worldSize]).values, "/data/epoch_totals", path)
         let layers = (try? JSONDecoder().decode([String].self, from: Data(try file.stringAttribute("layers").utf8))) ?? []
-        return Header(path: path, config: config, state: state, worldSize: try file.intAttribute("world_size"), layerNames: layers)
+        return Header(path: path, config: config, state: state, worldSize: worldSize, layerNames: layers)
     }
 
-    /// Reads every dataset once (checksums verified) without keeping them: a full validation.
+    static func finite<T: BinaryFloatingPoint>(_ values: [T], _ name: String, _ path: String) throws -> [T] {
+        guard values.allSatisfy(\.isFinite) else {
+            throw A2QError("\(path): \(name) holds a non-finite value", remedy: "the file is damaged or was altered; use another checkpoint")
+        }
+        return values
+    }
+
+    /// Everything `restore` would check, without keeping anything: the header, then every
+    /// tensor of the model the stored configuration describes (shape, type, finite values,
+    /// checksums), the optimizer state for every parameter, and each rank's buffer copies.
+    /// `--resume auto` skips a file that fails this.
     public static func validate(_ path: String) throws -> Header {
         let header = try header(path)
+        let model = try ModelBuilder.build(header.config, quantized: header.state.phase != "float")
+        try restore(path, into: model, optimizer: nil)
         let file = try HDF5File.openForReading(path)
-        func walk(_ group: HDF5Group) throws {
-            for name in try group.childNames() {
-                if let info = try? group.datasetInfo(name) {
-                    switch info.type {
-                    case .int8, .int16, .int32, .int64, .uint8, .uint64: _ = try group.read(name, as: Int64.self)
-                    default: _ = try group.read(name, as: Double.self)
-                    }
-                } else {
-                    try walk(try group.openGroup(name))
+        let optimizer = try file.openGroup("optimizer")
+        let kind = try optimizer.stringAttribute("kind")
+        if kind != "none" {
+            _ = try optimizer.intAttribute("step_count", in: 0...maxCount)
+            for name in try optimizer.childNames() {
+                let state = try optimizer.openGroup(name)
+                for view in model.parameters.views {
+                    _ = try finite(state.read(view.name, as: Float.self, shape: view.shape.map { $0 }).values, "/optimizer/\(name)/\(view.name)", path)
                 }
             }
         }
-        try walk(file)
+        _ = try rankBuffers(path, model: model, worldSize: header.worldSize)
         return header
     }
 
-    /// Every rank's copy of each buffer (`name → [R·n]`), as saved.
-    public static func rankBuffers(_ path: String) throws -> [String: [Float]] {
+    /// Every rank's copy of each buffer of `model` (`name → [R·n]`), as saved, shape-checked.
+    public static func rankBuffers(_ path: String, model: Model, worldSize: Int) throws -> [String: [Float]] {
         let file = try HDF5File.openForReading(path)
         let group = try file.openGroup("data").openGroup("rank_buffers")
         var out: [String: [Float]] = [:]
-        for name in try group.childNames() { out[name] = try group.read(name, as: Float.self).values }
+        for (name, tensor) in model.network.buffers where group.contains(name) {
+            out[name] = try finite(group.read(name, as: Float.self, shape: [worldSize, tensor.count]).values, "/data/rank_buffers/\(name)", path)
+        }
         return out
     }
 
-    /// Loads parameters, buffers and (if given) optimizer state into objects of the same layout.
+    /// Loads parameters, buffers and (if given) optimizer state into objects of the same
+    /// layout. Each dataset's type and shape are checked before it is read, and non-finite
+    /// values are refused.
     public static func restore(_ path: String, into model: Model, optimizer: (any Optimizer)?) throws {
         let file = try HDF5File.openForReading(path)
         let root = try file.openGroup("model")
         let parameters = model.parameters
         for view in parameters.views {
-            let (g, d) = split(view.name)
-            let (values, shape) = try read(root, g, d, path: path)
-            guard shape == view.shape else {
-                throw A2QError("\(path): /model/\(g)/\(d) has shape \(describe(shape)), this model needs \(describe(view.shape))",
-                               remedy: "the checkpoint is of a different model or bit-width configuration")
-            }
+            let values = try read(root, view.name, shape: view.shape, path: path,
+                                  remedy: "the checkpoint is of a different model or bit-width configuration")
             for (i, v) in values.enumerated() { parameters.value(view)[i] = v }
         }
         for (name, tensor) in model.network.buffers {
-            let (g, d) = split(name)
-            let (values, shape) = try read(root, g, d, path: path)
-            guard shape == tensor.shape else { throw A2QError("\(path): /model/\(g)/\(d) has the wrong shape \(describe(shape))") }
+            let values = try read(root, name, shape: tensor.shape, path: path, remedy: "the checkpoint is of a different model")
             for (i, v) in values.enumerated() { tensor.data[i] = v }
         }
         guard let optimizer else { return }
         let g = try file.openGroup("optimizer")
-        optimizer.stepCount = try g.intAttribute("step_count")
+        optimizer.stepCount = try g.intAttribute("step_count", in: 0...maxCount)
         for (name, buffer) in optimizer.stateBuffers {
             let state = try g.openGroup(name)
             for view in parameters.views {
-                let (values, _) = try state.read(view.name, as: Float.self)
-                guard values.count == view.count else { throw A2QError("\(path): optimizer state \(name)/\(view.name) has the wrong size") }
+                let values = try finite(state.read(view.name, as: Float.self, shape: view.shape.map { $0 }).values, "/optimizer/\(name)/\(view.name)", path)
                 for (i, v) in values.enumerated() { buffer[view.offset + i] = v }
             }
         }
     }
 
-    static func read(_ root: HDF5Group, _ group: String, _ dataset: String, path: String) throws -> ([Float], [Int]) {
-        guard root.contains(group) else {
-            throw A2QError("\(path): no /model/\(group) group", remedy: "the checkpoint is of a different model")
-        }
+    /// Reads `/model/<group>/<dataset>` for the tensor `name`, which must have `shape` and
+    /// finite values.
+    static func read(_ root: HDF5Group, _ name: String, shape: [Int], path: String, remedy: String) throws -> [Float] {
+        let (group, dataset) = split(name)
+        guard root.contains(group) else { throw A2QError("\(path): no /model/\(group) group", remedy: remedy) }
         let g = try root.openGroup(group)
-        guard g.contains(dataset) else {
-            throw A2QError("\(path): no /model/\(group)/\(dataset)", remedy: "the checkpoint is of a different model or quantizer")
+        guard g.contains(dataset) else { throw A2QError("\(path): no /model/\(group)/\(dataset)", remedy: remedy) }
+        let info = try g.datasetInfo(dataset)
+        guard info.shape == shape else {
+            throw A2QError("\(path): /model/\(group)/\(dataset) has shape \(describe(info.shape)), this model needs \(describe(shape))", remedy: remedy)
         }
-        let (values, shape) = try g.read(dataset, as: Float.self)
-        return (values, shape)
+        return try finite(g.read(dataset, as: Float.self, shape: shape.map { $0 }).values, "/model/\(group)/\(dataset)", path)
     }
 
     /// Loads the float tensors (weights, biases, BatchNorm) whose names `model` also has, for
@@ -265,19 +290,13 @@ public enum CheckpointFile {
         let root = try file.openGroup("model")
         var loaded = 0
         for view in model.parameters.views where view.role == .weight || view.role == .bias || view.role == .normalization {
-            let (g, d) = split(view.name)
-            let (values, shape) = try read(root, g, d, path: path)
-            guard shape == view.shape else {
-                throw A2QError("\(path): /model/\(g)/\(d) has shape \(describe(shape)), this model needs \(describe(view.shape))",
-                               remedy: "--init-from needs a checkpoint of the same --model")
-            }
+            let values = try read(root, view.name, shape: view.shape, path: path, remedy: "--init-from needs a checkpoint of the same --model")
             for (i, v) in values.enumerated() { model.parameters.value(view)[i] = v }
             loaded += 1
         }
         for (name, tensor) in model.network.buffers {
-            let (g, d) = split(name)
-            let (values, _) = try read(root, g, d, path: path)
-            for (i, v) in values.prefix(tensor.count).enumerated() { tensor.data[i] = v }
+            let values = try read(root, name, shape: tensor.shape, path: path, remedy: "--init-from needs a checkpoint of the same --model")
+            for (i, v) in values.enumerated() { tensor.data[i] = v }
         }
         return loaded
     }

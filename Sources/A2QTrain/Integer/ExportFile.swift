@@ -89,7 +89,9 @@ public enum ExportFile {
         return (try? file.stringAttribute("format")) == format
     }
 
-    /// Reads and validates an export.
+    /// Reads and validates an export: every attribute is range-checked and every dataset's
+    /// type and shape checked before it is read (`HDF5Group.read`), then the model as a whole
+    /// (`IntegerModel.validate`). A file that fails gets a message naming what is wrong.
     public static func read(_ path: String) throws -> IntegerModel {
         let file = try HDF5File.openForReading(path)
         guard (try? file.stringAttribute("format")) == format else {
@@ -98,67 +100,111 @@ public enum ExportFile {
         }
         let version = try file.intAttribute("format_version")
         guard version == formatVersion else {
-            throw A2QError("\(path) has export format_version \(version); this a2q reads version \(formatVersion)")
+            throw A2QError("\(path) has export format_version \(version); this a2q reads version \(formatVersion)",
+                           remedy: "use the a2q version that wrote it")
         }
-        guard let topology = try JSONSerialization.jsonObject(with: Data(try file.stringAttribute("topology").utf8)) as? [[String: Any]] else {
-            throw A2QError("\(path): the topology attribute is not a JSON list")
+        let topologyText = try file.stringAttribute("topology")
+        guard let topology = (try? JSONSerialization.jsonObject(with: Data(topologyText.utf8))) as? [[String: Any]] else {
+            throw A2QError("\(path): the topology attribute is not a JSON list of objects", remedy: "the file was altered or not written by a2q")
         }
+        guard topology.count <= maxOps else { throw A2QError("\(path): the topology has \(topology.count) ops, more than \(maxOps)") }
         let layers = try file.openGroup("layers")
         var ops: [IntegerOp] = []
-        for item in topology {
+        for (index, item) in topology.enumerated() {
             let op = item["op"] as? String ?? ""
-            func format() throws -> (InputFormat, Float) {
-                guard let bits = item["bits"] as? Int, (1...16).contains(bits), let signed = item["signed"] as? Bool,
-                      let scale = item["scale"] as? Double, scale > 0 else {
-                    throw A2QError("\(path): topology entry \(op) has no valid bits/signed/scale")
-                }
-                return (InputFormat(bits: bits, signed: signed), Float(scale))
-            }
+            let entry = TopologyEntry(item: item, op: op, index: index, path: path)
             switch op {
             case "input":
-                let (f, s) = try format()
+                let (f, s) = try entry.format()
                 ops.append(.input(format: f, scale: s))
             case "quantize":
-                let (f, s) = try format()
+                let (f, s) = try entry.format()
                 ops.append(.quantize(name: item["name"] as? String ?? "", format: f, scale: s))
             case "relu": ops.append(.relu)
             case "flatten": ops.append(.flatten)
             case "maxpool":
-                ops.append(.maxPool(kernel: item["kernel"] as? Int ?? 2, stride: item["stride"] as? Int ?? 2))
+                ops.append(.maxPool(kernel: try entry.integer("kernel", in: 1...64), stride: try entry.integer("stride", in: 1...64)))
             case "linear", "conv2d":
-                guard let name = item["name"] as? String else { throw A2QError("\(path): a \(op) entry has no name") }
-                ops.append(.layer(try readLayer(layers, name: name, path: path)))
+                guard let name = item["name"] as? String, !name.isEmpty else { throw A2QError("\(path): topology entry \(index) (\(op)) has no name") }
+                guard layers.contains(name) else {
+                    throw A2QError("\(path): the topology names layer \(name) but /layers/\(name) is missing", remedy: "the file was altered or is incomplete")
+                }
+                ops.append(.layer(try readLayer(layers, name: name, op: op, path: path)))
             default:
-                throw A2QError("\(path): unknown op '\(op)' in the topology")
+                throw A2QError("\(path): unknown op '\(op)' in topology entry \(index)",
+                               remedy: "this a2q knows input, quantize, conv2d, linear, relu, maxpool and flatten")
             }
         }
-        let shape = try file.read("input_shape", as: Int64.self).values.map(Int.init)
-        return try IntegerModel(model: try file.stringAttribute("model"), classes: try file.intAttribute("classes"),
+        let shape = try file.read("input_shape", as: Int64.self, shape: [nil], maxElements: 3).values.map(Int.init)
+        return try IntegerModel(model: try file.stringAttribute("model"), classes: try file.intAttribute("classes", in: 1...65536),
                                 inputShape: shape, ops: ops)
     }
 
-    static func readLayer(_ layers: HDF5Group, name: String, path: String) throws -> IntegerLayer {
+    /// The most ops a topology may list.
+    static let maxOps = 10_000
+    /// The most weights one layer may hold (2^26).
+    static let maxLayerWeights = 1 << 26
+
+    /// One object of the topology list, with checked accessors.
+    struct TopologyEntry {
+        let item: [String: Any]
+        let op: String
+        let index: Int
+        let path: String
+
+        func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int {
+            guard let value = item[key] as? Int, range.contains(value) else {
+                throw A2QError("\(path): topology entry \(index) (\(op)) needs an integer \(key) in \(range.lowerBound)...\(range.upperBound), found \(item[key].map { "\($0)" } ?? "none")")
+            }
+            return value
+        }
+
+        func format() throws -> (InputFormat, Float) {
+            let bits = try integer("bits", in: 1...16)
+            guard let signed = item["signed"] as? Bool, let scale = item["scale"] as? Double,
+                  scale.isFinite, scale > 0, Float(scale).isNormal else {
+                throw A2QError("\(path): topology entry \(index) (\(op)) needs a boolean signed and a positive finite scale")
+            }
+            return (InputFormat(bits: bits, signed: signed), Float(scale))
+        }
+    }
+
+    static func readLayer(_ layers: HDF5Group, name: String, op: String, path: String) throws -> IntegerLayer {
         let g = try layers.openGroup(name)
-        let (weights, shape) = try g.read("weight_int", as: Int32.self)
-        let bits = try g.intAttribute("input_bits")
-        guard (1...16).contains(bits) else { throw A2QError("\(path): layer \(name) has input_bits \(bits)") }
-        let bound = try g.doubleAttribute("l1_bound")
+        let kindName = try g.stringAttribute("kind")
+        guard let kind = IntegerLayer.Kind(rawValue: kindName) else {
+            throw A2QError("\(path): layer \(name) has unknown kind '\(kindName)'", remedy: "this a2q knows linear and conv2d layers")
+        }
+        guard kind.rawValue == op else { throw A2QError("\(path): layer \(name) is a \(kindName) but the topology lists it as \(op)") }
+        let rank = kind == .conv2d ? 4 : 2
+        let (weights, shape) = try g.read("weight_int", as: Int32.self, shape: [Int?](repeating: nil, count: rank),
+                                          maxElements: maxLayerWeights)
+        guard shape.allSatisfy({ $0 > 0 }) else { throw A2QError("\(path): layer \(name) has an empty weight shape \(describe(shape))") }
+        let out = shape[0]
+        func channels(_ dataset: String) throws -> [Float] {
+            let values = try g.read(dataset, as: Float.self, shape: [out]).values
+            guard values.allSatisfy(\.isFinite) else {
+                throw A2QError("\(path): layer \(name) has a non-finite value in \(dataset)", remedy: "the file is damaged or was altered")
+            }
+            return values
+        }
+        let inputScale = try g.finiteAttribute("input_scale")
+        guard inputScale > 0, Float(inputScale).isNormal else { throw A2QError("\(path): layer \(name) has input_scale \(inputScale); it must be positive") }
+        let bound = try g.finiteAttribute("l1_bound")
+        let rounding = try g.stringAttribute("rounding")
+        guard ["toward_zero", "nearest"].contains(rounding) else {
+            throw A2QError("\(path): layer \(name) has rounding '\(rounding)' (expected toward_zero or nearest)")
+        }
         let folded = try g.stringAttribute("folded_batchnorm")
         var layer = IntegerLayer(
-            name: name, kind: IntegerLayer.Kind(rawValue: try g.stringAttribute("kind")) ?? .linear, shape: shape,
-            weights: weights, quantizer: try g.stringAttribute("quantizer"), weightBits: try g.intAttribute("weight_bits"),
-            accumulatorBits: try g.intAttribute("accumulator_bits"),
-            input: InputFormat(bits: bits, signed: try g.intAttribute("input_signed") != 0),
-            inputScale: Float(try g.doubleAttribute("input_scale")),
-            weightScale: try g.read("weight_scale", as: Float.self).values, bias: try g.read("bias", as: Float.self).values,
-            multiplier: try g.read("multiplier", as: Float.self).values, offset: try g.read("offset", as: Float.self).values,
-            l1Bound: bound >= 0 ? bound : nil, rounding: try g.stringAttribute("rounding"),
-            foldedBatchNorm: folded.isEmpty ? nil : folded)
-        layer.stride = try g.intAttribute("stride")
-        layer.padding = try g.intAttribute("padding")
-        guard layer.multiplier.count == layer.outChannels, layer.offset.count == layer.outChannels else {
-            throw A2QError("\(path): layer \(name) has \(layer.multiplier.count) multipliers for \(layer.outChannels) channels")
-        }
+            name: name, kind: kind, shape: shape, weights: weights, quantizer: try g.stringAttribute("quantizer"),
+            weightBits: try g.intAttribute("weight_bits", in: 2...16), accumulatorBits: try g.intAttribute("accumulator_bits", in: 2...62),
+            input: InputFormat(bits: try g.intAttribute("input_bits", in: 1...16), signed: try g.intAttribute("input_signed", in: 0...1) != 0),
+            inputScale: Float(inputScale), weightScale: try channels("weight_scale"), bias: try channels("bias"),
+            multiplier: try channels("multiplier"), offset: try channels("offset"),
+            l1Bound: bound >= 0 ? bound : nil, rounding: rounding, foldedBatchNorm: folded.isEmpty ? nil : folded)
+        layer.stride = try g.intAttribute("stride", in: 1...64)
+        layer.padding = try g.intAttribute("padding", in: 0...64)
         return layer
     }
 }

@@ -57,15 +57,16 @@ public final class IntegerEngine: @unchecked Sendable {
     private let plan: IntegerPlan?
     private let reference: IntegerReferencePath
 
-    public init(model: IntegerModel, mode: OverflowMode = .wrap, accumulatorBits override: Int? = nil,
+    /// `accumulatorBits` overrides P for the layers it names (see `AccumulatorOverride`).
+    public init(model: IntegerModel, mode: OverflowMode = .wrap, accumulatorBits overrides: [String: Int] = [:],
                 kernels: IntegerKernelChoice = IntegerKernelChoice()) throws {
-        if let override, !(2...62).contains(override) {
-            throw A2QError("--accumulator-bits \(override) is outside the supported range 2...62")
+        if let (name, bad) = overrides.first(where: { !(2...62).contains($0.value) }) {
+            throw A2QError("accumulator width \(bad) for \(name) is outside the supported range 2...62")
         }
         self.model = model
         self.mode = mode
         var bits: [String: Int] = [:]
-        for layer in model.layers { bits[layer.name] = override ?? layer.accumulatorBits }
+        for layer in model.layers { bits[layer.name] = overrides[layer.name] ?? layer.accumulatorBits }
         accumulatorBits = bits
         let overflows = model.layers.map { layer in
             let p = bits[layer.name] ?? layer.accumulatorBits

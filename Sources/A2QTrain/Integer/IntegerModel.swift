@@ -118,7 +118,7 @@ public struct IntegerModel: Sendable {
                     ?? [Float](repeating: 0, count: quantizer.outChannels)
                 var integer = IntegerLayer(
                     name: layer.name, kind: layer is Conv2d ? .conv2d : .linear, shape: quantizer.weight.shape,
-                    weights: quantizer.integerWeights(), quantizer: quantizer.spec.kind.rawValue,
+                    weights: try quantizer.integerWeights(), quantizer: quantizer.spec.kind.rawValue,
                     weightBits: quantizer.spec.weightBits, accumulatorBits: quantizer.spec.accumulatorBits,
                     input: format, inputScale: currentScale, weightScale: quantizer.scales, bias: bias,
                     multiplier: quantizer.scales.map { $0 * currentScale }, offset: bias,
@@ -164,29 +164,30 @@ public struct IntegerModel: Sendable {
         try validate()
     }
 
-    /// Checks that the layers agree: weights fit M bits, each layer's input format is the
-    /// previous quantizer's, shapes chain, and P is supported.
+    /// Checks everything the engine relies on, before any arithmetic with the values: formats
+    /// and scales are in range, weights fit M bits, each layer's input format is the previous
+    /// quantizer's, per-channel vectors are finite and have one entry per channel, strides and
+    /// kernels are positive, shapes chain to `classes` scores, and P is supported.
     public func validate() throws {
+        guard (1...65536).contains(classes) else { throw A2QError("the model declares \(classes) classes") }
+        guard (1...3).contains(inputShape.count), inputShape.allSatisfy({ (1...4096).contains($0) }),
+              inputShape.reduce(1, *) <= 1 << 24 else {
+            throw A2QError("the input shape \(describe(inputShape)) is not a valid image shape")
+        }
         var format: InputFormat?
         var shape = inputShape
         for op in ops {
             switch op {
-            case .input(let f, _), .quantize(_, let f, _):
+            case .input(let f, let scale), .quantize(_, let f, let scale):
+                guard (1...16).contains(f.bits), scale.isFinite, scale > 0 else {
+                    throw A2QError("an activation quantizer has \(f.bits) bits and scale \(scale) (needs 1...16 bits and a positive scale)")
+                }
                 format = f
             case .layer(let layer):
-                let limit = Int32((1 << (layer.weightBits - 1)) - 1)
-                if let bad = layer.weights.firstIndex(where: { abs($0) > limit }) {
-                    throw A2QError("layer \(layer.name): weight \(layer.weights[bad]) at index \(bad) does not fit the declared \(layer.weightBits)-bit narrow range ±\(limit)")
-                }
-                guard layer.weights.count == layer.shape.reduce(1, *) else {
-                    throw A2QError("layer \(layer.name): \(layer.weights.count) weights for shape \(describe(layer.shape))")
-                }
+                try validate(layer)
                 guard let f = format else { throw A2QError("layer \(layer.name): its input is not quantized (no quantize op before it)") }
                 guard f == layer.input else {
                     throw A2QError("layer \(layer.name): declared input \(layer.input) does not match the previous layer's output \(f)")
-                }
-                guard (2...62).contains(layer.accumulatorBits) else {
-                    throw A2QError("layer \(layer.name): accumulator width \(layer.accumulatorBits) is outside 2...62")
                 }
                 switch layer.kind {
                 case .conv2d:
@@ -196,6 +197,9 @@ public struct IntegerModel: Sendable {
                     let k = layer.shape[2]
                     shape = [layer.shape[0], (shape[1] + 2 * layer.padding - k) / layer.stride + 1,
                              (shape[2] + 2 * layer.padding - k) / layer.stride + 1]
+                    guard shape[1] > 0, shape[2] > 0, shape[1] + 2 * layer.padding >= k else {
+                        throw A2QError("layer \(layer.name): a \(k)×\(k) kernel does not fit its input")
+                    }
                 case .linear:
                     guard shape.reduce(1, *) == layer.shape[1] else {
                         throw A2QError("layer \(layer.name): input of \(shape.reduce(1, *)) values does not fit weights \(describe(layer.shape))")
@@ -204,7 +208,10 @@ public struct IntegerModel: Sendable {
                 }
                 format = nil
             case .maxPool(let kernel, let stride):
-                guard shape.count == 3 else { throw A2QError("max pool after a flat tensor") }
+                guard kernel > 0, stride > 0 else { throw A2QError("max pool with kernel \(kernel) and stride \(stride) (both must be positive)") }
+                guard shape.count == 3, shape[1] >= kernel, shape[2] >= kernel else {
+                    throw A2QError("a \(kernel)×\(kernel) max pool does not fit its input \(describe(shape))")
+                }
                 shape = [shape[0], (shape[1] - kernel) / stride + 1, (shape[2] - kernel) / stride + 1]
             case .flatten:
                 shape = [shape.reduce(1, *)]
@@ -213,5 +220,38 @@ public struct IntegerModel: Sendable {
             }
         }
         guard shape == [classes] else { throw A2QError("the model ends in \(describe(shape)), not \(classes) class scores") }
+    }
+
+    /// The checks of one layer that do not depend on its neighbours.
+    func validate(_ layer: IntegerLayer) throws {
+        let name = layer.name
+        guard (2...16).contains(layer.weightBits) else { throw A2QError("layer \(name): weight_bits \(layer.weightBits) is outside 2...16") }
+        guard (2...62).contains(layer.accumulatorBits) else {
+            throw A2QError("layer \(name): accumulator width \(layer.accumulatorBits) is outside 2...62")
+        }
+        guard (1...16).contains(layer.input.bits) else { throw A2QError("layer \(name): input_bits \(layer.input.bits) is outside 1...16") }
+        guard layer.shape.count == (layer.kind == .conv2d ? 4 : 2), layer.shape.allSatisfy({ $0 > 0 }) else {
+            throw A2QError("layer \(name): weight shape \(describe(layer.shape)) is not a \(layer.kind.rawValue) shape")
+        }
+        if layer.kind == .conv2d {
+            guard layer.shape[2] == layer.shape[3] else { throw A2QError("layer \(name): only square kernels are supported, found \(describe(layer.shape))") }
+            guard layer.stride > 0, layer.padding >= 0 else {
+                throw A2QError("layer \(name): stride \(layer.stride) and padding \(layer.padding) (stride must be positive, padding not negative)")
+            }
+        }
+        guard layer.weights.count == layer.shape.reduce(1, *) else {
+            throw A2QError("layer \(name): \(layer.weights.count) weights for shape \(describe(layer.shape))")
+        }
+        let limit = Int32((1 << (layer.weightBits - 1)) - 1)
+        if let bad = layer.weights.firstIndex(where: { $0 < -limit || $0 > limit }) {
+            throw A2QError("layer \(name): weight \(layer.weights[bad]) at index \(bad) does not fit the declared \(layer.weightBits)-bit narrow range ±\(limit)")
+        }
+        for (label, values) in [("weight_scale", layer.weightScale), ("bias", layer.bias), ("multiplier", layer.multiplier), ("offset", layer.offset)] {
+            guard values.count == layer.outChannels else {
+                throw A2QError("layer \(name): \(values.count) \(label) values for \(layer.outChannels) output channels")
+            }
+            guard values.allSatisfy(\.isFinite) else { throw A2QError("layer \(name): \(label) holds a non-finite value") }
+        }
+        guard layer.inputScale.isFinite, layer.inputScale > 0 else { throw A2QError("layer \(name): input scale \(layer.inputScale) is not positive") }
     }
 }

@@ -24,8 +24,20 @@ public enum ModelFiles {
         return try IntegerModel(from: try loadCheckpoint(path).model)
     }
 
-    /// The test split of a data source (`--data`), or of the checkpoint's configured data.
+    /// The test split of a data source (`--data`), or of the checkpoint's configured data; the
+    /// training files need not be there.
     public static func testSet(_ data: String) throws -> Dataset {
-        try DataSource(argument: data).load().test
+        try DataSource(argument: data).loadTest()
+    }
+
+    /// The test split, checked against the `[channels, height, width]` the model takes.
+    public static func testSet(_ data: String, for inputShape: [Int]) throws -> Dataset {
+        let test = try testSet(data)
+        if inputShape.count == 3 {
+            try test.requireImageSize(height: inputShape[1], width: inputShape[2], channels: inputShape[0], source: data)
+        } else if inputShape.reduce(1, *) != test.imageSize {
+            throw A2QError("\(data): images of \(test.imageSize) pixels, but the model takes \(describe(inputShape)) values")
+        }
+        return test
     }
 }

@@ -61,9 +61,9 @@ public struct LayerVerdict: Sendable, Codable {
         channels = (0..<layer.outChannels).map { ChannelVerdict(pMin: report.minimumBits[$0], accMin: report.minimums[$0], accMax: report.maximums[$0]) }
     }
 
-    /// Every layer of a model.
-    public static func verify(_ model: IntegerModel, accumulatorBits: Int? = nil) -> [LayerVerdict] {
-        model.layers.map { LayerVerdict($0, accumulatorBits: accumulatorBits) }
+    /// Every layer of a model, at its own P unless `accumulatorBits` names it.
+    public static func verify(_ model: IntegerModel, accumulatorBits: [String: Int] = [:]) -> [LayerVerdict] {
+        model.layers.map { LayerVerdict($0, accumulatorBits: accumulatorBits[$0.name]) }
     }
 
     /// A fixed-width table.

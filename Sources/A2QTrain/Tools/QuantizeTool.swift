@@ -97,7 +97,7 @@ public enum QuantizeTool {
         for (i, value) in values.enumerated() { destination[i] = value }
         quantizer.initializeFromFloatWeights(store, method: options.init_)
         _ = quantizer.forward(store)
-        let report = LayerAccumulatorReport(integers: quantizer.integerWeights(), outChannels: outChannels,
+        let report = LayerAccumulatorReport(integers: try quantizer.integerWeights(), outChannels: outChannels,
                                             input: format, accumulatorBits: options.accumulatorBits)
 
         let temporary = output.path + ".tmp"

@@ -25,7 +25,7 @@ public struct LayerStatistics: Sendable, Codable {
     }
 
     /// Measures one layer at the current parameters (runs the quantizer forward).
-    public init(layer: QuantizedLayer, parameters: ParameterStore) {
+    public init(layer: QuantizedLayer, parameters: ParameterStore) throws {
         let quantizer = layer.quantizer
         name = layer.name
         self.quantizer = quantizer.spec.kind.rawValue
@@ -38,7 +38,7 @@ public struct LayerStatistics: Sendable, Codable {
             return
         }
         _ = quantizer.forward(parameters)
-        let report = LayerAccumulatorReport(integers: quantizer.integerWeights(), outChannels: quantizer.outChannels,
+        let report = LayerAccumulatorReport(integers: try quantizer.integerWeights(), outChannels: quantizer.outChannels,
                                             input: input, accumulatorBits: accumulatorBits)
         sparsity = report.sparsity
         maxL1Usage = quantizer.bound.isFinite ? Double(report.l1Norms.max() ?? 0) / quantizer.bound : nil
@@ -47,7 +47,7 @@ public struct LayerStatistics: Sendable, Codable {
     }
 
     /// Statistics of every quantized layer of `model`.
-    public static func measure(_ model: Model) -> [LayerStatistics] {
-        model.quantizedLayers.map { LayerStatistics(layer: $0, parameters: model.parameters) }
+    public static func measure(_ model: Model) throws -> [LayerStatistics] {
+        try model.quantizedLayers.map { try LayerStatistics(layer: $0, parameters: model.parameters) }
     }
 }

@@ -44,6 +44,10 @@ public final class Trainer: @unchecked Sendable {
                 quiet: Bool = false) throws {
         let (fullTrain, test) = try data ?? DataSource(argument: config.data).load()
         let train = config.trainSubset.map { fullTrain.prefix($0) } ?? fullTrain
+        for (split, set) in [("training", fullTrain), ("test", test)] {
+            try set.requireImageSize(height: ModelBuilder.imageSize.height, width: ModelBuilder.imageSize.width,
+                                     source: "\(config.data) (\(split) images)")
+        }
         try config.validate(trainCount: train.count, worldSize: communicator.worldSize)
         let sampler = EpochSampler(count: train.count, globalBatch: config.batchSize, seed: config.seed)
         guard sampler.batchesPerEpoch >= 1 else {
@@ -107,7 +111,7 @@ public final class Trainer: @unchecked Sendable {
         if state.phase == "float" {
             let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
             let optimizer = makeOptimizer(floatModel.parameters.count)
-            if let resumeHeader { try restore(resumeHeader.path, floatModel, optimizer) } else { try initialize(floatModel) }
+            if let resumeHeader { try restore(resumeHeader, floatModel, optimizer) } else { try initialize(floatModel) }
             progress.line("phase 1/2: float pre-training, \(config.floatEpochs) epoch(s)")
             try trainPhase(floatModel, optimizer: optimizer, state: &state, epochs: config.floatEpochs,
                            learningRate: config.floatLr, maxSteps: nil)
@@ -127,7 +131,7 @@ public final class Trainer: @unchecked Sendable {
         }
         let optimizer = makeOptimizer(model.parameters.count)
         if let resumeHeader, resumeHeader.state.phase == "quantized" {
-            try restore(resumeHeader.path, model, optimizer)
+            try restore(resumeHeader, model, optimizer)
             if distillation != nil { teacher = try loadTeacher() }
         } else if resumeHeader == nil, let source = config.initFrom {
             let floatModel = try loadFloatModel(from: { source }) {
@@ -151,7 +155,7 @@ public final class Trainer: @unchecked Sendable {
                                     optimizer: optimizer, state: state, config: config, worldSize: communicator.worldSize)
         }
         try communicator.barrier()
-        let layers = LayerStatistics.measure(model)
+        let layers = try LayerStatistics.measure(model)
         let constrained = layers.filter { $0.maxL1Usage != nil }
         let counted = constrained.isEmpty ? layers.filter { $0.overflowFree != nil } : constrained
         let sizes = counted.map { name in model.quantizedLayers.first { $0.name == name.name }?.quantizer.weight.count ?? 0 }
@@ -217,7 +221,7 @@ public final class Trainer: @unchecked Sendable {
             try calibrate(model)
         }
         let converted = try evaluate(model)
-        logConversion(model, accuracy: converted.accuracy, loss: converted.loss)
+        try logConversion(model, accuracy: converted.accuracy, loss: converted.loss)
         return converted.accuracy
     }
 
@@ -282,7 +286,8 @@ public final class Trainer: @unchecked Sendable {
     }
 
     /// Rank 0 loads the checkpoint; parameters, buffers and optimizer state go to every rank.
-    private func restore(_ path: String, _ target: Model, _ optimizer: any Optimizer) throws {
+    private func restore(_ header: CheckpointFile.Header, _ target: Model, _ optimizer: any Optimizer) throws {
+        let path = header.path
         var failure = [Int64(0)]
         if communicator.isRoot {
             do { try CheckpointFile.restore(path, into: target, optimizer: optimizer) } catch {
@@ -295,7 +300,7 @@ public final class Trainer: @unchecked Sendable {
         try broadcastState(target)
         // Each rank's own BatchNorm statistics when the rank count is unchanged.
         var rows: [String: [Float]] = [:]
-        if communicator.isRoot { rows = (try? CheckpointFile.rankBuffers(path)) ?? [:] }
+        if communicator.isRoot { rows = (try? CheckpointFile.rankBuffers(path, model: target, worldSize: header.worldSize)) ?? [:] }
         for (name, tensor) in target.network.buffers {
             var values = rows[name] ?? []
             var count = [Int64(values.count)]
@@ -530,7 +535,7 @@ public final class Trainer: @unchecked Sendable {
 
     private func endOfEpoch(_ model: Model, phase: String, epoch: Int, trainLoss: Double, step: Int) throws {
         let evaluation = try evaluate(model)
-        let layers = LayerStatistics.measure(model)
+        let layers = try LayerStatistics.measure(model)
         let constrained = layers.filter { $0.maxL1Usage != nil }
         let overflowFree = constrained.allSatisfy { $0.overflowFree == true }
         metrics.write(["type": "epoch", "phase": phase, "epoch": epoch + 1, "step": step, "train_loss": trainLoss,
@@ -668,8 +673,8 @@ public final class Trainer: @unchecked Sendable {
         try synchronizeBuffers(model)
     }
 
-    private func logConversion(_ model: Model, accuracy: Double, loss testLoss: Double) {
-        let layers = LayerStatistics.measure(model)
+    private func logConversion(_ model: Model, accuracy: Double, loss testLoss: Double) throws {
+        let layers = try LayerStatistics.measure(model)
         metrics.write(["type": "conversion", "init": config.init_.rawValue, "test_accuracy": accuracy, "test_loss": testLoss,
                        "layers": MetricsLog.object(layers)])
         let details = layers.filter { $0.maxL1Usage != nil }.map {

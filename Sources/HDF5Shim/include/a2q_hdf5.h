@@ -36,6 +36,9 @@ int32_t a2q_h5_dataset_write(int64_t location, const char *name, int32_t type, i
 /// Rank, dims (up to 8) and stored element type (-1 if not one of a2q_h5_type).
 int32_t a2q_h5_dataset_info(int64_t location, const char *name, int32_t *type, int32_t *rank,
                             int64_t *dims);
+/// Bytes the file actually stores for a dataset (less than declared when chunks were never
+/// written or are compressed), or negative.
+int64_t a2q_h5_dataset_storage_bytes(int64_t location, const char *name);
 /// Reads a whole dataset converted to `type`; `count` is the buffer's element capacity.
 int32_t a2q_h5_dataset_read(int64_t location, const char *name, int32_t type, void *data,
                             int64_t count);
