@@ -347,6 +347,9 @@ public final class WeightQuantizer: @unchecked Sendable {
     /// bound exactly. Only float rounding at an integer boundary can trigger it.
     private func enforceBound(channel o: Int, positive: Float, negative: Float) {
         let w = quantized + o * fanIn, s = channelScale[o]
+        // Non-finite weights (a diverged run, damaged parameters) have no integer sums to
+        // enforce; they surface as a non-finite loss or a refused integer view instead.
+        guard positive.isFinite, negative.isFinite, positive < 0x1p62, -negative < 0x1p62 else { return }
         var alpha = Int64(positive), beta = Int64(-negative)
         if spec.kind == .a2qPlus {
             // A2Q+ (Prop. 3.2): each of Σq⁺ and Σ|q⁻| stays within T/2.

@@ -112,7 +112,7 @@ public enum CheckpointFile {
         let quantizer = layer.quantizer
         guard let input = layer.input else { return }
         _ = quantizer.forward(model.parameters)
-        let report = LayerAccumulatorReport(integers: try quantizer.integerWeights(), outChannels: quantizer.outChannels,
+        let report = LayerAccumulatorReport(integers: try IntegerModel.integers(of: quantizer, layer: layer.name), outChannels: quantizer.outChannels,
                                             input: input, accumulatorBits: quantizer.spec.accumulatorBits)
         try report.write(to: g, shape: layer.weightShape, weightBits: quantizer.spec.weightBits)
         try g.write("weight_scale", quantizer.scales, shape: [quantizer.outChannels])
@@ -159,6 +159,18 @@ public enum CheckpointFile {
     static let maxWorldSize = 1 << 16
     /// Steps, epochs and positions beyond this are refused as damaged (2^40).
     static let maxCount = 1 << 40
+    /// Optimizer state that cannot be negative (Adam's second moments: a negative one would
+    /// make the next update NaN).
+    static let nonNegativeOptimizerState: Set<String> = ["exp_avg_sq"]
+
+    /// One optimizer state tensor, shape-checked, finite and (where required) not negative.
+    static func optimizerState(_ group: HDF5Group, _ name: String, _ view: ParameterView, path: String) throws -> [Float] {
+        let values = try finite(group.read(view.name, as: Float.self, shape: view.shape.map { $0 }).values, "/optimizer/\(name)/\(view.name)", path)
+        if nonNegativeOptimizerState.contains(name), values.contains(where: { $0 < 0 }) {
+            throw A2QError("\(path): /optimizer/\(name)/\(view.name) holds a negative value", remedy: "the file is damaged or was altered; use another checkpoint")
+        }
+        return values
+    }
 
     /// Opens `path` and reads its header: the format and version, every counter range-checked,
     /// the stored configuration decoded and validated, and the logging sums shaped `[3·R]` and
@@ -221,9 +233,7 @@ public enum CheckpointFile {
             _ = try optimizer.intAttribute("step_count", in: 0...maxCount)
             for name in try optimizer.childNames() {
                 let state = try optimizer.openGroup(name)
-                for view in model.parameters.views {
-                    _ = try finite(state.read(view.name, as: Float.self, shape: view.shape.map { $0 }).values, "/optimizer/\(name)/\(view.name)", path)
-                }
+                for view in model.parameters.views { _ = try optimizerState(state, name, view, path: path) }
             }
         }
         _ = try rankBuffers(path, model: model, worldSize: header.worldSize)
@@ -263,7 +273,7 @@ public enum CheckpointFile {
         for (name, buffer) in optimizer.stateBuffers {
             let state = try g.openGroup(name)
             for view in parameters.views {
-                let values = try finite(state.read(view.name, as: Float.self, shape: view.shape.map { $0 }).values, "/optimizer/\(name)/\(view.name)", path)
+                let values = try optimizerState(state, name, view, path: path)
                 for (i, v) in values.enumerated() { buffer[view.offset + i] = v }
             }
         }

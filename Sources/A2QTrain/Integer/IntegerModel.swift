@@ -118,7 +118,7 @@ public struct IntegerModel: Sendable {
                     ?? [Float](repeating: 0, count: quantizer.outChannels)
                 var integer = IntegerLayer(
                     name: layer.name, kind: layer is Conv2d ? .conv2d : .linear, shape: quantizer.weight.shape,
-                    weights: try quantizer.integerWeights(), quantizer: quantizer.spec.kind.rawValue,
+                    weights: try Self.integers(of: quantizer, layer: layer.name), quantizer: quantizer.spec.kind.rawValue,
                     weightBits: quantizer.spec.weightBits, accumulatorBits: quantizer.spec.accumulatorBits,
                     input: format, inputScale: currentScale, weightScale: quantizer.scales, bias: bias,
                     multiplier: quantizer.scales.map { $0 * currentScale }, offset: bias,
@@ -154,6 +154,13 @@ public struct IntegerModel: Sendable {
         }
         self.ops = ops
         try validate()
+    }
+
+    /// A layer's integer weights; a failure names the layer.
+    static func integers(of quantizer: WeightQuantizer, layer: String) throws -> [Int32] {
+        do { return try quantizer.integerWeights() } catch let error as A2QError {
+            throw A2QError("layer \(layer): \(error.problem)", remedy: error.remedy)
+        }
     }
 
     public init(model: String, classes: Int, inputShape: [Int], ops: [IntegerOp]) throws {

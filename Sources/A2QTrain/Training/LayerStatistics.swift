@@ -38,7 +38,7 @@ public struct LayerStatistics: Sendable, Codable {
             return
         }
         _ = quantizer.forward(parameters)
-        let report = LayerAccumulatorReport(integers: try quantizer.integerWeights(), outChannels: quantizer.outChannels,
+        let report = LayerAccumulatorReport(integers: try IntegerModel.integers(of: quantizer, layer: layer.name), outChannels: quantizer.outChannels,
                                             input: input, accumulatorBits: accumulatorBits)
         sparsity = report.sparsity
         maxL1Usage = quantizer.bound.isFinite ? Double(report.l1Norms.max() ?? 0) / quantizer.bound : nil
