@@ -10,14 +10,19 @@ func runA2Q(_ arguments: [String], timeout: Double = 120, environment: [String: 
     try MPIRun.runProcess(MPIRun.binary, arguments, timeout: timeout, environment: environment)
 }
 
-/// Every /model dataset of a checkpoint, as raw bytes per name.
+/// Every /model dataset of a checkpoint, as Float values per name.
 func modelTensors(_ path: String) throws -> [String: [Float]] {
     let file = try HDF5File.openForReading(path)
     let model = try file.openGroup("model")
     var out: [String: [Float]] = [:]
     for layer in try model.childNames() {
         let group = try model.openGroup(layer)
-        for name in try group.childNames() { out["\(layer)/\(name)"] = try group.read(name, as: Float.self).values }
+        for name in try group.childNames() {
+            // Integer datasets (weight_int) are compared through their exact Float values.
+            let isInteger = try group.datasetInfo(name).type?.isInteger ?? false
+            out["\(layer)/\(name)"] = isInteger ? try group.read(name, as: Int32.self).values.map { Float($0) }
+                                                  : try group.read(name, as: Float.self).values
+        }
     }
     return out
 }
@@ -140,8 +145,18 @@ struct CheckpointTests {
         let resumed = try runA2Q(["train"] + Self.common + ["--out", folder, "--max-steps", "3", "--resume", "auto"])
         #expect(resumed.output.contains("skipping \(truncated)"), "\(resumed.output)")
 
-        // Flip a byte a third into the file, inside fc1's weight data: its Fletcher32 checksum no longer matches.
-        let (_, flipped) = try damaged { data in data[data.count / 3] ^= 0x40 }
+        // Flip a byte inside fc1's stored float weights (found by their bytes; datasets are stored
+        // uncompressed): the Fletcher32 checksum of that chunk no longer matches.
+        let weights = try HDF5File.openForReading(folder + "/final.h5").openGroup("model").openGroup("fc1")
+            .read("weight", as: Float.self).values
+        let pattern = weights.prefix(8).withUnsafeBytes { Data($0) }
+        var located = false
+        let (_, flipped) = try damaged { data in
+            guard let range = data.range(of: pattern) else { return }
+            data[range.lowerBound + 5] ^= 0x40
+            located = true
+        }
+        try #require(located, "fc1's weight bytes were not found in the file")
         do { _ = try CheckpointFile.validate(flipped); Issue.record("corrupt file accepted") } catch {
             #expect("\(error)".contains(flipped), "\(error)")
         }

@@ -264,6 +264,7 @@ def main():
     parser.add_argument("--files", type=int, default=320, help="mutated files in all (about half per base file)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--summary", help="also write the JSON summary here")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
 
@@ -285,9 +286,13 @@ def main():
                 outcomes[key] = outcomes.get(key, 0) + 1
             findings.extend(found)
     files = len(jobs) - len(skipped)
-    print(json.dumps({"files": files, "runs": sum(outcomes.values()), "outcomes": dict(sorted(outcomes.items())),
-                      "findings": findings, "skipped": skipped,
-                      "common_messages": sorted(messages.items(), key=lambda kv: -kv[1])[:25]}, indent=1))
+    summary = json.dumps({"files": files, "runs": sum(outcomes.values()), "outcomes": dict(sorted(outcomes.items())),
+                          "findings": findings, "skipped": skipped,
+                          "common_messages": sorted(messages.items(), key=lambda kv: -kv[1])[:25]}, indent=1)
+    print(summary)
+    if args.summary:
+        with open(args.summary, "w") as out:
+            out.write(summary)
     return 1 if findings else 0
 
 

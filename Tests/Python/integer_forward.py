@@ -1,18 +1,35 @@
 """An independent integer forward pass of an a2q export, written from docs/CHECKPOINT.md only
-(tests only). Prints the last layer's int64 accumulators for the first N test images of an
+(tests only). Writes the last layer's int64 accumulators for the first N test images of an
 MNIST-format folder, to compare with the Swift engine's bit for bit.
 
-    python3 integer_forward.py MODEL.h5 DATA_DIR N OUT.bin
+    python3 integer_forward.py MODEL.h5 DATA_DIR N OUT.bin [--overflow wrap|saturate|wide]
+                               [--bits NAME=P ...] [--counts OUT.json]
+
+With --overflow and --bits it models each dot product in a signed P-bit register, as the
+document defines it: products added one at a time in the weight tensor's row-major order
+(input channel, then kernel row, then kernel column; padding contributes zeros), `wrap` keeping
+the low P bits of the exact sum (two's complement), `saturate` clamping after every addition,
+`wide` exact. It counts, per layer, the dot products whose final exact sum leaves the range
+and those where any partial sum does.
 """
+import argparse
 import gzip
 import json
 import os
-import sys
 
 import h5py
 import numpy as np
 
-model_path, data_dir, count, out_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+parser = argparse.ArgumentParser()
+parser.add_argument("model")
+parser.add_argument("data")
+parser.add_argument("count", type=int)
+parser.add_argument("out")
+parser.add_argument("--overflow", default="wide", choices=["wrap", "saturate", "wide"])
+parser.add_argument("--bits", nargs="*", default=[], help="NAME=P overrides of layers' accumulator_bits")
+parser.add_argument("--counts", help="write per-layer overflow counts here (JSON)")
+args = parser.parse_args()
+overrides = {k: int(v) for k, v in (b.split("=") for b in args.bits)}
 
 
 def read_idx(path):
@@ -24,11 +41,30 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-name = "t10k-images-idx3-ubyte"
-path = os.path.join(data_dir, name + ".gz")
-images = read_idx(path if os.path.exists(path) else os.path.join(data_dir, name))[:count]
+def register(products, bits, mode):
+    """products: [D, K] int64, in accumulation order. Returns (result [D], final, partial)."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    partial_sums = np.cumsum(products, axis=1)
+    exact = partial_sums[:, -1] if products.shape[1] else np.zeros(products.shape[0], np.int64)
+    final = int(((exact < lo) | (exact > hi)).sum())
+    partial = int(((partial_sums < lo) | (partial_sums > hi)).any(axis=1).sum())
+    if mode == "wrap":
+        result = ((exact - lo) % (1 << bits)) + lo
+    elif mode == "saturate":
+        result = np.zeros(products.shape[0], np.int64)
+        for k in range(products.shape[1]):
+            result = np.clip(result + products[:, k], lo, hi)
+    else:
+        result = exact
+    return result, final, partial
 
-with h5py.File(model_path, "r") as f:
+
+name = "t10k-images-idx3-ubyte"
+path = os.path.join(args.data, name + ".gz")
+images = read_idx(path if os.path.exists(path) else os.path.join(args.data, name))[:args.count]
+
+counts = {}
+with h5py.File(args.model, "r") as f:
     assert f.attrs["format"] == "a2q-export"
     topology = json.loads(f.attrs["topology"])
     x = images.astype(np.int64)[:, None, :, :]          # [N, 1, H, W] integers
@@ -40,22 +76,40 @@ with h5py.File(model_path, "r") as f:
         if kind in ("conv2d", "linear"):
             g = f["layers"][op["name"]]
             w = g["weight_int"][()].astype(np.int64)
+            bits = overrides.get(op["name"], int(g.attrs["accumulator_bits"]))
             mult = g["multiplier"][()].astype(np.float32)
             offset = g["offset"][()].astype(np.float32)
+            o = w.shape[0]
             if kind == "conv2d":
                 stride, pad = int(g.attrs["stride"]), int(g.attrs["padding"])
-                o, c, kh, kw = w.shape
+                _, c, kh, kw = w.shape
                 n, _, h, wd = x.shape
                 xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
                 ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-                acc = np.zeros((n, o, ho, wo), dtype=np.int64)
-                for i in range(kh):
-                    for j in range(kw):
-                        patch = xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]   # [N, C, Ho, Wo]
-                        acc += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+                # rows[n, y, x, k] with k in the weight's row-major order (c, i, j)
+                rows = np.stack([xp[:, ci, i:i + stride * ho:stride, j:j + stride * wo:stride]
+                                 for ci in range(c) for i in range(kh) for j in range(kw)], axis=-1)
+                rows = rows.reshape(n * ho * wo, -1)
+            else:
+                rows = x.reshape(x.shape[0], -1)
+            wflat = w.reshape(o, -1)
+            if args.overflow == "wide" and not args.counts:
+                sums = rows @ wflat.T
+            else:
+                sums = np.zeros((rows.shape[0], o), np.int64)
+                final = partial = 0
+                for ch in range(o):
+                    result, f_count, p_count = register(rows * wflat[ch][None, :], bits, args.overflow)
+                    sums[:, ch] = result
+                    final += f_count
+                    partial += p_count
+                counts[op["name"]] = {"dot_products": int(sums.size), "final_overflows": final,
+                                      "partial_overflows": partial, "accumulator_bits": bits}
+            if kind == "conv2d":
+                acc = sums.reshape(n, ho, wo, o).transpose(0, 3, 1, 2)
                 y = acc.astype(np.float32) * mult[None, :, None, None] + offset[None, :, None, None]
             else:
-                acc = x.reshape(x.shape[0], -1) @ w.T
+                acc = sums
                 y = acc.astype(np.float32) * mult[None, :] + offset[None, :]
             x = y
         elif kind == "relu":
@@ -73,5 +127,8 @@ with h5py.File(model_path, "r") as f:
             x = x.reshape(x.shape[0], -1)
         else:
             raise SystemExit(f"unknown op {kind}")
-acc.astype(np.int64).tofile(out_path)
+acc.astype(np.int64).tofile(args.out)
+if args.counts:
+    with open(args.counts, "w") as out:
+        json.dump(counts, out)
 print(f"wrote {acc.size} accumulators")
