@@ -28,17 +28,15 @@ public enum IDX {
             let o = 4 + 4 * d
             shape.append(Int(raw[o]) << 24 | Int(raw[o + 1]) << 16 | Int(raw[o + 2]) << 8 | Int(raw[o + 3]))
         }
-        var expected = 1
+        // The element count; nil when a crafted header declares more than Int can hold.
+        var expected: Int? = 1
         for d in shape {
-            let (product, overflow) = expected.multipliedReportingOverflow(by: d)
-            guard !overflow, product <= raw.count else {
-                throw A2QError("\(path): IDX header \(describe(shape)) declares more data than the file's \(raw.count) bytes",
-                               remedy: "the file is truncated or corrupt")
-            }
-            expected = product
+            guard let count = expected else { break }
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            expected = overflow ? nil : product
         }
-        guard raw.count - header == expected else {
-            throw A2QError("\(path): IDX file holds \(raw.count - header) data bytes but its header \(describe(shape)) needs \(expected)",
+        guard let expected, raw.count - header == expected else {
+            throw A2QError("\(path): IDX file holds \(raw.count - header) data bytes but its header \(describe(shape)) needs \(expected.map(String.init) ?? "more than 2^63")",
                            remedy: "the file is truncated or corrupt; reinstall it (Debian package dataset-fashion-mnist for the default)")
         }
         return Array(shape: shape, bytes: [UInt8](raw[header...]))

@@ -69,6 +69,10 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: .hidden) var testFailHang = false
     @Option(help: .hidden) var testOverrideSeedOnRank: Int?
     @Option(help: .hidden) var testDumpParameters: String?
+    /// Tests: on this rank, nudge the first parameter after step `--test-perturb-step` so the
+    /// replicas diverge silently (what a hardware fault would do).
+    @Option(help: .hidden) var testPerturbRank: Int?
+    @Option(help: .hidden) var testPerturbStep: Int?
 
     /// The file's configuration with every given flag applied on top.
     func resolved() throws -> TrainConfig {
@@ -129,6 +133,11 @@ struct TrainCommand: ParsableCommand {
             if let rank = testOverrideSeedOnRank, rank == communicator.rank { config.seed &+= 1 }
             trainer = try Trainer(config: config, communicator: communicator)
             if let rank = testFailRank, let step = testFailStep { trainer?.faultInjection = (rank, step, testFailHang) }
+            if let rank = testPerturbRank, let step = testPerturbStep, rank == communicator.rank {
+                trainer?.stepObserver = { model, _, current, _ in
+                    if current == step { model.parameters.values[0] += 1e-3 }
+                }
+            }
             if let prefix = testDumpParameters {
                 // Tests compare every rank's parameters and the per-step losses it saw.
                 let rank = communicator.rank

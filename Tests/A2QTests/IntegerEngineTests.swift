@@ -31,11 +31,12 @@ func python(_ script: String, _ arguments: [String]) throws -> (Int32, String) {
 @Suite("Integer engine with real P-bit accumulators (Fashion-MNIST subsets)", .serialized)
 struct IntegerEngineTests {
     @Test("predictions equal the fake-quantized model's on ≥ 99.9% of the test set; NumPy reproduces the accumulators exactly",
-          arguments: ["mlp", "cnn"])
+          arguments: ["mlp", "cnn", "cnn-bn"])
     func agreesWithFakeQuantAndNumPy(model: String) throws {
         let folder = try trainedModel("engine-\(model)", ["--model", model, "--float-epochs", "1", "--epochs", "1"])
         let export = folder + "/model.h5"
         #expect(try runA2Q(["export", folder + "/final.h5", "--out", export]).status == 0)
+        try exportIsUsable(export, checkpoint: folder + "/final.h5")
         let dump = folder + "/accumulators.bin"
         let eval = try runA2Q(["eval", "--integer", folder + "/final.h5", "--test-dump-accumulators", dump], timeout: 300)
         #expect(eval.status == 0, "\(eval.output)")
@@ -50,6 +51,71 @@ struct IntegerEngineTests {
         #expect(status == 0, "\(output)")
         let swift = try Data(contentsOf: URL(fileURLWithPath: dump)), numpy = try Data(contentsOf: URL(fileURLWithPath: reference))
         #expect(swift.count == 64 * 10 * 8 && swift == numpy, "the engine's accumulators differ from NumPy's")
+    }
+
+    /// What every README example does with an export: `verify` proves it, `inspect` shows each
+    /// layer, and `eval --integer` on it gives the checkpoint's accuracy and overflow counts.
+    func exportIsUsable(_ export: String, checkpoint: String) throws {
+        let verify = try runA2Q(["verify", export, "--json"])
+        #expect(verify.status == 0, "\(verify.output)")
+        let proof = try JSONSerialization.jsonObject(with: Data(verify.output.utf8)) as? [String: Any]
+        #expect(proof?["overflow_free"] as? Bool == true, "\(verify.output)")
+        let inspect = try runA2Q(["inspect", export])
+        #expect(inspect.status == 0, "\(inspect.output)")
+        var results: [[String: Any]] = []
+        for file in [export, checkpoint] {
+            let eval = try runA2Q(["eval", "--integer", file, "--limit", "500", "--json"], timeout: 300)
+            #expect(eval.status == 0, "\(eval.output)")
+            results.append(try #require(try JSONSerialization.jsonObject(with: Data(eval.output.utf8)) as? [String: Any]))
+        }
+        let layers = (results[0]["layers"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(!layers.isEmpty && layers.allSatisfy { inspect.output.contains($0) }, "\(inspect.output)")
+        #expect(results[0]["accuracy"] as? Double != nil && results[0]["accuracy"] as? Double == results[1]["accuracy"] as? Double)
+        #expect(results[0]["images"] as? Int == 500)
+    }
+
+    /// The engine's P-bit register simulation against NumPy's independent model of a sequential
+    /// register (integer_forward.py): per layer, the same count of dot products whose final sum
+    /// leaves the range and of those with any out-of-range partial sum, and the same last-layer
+    /// accumulators, in each overflow mode and with the fast and the reference kernels. The
+    /// hidden layers are squeezed to 12 bits and conv1 to 15, so every simulated layer overflows.
+    @Test("overflow simulation: wrap, saturate and wide equal a NumPy P-bit register (counts and accumulators), fast and reference kernels")
+    func overflowSimulationMatchesRegisterModel() throws {
+        let folder = try trainedModel("simulate", ["--model", "cnn-bn", "--quantizer", "qat", "--epochs", "1"])
+        let export = folder + "/model.h5"
+        #expect(try runA2Q(["export", folder + "/final.h5", "--out", export]).status == 0)
+        var dumps: [String: Data] = [:]
+        for mode in ["wrap", "saturate", "wide"] {
+            for kernel in ["auto", "reference"] {
+                let dump = folder + "/\(mode)-\(kernel).bin"
+                let eval = try runA2Q(["eval", "--integer", export, "--accumulator-bits", "12", "--layer-accumulator-bits", "conv1=15",
+                                       "--overflow", mode, "--kernel", kernel, "--limit", "32", "--json",
+                                       "--test-dump-accumulators", dump], timeout: 300)
+                #expect(eval.status == 0, "\(eval.output)")
+                let result = try #require(try JSONSerialization.jsonObject(with: Data(eval.output.utf8)) as? [String: Any])
+                let layers = try #require(result["layers"] as? [[String: Any]])
+                let bits = layers.map { "\($0["name"] ?? "")=\($0["accumulator_bits"] ?? "")" }
+                #expect(bits.contains("conv1=15") && bits.contains("conv2=12"), "\(bits)")
+                let reference = folder + "/\(mode)-\(kernel).numpy", counts = reference + ".json"
+                let (status, output) = try python("integer_forward.py", [export, DataSource.defaultFolder, "32", reference,
+                                                                         "--overflow", mode, "--counts", counts, "--bits"] + bits)
+                try #require(status == 0, "\(output)")
+                let numpy = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: counts))) as? [String: [String: Int]])
+                for layer in layers {
+                    let name = layer["name"] as? String ?? ""
+                    for key in ["dot_products", "final_overflows", "partial_overflows"] {
+                        #expect(layer[key] as? Int == numpy[name]?[key], "\(mode) \(kernel) \(name) \(key): engine \(layer[key] ?? "-"), NumPy \(numpy[name]?[key] ?? -1)")
+                    }
+                }
+                let squeezed = layers.filter { ($0["accumulator_bits"] as? Int ?? 32) < 16 }
+                #expect(squeezed.count >= 2 && squeezed.allSatisfy { ($0["partial_overflows"] as? Int ?? 0) > 0 }, "\(layers)")
+                let engine = try Data(contentsOf: URL(fileURLWithPath: dump)), expected = try Data(contentsOf: URL(fileURLWithPath: reference))
+                #expect(engine.count == 32 * 10 * 8 && engine == expected, "\(mode) \(kernel): last-layer accumulators differ from NumPy's")
+                dumps["\(mode)-\(kernel)"] = engine
+            }
+        }
+        #expect(dumps["wrap-auto"] != dumps["saturate-auto"] && dumps["wrap-auto"] != dumps["wide-auto"]
+                && dumps["saturate-auto"] != dumps["wide-auto"], "the three modes must give different sums here")
     }
 
     @Test("A2Q and A2Q+ at P = 16, 14, 12: verify proves every layer safe, zero overflows with wrap, wrap = wide",

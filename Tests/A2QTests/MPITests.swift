@@ -136,6 +136,16 @@ struct MPITests {
         #expect(result.output.contains("disagree on the configuration hash"), "\(result.output)")
     }
 
+    @Test("replicas that diverge mid-run (one rank's parameter nudged after step 7) are caught by --check-every at step 10, and the job aborts")
+    func divergedReplicas() throws {
+        let folder = temporaryFolder("mpi-diverge")
+        let result = try MPIRun.run(ranks: 2, MPIRun.trainArguments(out: folder, extra: [
+            "--test-perturb-rank", "1", "--test-perturb-step", "7"]), timeout: 60)
+        #expect(result.status != 0)
+        #expect(result.output.contains("replicas diverged: parameter checksums differ across ranks at step 10"), "\(result.output)")
+        #expect(!FileManager.default.fileExists(atPath: folder + "/final.h5"))
+    }
+
     @Test("a batch size not divisible by R is refused once, by rank 0")
     func indivisibleBatch() throws {
         let folder = temporaryFolder("mpi-batch")

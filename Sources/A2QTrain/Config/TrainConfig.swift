@@ -136,9 +136,13 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw A2QError("cannot read the config file \(path)")
         }
-        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw A2QError("\(path) is not a JSON object", remedy: "write the config as {\"model\": \"cnn\", \"epochs\": 2, ...}")
+        let example = "write the config as {\"model\": \"cnn\", \"epochs\": 2, ...}"
+        let parsed: Any
+        do { parsed = try JSONSerialization.jsonObject(with: data) } catch {
+            throw A2QError("\(path) is not valid JSON (\((error as NSError).userInfo[NSDebugDescriptionErrorKey] ?? "parse error"))",
+                           remedy: example)
         }
+        guard let object = parsed as? [String: Any] else { throw A2QError("\(path) is not a JSON object", remedy: example) }
         let valid = Set(CodingKeys.allCases.map(\.stringValue))
         if let unknown = object.keys.sorted().first(where: { !valid.contains($0) }) {
             throw A2QError("\(path): unknown key '\(unknown)'", remedy: "valid keys: \(valid.sorted().joined(separator: ", "))")
