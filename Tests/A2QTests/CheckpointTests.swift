@@ -45,11 +45,11 @@ struct CheckpointTests {
         ranks == 1 ? try runA2Q(["train"] + Self.common + extra) : try MPIRun.run(ranks: ranks, ["train"] + Self.common + extra)
     }
 
-    @Test("resume is bitwise: 70 steps straight equal 52, stop, --resume, 18 more (R=1, R=2, and R=1 distilling from float.h5)",
-          arguments: zip([1, 2, 1], [false, false, true]))
-    func bitwiseResume(ranks: Int, distill: Bool) throws {
+    @Test("resume is bitwise: 70 steps straight equal 52, stop, --resume, 18 more (mlp at R=1, R=2 and distilling from float.h5; cnn-bn with its BatchNorm buffers at R=2)",
+          arguments: [(1, false, "mlp"), (2, false, "mlp"), (1, true, "mlp"), (2, false, "cnn-bn")])
+    func bitwiseResume(ranks: Int, distill: Bool, model: String) throws {
         let straight = temporaryFolder("straight"), split = temporaryFolder("split")
-        let extra = distill ? ["--distill", "0.5"] : []
+        let extra = (distill ? ["--distill", "0.5"] : []) + ["--model", model]
         #expect(try trainRun(ranks: ranks, ["--out", straight] + extra).status == 0)
         let first = try trainRun(ranks: ranks, ["--out", split, "--stop-after-steps", "52"] + extra)
         #expect(first.status == 0 && first.output.contains("stopped after global step 52"), "\(first.output)")
@@ -59,6 +59,9 @@ struct CheckpointTests {
         if distill { #expect(second.output.contains("distillation teacher: \(split)/\(Trainer.floatModelName)"), "\(second.output)") }
         let a = try modelTensors(straight + "/final.h5"), b = try modelTensors(split + "/final.h5")
         #expect(!a.isEmpty && a.keys.sorted() == b.keys.sorted())
+        if model == "cnn-bn" {
+            #expect(a.keys.contains { $0.hasSuffix("running_mean") } && a.keys.contains { $0.hasSuffix("running_var") }, "\(a.keys.sorted())")
+        }
         for key in a.keys { #expect(a[key]?.map(\.bitPattern) == b[key]?.map(\.bitPattern), "\(key) differs") }
         #expect(try loggedLosses(straight) == loggedLosses(split))
     }
@@ -95,10 +98,17 @@ struct CheckpointTests {
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
-            usleep(UInt32(400_000 + attempt * 137_000))
+            // Once a first checkpoint exists, a save runs every step: kill at a varying moment after it.
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline && CheckpointFolder.periodic(in: folder).isEmpty && process.isRunning { usleep(1000) }
+            usleep(UInt32(attempt * 23_000))
+            let running = process.isRunning
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            for path in CheckpointFolder.periodic(in: folder) {
+            #expect(running && !FileManager.default.fileExists(atPath: folder + "/final.h5"), "attempt \(attempt): the run ended before the kill")
+            let saved = CheckpointFolder.periodic(in: folder)
+            #expect(!saved.isEmpty, "attempt \(attempt): no checkpoint existed before the kill")
+            for path in saved {
                 #expect(throws: Never.self) { _ = try CheckpointFile.validate(path) }
             }
         }

@@ -33,7 +33,7 @@ struct CommandLineInputTests {
     func configFiles() throws {
         let folder = temporaryFolder("config")
         let file = folder + "/run.json"
-        try write(#"{"model": "mlp", "epochs": 3, "lr": 0.05, "batch-size": 32, "data": "synthetic", "train-subset": 64, "max-steps": 2, "calibration-batches": 1}"#,
+        try write(#"{"model": "mlp", "epochs": 2, "lr": 0.05, "batch-size": 32, "data": "synthetic", "train-subset": 64, "max-steps": 2, "calibration-batches": 1}"#,
                   to: file)
         let out = folder + "/out"
         let run = try runA2Q(["train", "--config", file, "--epochs", "1", "--lr", "0.01", "--out", out])

@@ -528,6 +528,10 @@ public final class Trainer: @unchecked Sendable {
             evaluationSeconds += monotonicSeconds() - evaluationStart
             windowStart = monotonicSeconds()
         }
+        // A phase cut short by --max-steps ends mid-epoch: average the ranks' BatchNorm
+        // statistics as an epoch end would, so the final evaluation and final.h5 use the rank
+        // average (as periodic checkpoints do), not rank 0's own statistics.
+        if state.position > 0 { try synchronizeBuffers(model) }
         let elapsed = monotonicSeconds() - phaseStart - evaluationSeconds
         return PhaseResult(steps: state.step, trainLoss: lastEpochLoss,
                            imagesPerSecond: Double((state.step - startStep) * config.batchSize) / max(elapsed, 1e-9))
