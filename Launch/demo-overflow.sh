@@ -34,7 +34,8 @@ assert all(l["accumulator_bits"] == int(sys.argv[2]) for l in hidden)
 total = sum(l["dot_products"] for l in hidden)
 final = sum(l["final_overflows"] for l in hidden)
 partial = sum(l["partial_overflows"] for l in hidden)
-print(f"{sys.argv[1]:<10} {sys.argv[2]:<3} {sys.argv[3]:<5} {100*r[\"accuracy\"]:8.2f}%  "
+accuracy = 100 * r["accuracy"]
+print(f"{sys.argv[1]:<10} {sys.argv[2]:<3} {sys.argv[3]:<5} {accuracy:8.2f}%  "
       f"{final:>11,d} of {total:>13,d} {partial:>11,d} of {total:>13,d}")' "$1" "$2" "$3"
 }
 for mode in wide wrap; do row qat 16 "$mode"; done

@@ -1,3 +1,4 @@
+import A2QTrain
 import Foundation
 import Testing
 
@@ -77,6 +78,15 @@ struct MPITests {
         for rank in 1..<ranks { #expect(try MPIRun.parameters(prefix, rank: rank) == reference, "rank \(rank) differs") }
         // Only rank 0 writes the run folder and prints the summary.
         #expect(result.output.components(separatedBy: "done: test accuracy").count == 2, "\(result.output)")
+        // The files an R-rank run leaves are what users open next: all validate and load.
+        for file in ["final.h5", "float.h5"] + CheckpointFolder.periodic(in: folder).map { ($0 as NSString).lastPathComponent } {
+            let path = folder + "/" + file
+            #expect(throws: Never.self) { _ = try CheckpointFile.validate(path) }
+            let inspect = try runA2Q(["inspect", path])
+            #expect(inspect.status == 0, "\(file): \(inspect.output)")
+        }
+        let eval = try runA2Q(["eval", "--integer", folder + "/final.h5", "--limit", "100"])
+        #expect(eval.status == 0, "\(eval.output)")
     }
 
     @Test("R=2 matches R=1 with the same global batch (to summation order); two R=2 runs are bitwise identical")

@@ -205,8 +205,8 @@ public enum CheckpointFile {
         if file.hasAttribute("conversion_test_accuracy") { state.conversionTestAccuracy = try file.finiteAttribute("conversion_test_accuracy") }
         let worldSize = try file.intAttribute("world_size", in: 1...maxWorldSize)
         let data = try file.openGroup("data")
-        state.window = try finite(data.read("window", as: Double.self, shape: [3 * worldSize]).values, "/data/window", path)
-        state.epochTotals = try finite(data.read("epoch_totals", as: Double.self, shape: [2 * worldSize]).values, "/data/epoch_totals", path)
+        state.window = try loggingRows(data, "window", width: 3, worldSize: worldSize, path: path)
+        state.epochTotals = try loggingRows(data, "epoch_totals", width: 2, worldSize: worldSize, path: path)
         let layers = (try? JSONDecoder().decode([String].self, from: Data(try file.stringAttribute("layers").utf8))) ?? []
         return Header(path: path, config: config, state: state, worldSize: worldSize, layerNames: layers)
     }
@@ -238,6 +238,19 @@ public enum CheckpointFile {
         }
         _ = try rankBuffers(path, model: model, worldSize: header.worldSize)
         return header
+    }
+
+    /// A logging-sum dataset of `width` values per rank: every rank's row in periodic
+    /// checkpoints (`[width · R]`), or one row in files rank 0 writes alone (`final.h5`,
+    /// `float.h5`: `[width]`). The shape is checked before anything is read.
+    static func loggingRows(_ data: HDF5Group, _ name: String, width: Int, worldSize: Int, path: String) throws -> [Double] {
+        let shape = try data.datasetInfo(name).shape
+        guard shape == [width] || shape == [width * worldSize] else {
+            let expected = worldSize == 1 ? "[\(width)]" : "[\(width)] or [\(width * worldSize)] (\(width) per rank)"
+            throw A2QError("\(path):/data/\(name) has shape \(describe(shape)), expected \(expected)",
+                           remedy: "the file is of a different run, or it was altered")
+        }
+        return try finite(data.read(name, as: Double.self, shape: shape).values, "/data/\(name)", path)
     }
 
     /// Every rank's copy of each buffer of `model` (`name → [R·n]`), as saved, shape-checked.
