@@ -168,7 +168,7 @@ struct EvalCommand: ParsableCommand {
                          100 * result.accuracy, result.images, result.imagesPerSecond))
         for layer in result.layers ?? [] {
             printLine("  \(layer.name): P=\(layer.accumulatorBits) \(layer.provenSafe ? "proven safe" : "not proven safe"), "
-                      + "\(layer.finalOverflows) final / \(layer.partialOverflows) partial-sum overflows in \(layer.dotProducts) dot products (\(overflow.rawValue))")
+                      + "of \(layer.dotProducts) dot products \(layer.finalOverflows) overflow at the end, \(layer.partialOverflows) have an out-of-range partial sum (\(overflow.rawValue))")
         }
     }
 }
