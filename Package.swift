@@ -14,6 +14,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // System libraries (pkg-config names as Debian ships them).
@@ -48,12 +49,18 @@ let package = Package(
         .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
                                                  "A2QDistributed", "A2QCheckpoint", "QuantKernels", "IntegerKernels",
                                                  "COpenBLAS"]),
+        // ONNX's protobuf schema as Swift types, generated once by Launch/generate-onnx-proto.sh.
+        .target(name: "ONNXProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                swiftSettings: [.swiftLanguageMode(.v5)]),
+        // QONNX and ONNX writers of the integer model.
+        .target(name: "A2QExport", dependencies: ["A2QCore", "A2QQuant", "A2QTrain", "ONNXProto",
+                                                  .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "a2q", dependencies: [
-            "A2QTrain",
+            "A2QTrain", "A2QExport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "A2QTests", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
-                                                     "A2QDistributed", "A2QCheckpoint", "A2QTrain",
+                                                     "A2QDistributed", "A2QCheckpoint", "A2QTrain", "A2QExport",
                                                      "IntegerKernels", "CPUSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import A2QCore
 import A2QData
+import A2QExport
 import A2QTrain
 import ArgumentParser
 import Foundation
@@ -16,21 +17,47 @@ func printJSON<T: Encodable>(_ value: T) throws {
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Write the integer model of a checkpoint (topology, integer weights, scales, accumulator metadata).")
+        abstract: "Write the integer model of a checkpoint (topology, integer weights, scales, accumulator metadata).",
+        discussion: """
+            Formats: hdf5 (default; what a2q eval/verify/inspect read), qonnx (ONNX with QONNX Quant nodes, \
+            for FINN and qonnx's executor) and onnx (QuantizeLinear/DequantizeLinear, runs in onnxruntime). The \
+            ONNX files take raw pixel values 0…255 as float32 [batch, C, H, W] in 'image' and give class scores \
+            in 'scores'; every accumulator tensor is annotated INT{P} and metadata_props carry each layer's \
+            M, N, P, acc_min, acc_max, p_min and verify verdict. A checkpoint of a float run has no integer \
+            model: export refuses it (evaluate it with a2q eval instead).
+            """)
 
     @Argument(help: "A checkpoint written by `a2q train`.") var checkpoint: String
-    @Option(name: .customLong("out"), help: "Output HDF5 file.") var output: String
+    @Option(name: .customLong("out"), help: "Output file.") var output: String
+    @Option(help: ArgumentHelp("hdf5, qonnx or onnx.", valueName: "format")) var format = "hdf5"
     @Flag(help: "Replace an existing output file.") var overwrite = false
 
     func run() throws {
+        let formats = ["hdf5"] + ONNXExport.Dialect.allCases.map(\.rawValue)
+        guard formats.contains(format) else {
+            throw A2QError("unknown --format '\(format)'", remedy: "use one of: \(formats.joined(separator: ", "))")
+        }
         if FileManager.default.fileExists(atPath: output) && !overwrite {
             throw A2QError("\(output) already exists", remedy: "choose another --out, or pass --overwrite")
         }
+        let folder = (output as NSString).deletingLastPathComponent
+        guard FileManager.default.isWritableFile(atPath: folder.isEmpty ? "." : folder) else {
+            throw A2QError("cannot write \(output): the folder \(folder.isEmpty ? "." : folder) does not exist or is not writable",
+                           remedy: "create the folder or choose another --out")
+        }
         let (model, header) = try ModelFiles.loadCheckpoint(checkpoint)
+        guard header.config.isQuantized && header.state.phase != "float" else {
+            throw A2QError("\(checkpoint) holds a float model (\(header.config.isQuantized ? "the float phase of the run" : "a float run")): it has no integer model to export",
+                           remedy: "export a checkpoint of an a2q, a2q+ or qat run; evaluate a float model with `a2q eval`")
+        }
         let integer = try IntegerModel(from: model)
-        try ExportFile.write(integer, to: output, source: checkpoint, config: header.config)
+        if let dialect = ONNXExport.Dialect(rawValue: format) {
+            try ONNXExport.write(integer, dialect: dialect, to: output, source: checkpoint)
+        } else {
+            try ExportFile.write(integer, to: output, source: checkpoint, config: header.config)
+        }
         let verdicts = LayerVerdict.verify(integer)
-        printLine("exported \(integer.model) (\(integer.layers.count) integer layers) from \(checkpoint) → \(output)")
+        printLine("exported \(integer.model) (\(integer.layers.count) integer layers, \(format)) from \(checkpoint) → \(output)")
         printLine(LayerVerdict.table(verdicts))
     }
 }

@@ -1,0 +1,249 @@
+import A2QCore
+import A2QQuant
+import A2QTrain
+import Foundation
+import ONNXProto
+import SwiftProtobuf
+
+/// Writes an `IntegerModel` as an ONNX model that other tools run as it is: QONNX (FINN's
+/// input, with `Quant` nodes of the `qonnx.custom_op.general` domain) or plain ONNX with
+/// `QuantizeLinear`/`DequantizeLinear` (onnxruntime, no custom ops).
+///
+/// The graph computes what a2q's integer engine computes, in the same float32 operations, so
+/// that running it gives the engine's class scores: the activations between layers are
+/// integer-valued tensors (scale 1), each weight layer multiplies them with its integer weights
+/// (a `Quant` or `DequantizeLinear` of scale 1 over an integer initializer, so the layer's
+/// output is the exact accumulator, annotated `INT{P}`), then `Mul` by the per-channel
+/// multiplier and `Add` the offset (two float32 roundings, as the engine), and the next
+/// activation quantizer is `Mul` by `1/scale` followed by a scale-1 quantizer (round half to
+/// even, clip). docs/EXPORT.md lists the mapping node by node.
+public enum ONNXExport {
+    /// The two ONNX flavours.
+    public enum Dialect: String, Sendable, CaseIterable {
+        case qonnx, onnx
+    }
+
+    /// QONNX's custom-op domain.
+    public static let qonnxDomain = "qonnx.custom_op.general"
+    /// The graph's input: raw pixel values (0…255) as float32, `[batch, C, H, W]`; the batch is
+    /// 1 in QONNX files (FINN's convention; qonnx's `ModelWrapper.set_tensor_shape` changes it)
+    /// and symbolic in ONNX files.
+    public static let inputName = "image"
+    /// The graph's output: class scores, `[batch, classes]`.
+    public static let outputName = "scores"
+
+    /// The ONNX model of `model`.
+    public static func model(_ model: IntegerModel, dialect: Dialect, source: String) throws -> Onnx_ModelProto {
+        var writer = Writer(dialect: dialect, builder: ONNXGraphBuilder(name: "a2q-\(model.model)"))
+        try writer.add(model)
+
+        var proto = Onnx_ModelProto()
+        proto.irVersion = 8
+        proto.producerName = "a2q"
+        proto.producerVersion = a2qVersion
+        proto.docString = "a2q integer model (\(dialect.rawValue)) of \(model.model); input '\(inputName)': raw pixel values 0…255 as float32 [batch, \(model.inputShape.map(String.init).joined(separator: ", "))]; output '\(outputName)': class scores"
+        var standard = Onnx_OperatorSetIdProto()
+        standard.domain = ""
+        standard.version = 13
+        proto.opsetImport = [standard]
+        if dialect == .qonnx {
+            var qonnx = Onnx_OperatorSetIdProto()
+            qonnx.domain = qonnxDomain
+            qonnx.version = 1
+            proto.opsetImport.append(qonnx)
+        }
+        proto.graph = writer.builder.graph
+        proto.metadataProps = try metadata(model, dialect: dialect, source: source)
+        return proto
+    }
+
+    /// Writes the model to `path` atomically (a temporary file, then a rename).
+    public static func write(_ model: IntegerModel, dialect: Dialect, to path: String, source: String) throws {
+        let bytes = try self.model(model, dialect: dialect, source: source).serializedData()
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: bytes) else {
+            throw A2QError("cannot write \(temporary)", remedy: "check that the folder of --out exists and is writable")
+        }
+        do { try FileSystem.commit(temporary: temporary, to: path) } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw error
+        }
+    }
+
+    /// `metadata_props`: what the file is, and per layer the quantizer, M, N, P, the exact
+    /// accumulator range (layer-wide and per channel), p_min and the verify verdict.
+    static func metadata(_ model: IntegerModel, dialect: Dialect, source: String) throws -> [Onnx_StringStringEntryProto] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        func entry(_ key: String, _ value: String) -> Onnx_StringStringEntryProto {
+            var e = Onnx_StringStringEntryProto()
+            e.key = key
+            e.value = value
+            return e
+        }
+        let verdicts = LayerVerdict.verify(model)
+        var entries = [
+            entry("a2q.format", dialect.rawValue), entry("a2q.format_version", "1"), entry("a2q.model", model.model),
+            entry("a2q.source", source), entry("a2q.classes", "\(model.classes)"),
+            entry("a2q.input", "\(inputName): raw pixel values 0…255 as float32, [batch, \(model.inputShape.map(String.init).joined(separator: ", "))]"),
+            entry("a2q.layers", String(decoding: try encoder.encode(verdicts.map(\.name)), as: UTF8.self)),
+            entry("a2q.overflow_free", verdicts.allSatisfy(\.overflowFree) ? "1" : "0"),
+        ]
+        for verdict in verdicts {
+            entries.append(entry("a2q.layer.\(verdict.name)", String(decoding: try encoder.encode(verdict), as: UTF8.self)))
+        }
+        return entries
+    }
+
+    /// Adds the ops of an integer model to a graph, one dialect.
+    struct Writer {
+        let dialect: Dialect
+        var builder: ONNXGraphBuilder
+        private var scalars: [String: String] = [:]
+        /// The shape of the current activation tensor, without the batch dimension.
+        private var shape: [Int] = []
+        /// The FINN datatype of the current tensor when it holds integers (after a quantizer, and
+        /// through max pooling and flattening, which keep integers integers).
+        private var datatype: String?
+        /// QONNX tools want every tensor's shape: a fixed batch of 1 there, symbolic in ONNX.
+        private var batch: Int? { dialect == .qonnx ? 1 : nil }
+
+        init(dialect: Dialect, builder: ONNXGraphBuilder) {
+            self.dialect = dialect
+            self.builder = builder
+        }
+
+        /// Appends a node whose float output has the current `shape` (declared for QONNX).
+        @discardableResult
+        mutating func emit(_ type: String, _ inputs: [String], output: String, domain: String = "",
+                           attributes: [Onnx_AttributeProto] = []) -> String {
+            builder.node(type, inputs, output: output, domain: domain, attributes: attributes)
+            if dialect == .qonnx { builder.describe(output, batch: batch, shape: shape) }
+            return output
+        }
+
+        mutating func add(_ model: IntegerModel) throws {
+            builder.input(inputName, batch: batch, shape: model.inputShape)
+            shape = model.inputShape
+            var current = inputName
+            for op in model.ops {
+                switch op {
+                case .input(let format, _):
+                    current = try integers(current, format: format, name: "input")
+                case .layer(let layer):
+                    current = try weightLayer(layer, input: current)
+                    datatype = nil
+                case .relu:
+                    current = emit("Relu", [current], output: current + ".relu")
+                    datatype = nil
+                case .quantize(let name, let format, let scale):
+                    let inverse: Float = 1 / scale  // float32, as the engine forms it
+                    let scaled = emit("Mul", [current, scalar(inverse, "\(name).inverse_scale")], output: "\(name).scaled")
+                    current = try integers(scaled, format: format, name: name)
+                case .maxPool(let kernel, let stride):
+                    shape = [shape[0], (shape[1] - kernel) / stride + 1, (shape[2] - kernel) / stride + 1]
+                    current = emit("MaxPool", [current], output: current + ".maxpool",
+                                           attributes: [ONNXGraphBuilder.attribute("kernel_shape", ints: [kernel, kernel]),
+                                                        ONNXGraphBuilder.attribute("strides", ints: [stride, stride])])
+                    if let datatype { builder.annotate(current, datatype: datatype) }
+                case .flatten:
+                    shape = [shape.reduce(1, *)]
+                    current = emit("Flatten", [current], output: current + ".flatten",
+                                           attributes: [ONNXGraphBuilder.attribute("axis", int: 1)])
+                    if let datatype { builder.annotate(current, datatype: datatype) }
+                }
+            }
+            builder.node("Identity", [current], output: outputName)
+            builder.output(outputName, batch: batch, shape: [model.classes])
+        }
+
+        /// A float32 scalar initializer, shared by name.
+        mutating func scalar(_ value: Float, _ name: String) -> String {
+            if let existing = scalars[name] { return existing }
+            scalars[name] = builder.constant(name, [value], shape: [])
+            return name
+        }
+
+        /// The integers of `format` nearest to `input` (round half to even, then clip): a
+        /// scale-1 `Quant`, or `Clip` + `QuantizeLinear` + `DequantizeLinear`.
+        mutating func integers(_ input: String, format: InputFormat, name: String) throws -> String {
+            let output = "\(name).int"
+            let datatype = (format.signed ? "INT" : "UINT") + "\(format.bits)"
+            switch dialect {
+            case .qonnx:
+                emit("Quant", [input, scalar(1, "one"), scalar(0, "zero"), scalar(Float(format.bits), "bits.\(format.bits)")],
+                     output: output, domain: qonnxDomain,
+                             attributes: [ONNXGraphBuilder.attribute("signed", int: format.signed ? 1 : 0),
+                                          ONNXGraphBuilder.attribute("narrow", int: 0),
+                                          ONNXGraphBuilder.attribute("rounding_mode", string: "ROUND")])
+            case .onnx:
+                guard format.bits <= 8 else {
+                    throw A2QError("\(name): \(format.bits)-bit activations do not fit ONNX's 8-bit QuantizeLinear",
+                                   remedy: "export with --format qonnx, or train with --act-bits ≤ 8")
+                }
+                let lo = Float(format.minimum), hi = Float(format.maximum)
+                let clipped = builder.node("Clip", [input, scalar(lo, "\(datatype).min"), scalar(hi, "\(datatype).max")],
+                                           output: "\(name).clipped")
+                let zero = builder.integerConstant("\(name).zero_point", [0], shape: [], type: format.signed ? .int8 : .uint8)
+                let quantized = builder.node("QuantizeLinear", [clipped, scalar(1, "one"), zero], output: "\(name).q")
+                builder.node("DequantizeLinear", [quantized, scalar(1, "one"), zero], output: output)
+                builder.annotate(quantized, datatype: datatype)
+            }
+            builder.annotate(output, datatype: datatype)
+            self.datatype = datatype
+            return output
+        }
+
+        /// The integer weights (as a scale-1 quantizer over an integer-valued initializer),
+        /// the exact dot products, then `· multiplier + offset`.
+        mutating func weightLayer(_ layer: IntegerLayer, input: String) throws -> String {
+            let name = layer.name
+            let narrow = layer.weights.allSatisfy { $0 > -(Int32(1) << (layer.weightBits - 1)) }
+            let weights: String
+            switch dialect {
+            case .qonnx:
+                let stored = builder.constant("\(name).weight", layer.weights.map { Float($0) }, shape: layer.shape)
+                weights = builder.node("Quant", [stored, scalar(1, "one"), scalar(0, "zero"), scalar(Float(layer.weightBits), "bits.\(layer.weightBits)")],
+                                       output: "\(name).weight.int", domain: qonnxDomain,
+                                       attributes: [ONNXGraphBuilder.attribute("signed", int: 1),
+                                                    ONNXGraphBuilder.attribute("narrow", int: narrow ? 1 : 0),
+                                                    ONNXGraphBuilder.attribute("rounding_mode", string: layer.rounding == "toward_zero" ? "DOWN" : "ROUND")])
+                builder.describe(weights, batch: nil, shape: layer.shape, batched: false)
+            case .onnx:
+                guard layer.weightBits <= 8 else {
+                    throw A2QError("\(name): \(layer.weightBits)-bit weights do not fit ONNX's int8 DequantizeLinear",
+                                   remedy: "export with --format qonnx, or train with --weight-bits ≤ 8")
+                }
+                let stored = builder.integerConstant("\(name).weight.q", layer.weights, shape: layer.shape, type: .int8)
+                let zero = builder.integerConstant("\(name).weight.zero_point", [0], shape: [], type: .int8)
+                weights = builder.node("DequantizeLinear", [stored, scalar(1, "one"), zero], output: "\(name).weight.int")
+                builder.annotate(stored, datatype: "INT\(layer.weightBits)")
+            }
+            builder.annotate(weights, datatype: "INT\(layer.weightBits)")
+
+            let accumulator: String
+            let channelShape: [Int]
+            switch layer.kind {
+            case .conv2d:
+                let kernel = layer.shape[2]
+                shape = [layer.outChannels, (shape[1] + 2 * layer.padding - kernel) / layer.stride + 1,
+                         (shape[2] + 2 * layer.padding - kernel) / layer.stride + 1]
+                accumulator = emit("Conv", [input, weights], output: "\(name).acc",
+                                           attributes: [ONNXGraphBuilder.attribute("kernel_shape", ints: [kernel, kernel]),
+                                                        ONNXGraphBuilder.attribute("strides", ints: [layer.stride, layer.stride]),
+                                                        ONNXGraphBuilder.attribute("pads", ints: Array(repeating: layer.padding, count: 4))])
+                channelShape = [layer.outChannels, 1, 1]
+            case .linear:
+                shape = [layer.outChannels]
+                accumulator = emit("Gemm", [input, weights], output: "\(name).acc",
+                                           attributes: [ONNXGraphBuilder.attribute("transB", int: 1)])
+                channelShape = [layer.outChannels]
+            }
+            builder.annotate(accumulator, datatype: "INT\(layer.accumulatorBits)")
+            let multiplier = builder.constant("\(name).multiplier", layer.multiplier, shape: channelShape)
+            let offset = builder.constant("\(name).offset", layer.offset, shape: channelShape)
+            let scaled = emit("Mul", [accumulator, multiplier], output: "\(name).scaled")
+            return emit("Add", [scaled, offset], output: "\(name).y")
+        }
+    }
+}

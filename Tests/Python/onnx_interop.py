@@ -1,0 +1,113 @@
+"""Runs a2q's QONNX and ONNX exports in the tools users deploy with (tests only) and compares
+them with a2q's integer engine.
+
+    python3 onnx_interop.py QONNX ONNX DATA_DIR N PREDICTIONS ACCUMULATORS OUT.json
+
+PREDICTIONS: the engine's predictions for the first N test images, one per line;
+ACCUMULATORS: the engine's last-layer int64 accumulators for the first 64 images.
+Writes a JSON report; exits 1 with the reasons when a check fails.
+"""
+import gzip
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.util.basic import calculate_matvec_accumulator_range
+
+qonnx_path, onnx_path, data, count, predictions_path, accumulators_path, out = sys.argv[1:8]
+count = int(count)
+failures = []
+report = {}
+
+
+def read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def test_file(name):
+    path = os.path.join(data, name + ".gz")
+    return read_idx(path if os.path.exists(path) else os.path.join(data, name))
+
+
+images = test_file("t10k-images-idx3-ubyte")[:count].astype(np.float32)[:, None, :, :]
+engine = np.array([int(line) for line in open(predictions_path).read().split()][:count])
+engine_accumulators = np.fromfile(accumulators_path, dtype=np.int64)
+
+# 1. Both files pass the ONNX checker.
+for path in (qonnx_path, onnx_path):
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+
+# 2. qonnx reads the QONNX file; its datatypes and metadata say what a2q wrote.
+wrapper = ModelWrapper(qonnx_path)
+meta = {p.key: p.value for p in wrapper.model.metadata_props}
+layers = json.loads(meta["a2q.layers"])
+report["layers"] = {}
+for name in layers:
+    layer = json.loads(meta[f"a2q.layer.{name}"])
+    want = {f"{name}.weight.int": f"INT{layer['weight_bits']}", f"{name}.acc": f"INT{layer['accumulator_bits']}"}
+    for tensor, datatype in want.items():
+        got = str(wrapper.get_tensor_datatype(tensor))
+        if got != datatype:
+            failures.append(f"{tensor}: qonnx reads datatype {got}, a2q wrote {datatype}")
+    # 3. FINN's accumulator sizing from the exported integer weights and the input datatype
+    #    equals a2q's exact range, and fits INT{P}.
+    producer = wrapper.find_producer(f"{name}.weight.int")
+    weights = wrapper.get_initializer(producer.input[0])
+    matrix = weights.reshape(weights.shape[0], -1).T          # (MW, MH) as qonnx expects
+    input_tensor = wrapper.find_producer(f"{name}.acc").input[0]
+    input_type = wrapper.get_tensor_datatype(input_tensor)
+    expected_input = ("INT" if layer["input_signed"] else "UINT") + str(layer["input_bits"])
+    if str(input_type) != expected_input:
+        failures.append(f"{name}: input datatype {input_type}, a2q says {expected_input}")
+    lo, hi = calculate_matvec_accumulator_range(matrix, input_type)
+    accumulator = DataType[f"INT{layer['accumulator_bits']}"]
+    report["layers"][name] = {"qonnx_range": [int(lo), int(hi)], "a2q_range": [layer["acc_min"], layer["acc_max"]],
+                              "fits": bool(accumulator.allowed(lo) and accumulator.allowed(hi)),
+                              "overflow_free": layer["overflow_free"]}
+    if [int(lo), int(hi)] != [layer["acc_min"], layer["acc_max"]]:
+        failures.append(f"{name}: qonnx's accumulator range [{lo}, {hi}] != a2q's [{layer['acc_min']}, {layer['acc_max']}]")
+    if layer["overflow_free"] and not (accumulator.allowed(lo) and accumulator.allowed(hi)):
+        failures.append(f"{name}: [{lo}, {hi}] does not fit {accumulator} though a2q says overflow-free")
+
+# 4. qonnx's executor runs the QONNX file on N images (the batch is set the way a FINN user
+#    does: the declared shapes' first dimension).
+for value in list(wrapper.graph.input) + list(wrapper.graph.output) + list(wrapper.graph.value_info):
+    dims = value.type.tensor_type.shape.dim
+    if len(dims) and dims[0].dim_value == 1 and value.name not in [i.name for i in wrapper.graph.initializer]:
+        dims[0].dim_value = count
+context = execute_onnx(wrapper, {"image": images}, return_full_exec_context=True)
+qonnx_predictions = np.argmax(context["scores"], axis=1)
+last = layers[-1]
+qonnx_accumulators = context[f"{last}.acc"][:64].astype(np.int64).reshape(-1)
+
+# 5. onnxruntime runs the ONNX file (default session options, as users would).
+session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+ort_scores = session.run(["scores"], {"image": images})[0]
+ort_predictions = np.argmax(ort_scores, axis=1)
+
+for label, predictions in (("qonnx", qonnx_predictions), ("onnxruntime", ort_predictions)):
+    agree = float((predictions == engine).mean())
+    report[f"{label}_agreement"] = agree
+    report[f"{label}_differing"] = [int(i) for i in np.nonzero(predictions != engine)[0]]
+    if agree < 0.999:
+        failures.append(f"{label}: predictions agree with a2q's engine on {agree:.4%} of {count} images")
+report["qonnx_accumulators_equal"] = bool(np.array_equal(qonnx_accumulators, engine_accumulators))
+if not report["qonnx_accumulators_equal"]:
+    failures.append(f"qonnx's {last}.acc differs from the engine's accumulators")
+report["images"] = count
+report["failures"] = failures
+with open(out, "w") as f:
+    json.dump(report, f, indent=1)
+print(json.dumps({k: v for k, v in report.items() if k != "layers"}))
+sys.exit(1 if failures else 0)
