@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "a2q", targets: ["a2q"]),
         .library(name: "A2QTrain", targets: ["A2QTrain"]),
+        .library(name: "A2QInteger", targets: ["A2QInteger"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -46,21 +47,23 @@ let package = Package(
         .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),
         .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),
-        .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
-                                                 "A2QDistributed", "A2QCheckpoint", "QuantKernels", "IntegerKernels",
-                                                 "COpenBLAS"]),
+        // Deployment: the integer model, its engine, verify and the HDF5 export (no trainer).
+        .target(name: "A2QInteger", dependencies: ["A2QCore", "A2QQuant", "A2QData", "A2QCheckpoint", "QuantKernels",
+                                                   "IntegerKernels", "COpenBLAS"]),
+        .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData", "A2QDistributed",
+                                                 "A2QCheckpoint", "A2QInteger", "QuantKernels", "IntegerKernels", "COpenBLAS"]),
         // ONNX's protobuf schema as Swift types, generated once by Launch/generate-onnx-proto.sh.
         .target(name: "ONNXProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // QONNX and ONNX writers of the integer model.
-        .target(name: "A2QExport", dependencies: ["A2QCore", "A2QQuant", "A2QTrain", "ONNXProto",
+        .target(name: "A2QExport", dependencies: ["A2QCore", "A2QQuant", "A2QInteger", "ONNXProto",
                                                   .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "a2q", dependencies: [
-            "A2QTrain", "A2QExport",
+            "A2QTrain", "A2QInteger", "A2QExport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "A2QTests", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
-                                                     "A2QDistributed", "A2QCheckpoint", "A2QTrain", "A2QExport",
+                                                     "A2QDistributed", "A2QCheckpoint", "A2QTrain", "A2QInteger", "A2QExport",
                                                      "IntegerKernels", "CPUSupport"]),
     ],
     swiftLanguageModes: [.v6]

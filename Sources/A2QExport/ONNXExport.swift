@@ -1,6 +1,6 @@
 import A2QCore
+import A2QInteger
 import A2QQuant
-import A2QTrain
 import Foundation
 import ONNXProto
 import SwiftProtobuf

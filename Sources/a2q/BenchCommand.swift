@@ -1,6 +1,7 @@
 import A2QCore
 import A2QData
 import A2QDistributed
+import A2QInteger
 import A2QQuant
 import A2QTrain
 import ArgumentParser

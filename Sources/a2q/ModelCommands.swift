@@ -1,6 +1,7 @@
 import A2QCore
 import A2QData
 import A2QExport
+import A2QInteger
 import A2QTrain
 import ArgumentParser
 import Foundation
@@ -54,7 +55,7 @@ struct ExportCommand: ParsableCommand {
         if let dialect = ONNXExport.Dialect(rawValue: format) {
             try ONNXExport.write(integer, dialect: dialect, to: output, source: checkpoint)
         } else {
-            try ExportFile.write(integer, to: output, source: checkpoint, config: header.config)
+            try ExportFile.write(integer, to: output, source: checkpoint, config: header.config.json(pretty: false))
         }
         let verdicts = LayerVerdict.verify(integer)
         printLine("exported \(integer.model) (\(integer.layers.count) integer layers, \(format)) from \(checkpoint) → \(output)")

@@ -1,5 +1,6 @@
 import A2QCore
 import A2QData
+import A2QInteger
 import A2QQuant
 import A2QTrain
 import Foundation

@@ -47,7 +47,7 @@ struct TrainerTests {
         trainer.stepObserver = { model, _, step, loss in
             losses.append(loss)
             for layer in model.constrainedLayers {
-                let stats = try? LayerStatistics(layer: layer, parameters: model.parameters)
+                let stats = try? LayerStatistics(layer: layer, model: model)
                 if stats?.overflowFree != true || (stats?.maxL1Usage ?? 0) > 2 { violations.append("\(layer.name) at step \(step)") }
             }
         }

@@ -1,5 +1,6 @@
 import A2QCore
 import A2QData
+import A2QInteger
 import A2QNN
 import A2QQuant
 import IntegerKernels
@@ -104,7 +105,7 @@ public enum IntegerBenchmark {
             let w = (0..<(out * k)).map { _ -> Int8 in generator.next() % 16 == 0 ? (generator.next() % 2 == 0 ? 1 : -1) : 0 }
             var c = [Int32](repeating: 0, count: count * outp)
             for kernel in IntegerKernel.allCases where kernel.isSupported {
-                let packed = IntegerPlan.pack(w, kernel: kernel, out: out, k: k)
+                let packed = kernel.pack(w, out: out, k: k)
                 let times = measure(repeats: repeats) {
                     x.withUnsafeBufferPointer { xb in
                         packed.withUnsafeBytes { pb in

@@ -1,5 +1,6 @@
 import A2QCheckpoint
 import A2QCore
+import A2QInteger
 import A2QNN
 import A2QQuant
 import Foundation
@@ -109,33 +110,9 @@ public enum CheckpointFile {
 
     /// The integer view of one quantized layer with its accumulator metadata.
     static func writeQuantizedLayer(_ g: HDF5Group, layer: QuantizedLayer, model: Model) throws {
-        let quantizer = layer.quantizer
         guard let input = layer.input else { return }
-        _ = quantizer.forward(model.parameters)
-        let report = LayerAccumulatorReport(integers: try IntegerModel.integers(of: quantizer, layer: layer.name), outChannels: quantizer.outChannels,
-                                            input: input, accumulatorBits: quantizer.spec.accumulatorBits)
-        try report.write(to: g, shape: layer.weightShape, weightBits: quantizer.spec.weightBits)
-        try g.write("weight_scale", quantizer.scales, shape: [quantizer.outChannels])
-        try g.setAttribute("quantizer", quantizer.spec.kind.rawValue)
-        try g.setAttribute("weight_bits", quantizer.spec.weightBits)
-        try g.setAttribute("input_bits", input.bits)
-        try g.setAttribute("input_signed", input.signed ? 1 : 0)
-        try g.setAttribute("input_scale", Double(inputScale(of: layer, in: model)))
-        try g.setAttribute("accumulator_bits", quantizer.spec.accumulatorBits)
-        try g.setAttribute("l1_bound", quantizer.bound.isFinite ? quantizer.bound : -1)
-        try g.setAttribute("rounding", quantizer.spec.kind.isAccumulatorAware ? "toward_zero" : "nearest")
-        try g.setAttribute("narrow_range", 1)
-        try g.setAttribute("sparsity", report.sparsity)
-        try g.setAttribute("overflow_free", report.overflowFree ? 1 : 0)
-    }
-
-    /// The scale of the activation quantizer feeding `layer` (the last one before it).
-    static func inputScale(of layer: QuantizedLayer, in model: Model) -> Float {
-        guard let index = model.network.index(of: layer.name) else { return 0 }
-        for candidate in model.network.layers[..<index].reversed() {
-            if let q = candidate as? ActivationQuantizer { return q.scale(model.parameters) }
-        }
-        return 0
+        let view = try layer.integerView(in: model, input: input, inputScale: layer.inputScale(in: model) ?? 0)
+        try view.writeIntegerView(to: g)
     }
 
     static func writeOptimizer(_ file: HDF5File, optimizer: (any Optimizer)?, parameters: ParameterStore) throws {

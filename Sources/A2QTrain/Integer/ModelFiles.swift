@@ -1,6 +1,7 @@
 import A2QCheckpoint
 import A2QCore
 import A2QData
+import A2QInteger
 import Foundation
 
 /// Opening what users pass to `export`, `inspect`, `eval` and `verify`: checkpoints and exports.

@@ -1,5 +1,6 @@
 import A2QCheckpoint
 import A2QCore
+import A2QInteger
 import A2QQuant
 import Foundation
 
@@ -96,9 +97,10 @@ public enum QuantizeTool {
         let destination = store.value(weight)
         for (i, value) in values.enumerated() { destination[i] = value }
         quantizer.initializeFromFloatWeights(store, method: options.init_)
-        _ = quantizer.forward(store)
-        let report = LayerAccumulatorReport(integers: try quantizer.integerWeights(), outChannels: outChannels,
-                                            input: format, accumulatorBits: options.accumulatorBits)
+        let view = try IntegerLayer(quantizer: quantizer, name: URL(fileURLWithPath: options.input).lastPathComponent,
+                                    kind: shape.count == 4 ? .conv2d : .linear, parameters: store, input: format,
+                                    inputScale: 1, bias: nil)
+        let report = view.report
 
         let temporary = output.path + ".tmp"
         do {

@@ -1,4 +1,5 @@
 import A2QCore
+import A2QInteger
 import A2QQuant
 
 /// What a run reports per quantized layer: sparsity, L1 usage and the overflow verdict.
@@ -24,8 +25,8 @@ public struct LayerStatistics: Sendable, Codable {
         case overflowFree = "overflow_free"
     }
 
-    /// Measures one layer at the current parameters (runs the quantizer forward).
-    public init(layer: QuantizedLayer, parameters: ParameterStore) throws {
+    /// Measures one layer of `model` at its current parameters (through the layer's integer view).
+    public init(layer: QuantizedLayer, model: Model) throws {
         let quantizer = layer.quantizer
         name = layer.name
         self.quantizer = quantizer.spec.kind.rawValue
@@ -37,9 +38,7 @@ public struct LayerStatistics: Sendable, Codable {
             sparsity = 0
             return
         }
-        _ = quantizer.forward(parameters)
-        let report = LayerAccumulatorReport(integers: try IntegerModel.integers(of: quantizer, layer: layer.name), outChannels: quantizer.outChannels,
-                                            input: input, accumulatorBits: accumulatorBits)
+        let report = try layer.integerView(in: model, input: input, inputScale: layer.inputScale(in: model) ?? 0).report
         sparsity = report.sparsity
         maxL1Usage = quantizer.bound.isFinite ? Double(report.l1Norms.max() ?? 0) / quantizer.bound : nil
         pMin = report.minimumBits.max()
@@ -48,6 +47,6 @@ public struct LayerStatistics: Sendable, Codable {
 
     /// Statistics of every quantized layer of `model`.
     public static func measure(_ model: Model) throws -> [LayerStatistics] {
-        try model.quantizedLayers.map { try LayerStatistics(layer: $0, parameters: model.parameters) }
+        try model.quantizedLayers.map { try LayerStatistics(layer: $0, model: model) }
     }
 }

@@ -80,3 +80,11 @@ public struct IntegerKernelChoice: Sendable, Equatable {
         }
     }
 }
+
+extension IntegerKernel {
+    /// `[out, k]` int8 weights laid out for this kernel's GEMM, as the engine packs each layer
+    /// once (for benchmarks that call `a2qi_gemm` directly).
+    public func pack(_ weights: [Int8], out: Int, k: Int) -> [UInt8] {
+        IntegerPlan.pack(weights, kernel: self, out: out, k: k)
+    }
+}

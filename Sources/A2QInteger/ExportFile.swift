@@ -8,8 +8,8 @@ public enum ExportFile {
     public static let format = "a2q-export"
     public static let formatVersion = 1
 
-    /// Writes `model` atomically to `path`.
-    public static func write(_ model: IntegerModel, to path: String, source: String, config: TrainConfig?) throws {
+    /// Writes `model` atomically to `path`; `config` is the training configuration as JSON.
+    public static func write(_ model: IntegerModel, to path: String, source: String, config: String?) throws {
         let temporary = path + ".tmp"
         do {
             let file = try HDF5File.create(temporary)
@@ -19,7 +19,7 @@ public enum ExportFile {
             try file.setAttribute("model", model.model)
             try file.setAttribute("classes", model.classes)
             try file.setAttribute("source", source)
-            if let config { try file.setAttribute("config", config.json(pretty: false)) }
+            if let config { try file.setAttribute("config", config) }
             try file.write("input_shape", model.inputShape.map(Int64.init), shape: [model.inputShape.count])
             try file.setAttribute("topology", try topologyJSON(model))
             try file.setAttribute("bias_placement", "outside the accumulator: added in the float requantisation after the P-bit dot product")
@@ -27,26 +27,13 @@ public enum ExportFile {
             let layers = try file.createGroup("layers")
             for layer in model.layers {
                 let g = try layers.createGroup(layer.name)
-                let report = layer.report
-                try report.write(to: g, shape: layer.shape, weightBits: layer.weightBits)
-                try g.write("weight_scale", layer.weightScale, shape: [layer.outChannels])
+                try layer.writeIntegerView(to: g)
                 try g.write("bias", layer.bias, shape: [layer.outChannels])
                 try g.write("multiplier", layer.multiplier, shape: [layer.outChannels])
                 try g.write("offset", layer.offset, shape: [layer.outChannels])
                 try g.setAttribute("kind", layer.kind.rawValue)
-                try g.setAttribute("quantizer", layer.quantizer)
-                try g.setAttribute("weight_bits", layer.weightBits)
-                try g.setAttribute("input_bits", layer.input.bits)
-                try g.setAttribute("input_signed", layer.input.signed ? 1 : 0)
-                try g.setAttribute("input_scale", Double(layer.inputScale))
-                try g.setAttribute("accumulator_bits", layer.accumulatorBits)
-                try g.setAttribute("l1_bound", layer.l1Bound ?? -1)
-                try g.setAttribute("rounding", layer.rounding)
-                try g.setAttribute("narrow_range", 1)
                 try g.setAttribute("stride", layer.stride)
                 try g.setAttribute("padding", layer.padding)
-                try g.setAttribute("sparsity", report.sparsity)
-                try g.setAttribute("overflow_free", report.overflowFree ? 1 : 0)
                 try g.setAttribute("folded_batchnorm", layer.foldedBatchNorm ?? "")
             }
             try file.flush()

@@ -1,5 +1,4 @@
 import A2QCore
-import A2QNN
 import A2QQuant
 
 /// One weight layer of an integer model: integer weights and everything needed to run it
@@ -83,84 +82,6 @@ public struct IntegerModel: Sendable {
 
     public var layers: [IntegerLayer] {
         ops.compactMap { if case .layer(let l) = $0 { return l } else { return nil } }
-    }
-
-    /// Builds the integer model of a trained, quantized `Model` (every weight layer must have a
-    /// weight quantizer; BatchNorm is folded into the preceding layer's requantisation).
-    public init(from model: Model, inputShape: [Int] = [1, 28, 28]) throws {
-        self.model = model.name.rawValue
-        classes = model.classes
-        self.inputShape = inputShape
-        var ops: [IntegerOp] = []
-        var currentFormat: InputFormat?
-        var currentScale: Float = 1
-        let parameters = model.parameters
-        for layer in model.network.layers {
-            switch layer {
-            case let q as ActivationQuantizer:
-                if ops.isEmpty {
-                    ops.append(.input(format: q.format, scale: q.scale(parameters)))
-                } else {
-                    ops.append(.quantize(name: q.name, format: q.format, scale: q.scale(parameters)))
-                }
-                currentFormat = q.format
-                currentScale = q.scale(parameters)
-            case is Linear, is Conv2d:
-                guard let quantized = model.quantizedLayers.first(where: { $0.name == layer.name }),
-                      !quantized.quantizer.isIdentity, let format = currentFormat else {
-                    throw A2QError("layer \(layer.name) is not quantized (float weights or float inputs)",
-                                   remedy: "export a model trained with --quantizer qat, a2q or a2q+")
-                }
-                let quantizer = quantized.quantizer
-                _ = quantizer.forward(parameters)
-                let biasView = parameters.view(named: "\(layer.name).bias")
-                let bias = biasView.map { Array(UnsafeBufferPointer(start: parameters.value($0), count: $0.count)) }
-                    ?? [Float](repeating: 0, count: quantizer.outChannels)
-                var integer = IntegerLayer(
-                    name: layer.name, kind: layer is Conv2d ? .conv2d : .linear, shape: quantizer.weight.shape,
-                    weights: try Self.integers(of: quantizer, layer: layer.name), quantizer: quantizer.spec.kind.rawValue,
-                    weightBits: quantizer.spec.weightBits, accumulatorBits: quantizer.spec.accumulatorBits,
-                    input: format, inputScale: currentScale, weightScale: quantizer.scales, bias: bias,
-                    multiplier: quantizer.scales.map { $0 * currentScale }, offset: bias,
-                    l1Bound: quantizer.bound.isFinite ? quantizer.bound : nil,
-                    rounding: quantizer.spec.kind.isAccumulatorAware ? "toward_zero" : "nearest", foldedBatchNorm: nil)
-                if let conv = layer as? Conv2d {
-                    integer.stride = conv.stride
-                    integer.padding = conv.padding
-                }
-                ops.append(.layer(integer))
-                currentFormat = nil
-            case let bn as BatchNorm:
-                guard case .layer(var previous)? = ops.last else {
-                    throw A2QError("\(bn.name) does not follow a weight layer; cannot fold it")
-                }
-                let gamma = parameters.value(bn.scale), beta = parameters.value(bn.shift)
-                for c in 0..<bn.channels {
-                    let k = gamma[c] / (bn.runningVariance[c] + bn.epsilon).squareRoot()
-                    previous.multiplier[c] *= k
-                    previous.offset[c] = k * (previous.offset[c] - bn.runningMean[c]) + beta[c]
-                }
-                previous.foldedBatchNorm = bn.name
-                ops[ops.count - 1] = .layer(previous)
-            case is ReLU:
-                ops.append(.relu)
-            case let pool as MaxPool2d:
-                ops.append(.maxPool(kernel: pool.kernelSize, stride: pool.stride))
-            case is Flatten:
-                ops.append(.flatten)
-            default:
-                throw A2QError("layer \(layer.name) (\(type(of: layer))) has no integer form")
-            }
-        }
-        self.ops = ops
-        try validate()
-    }
-
-    /// A layer's integer weights; a failure names the layer.
-    static func integers(of quantizer: WeightQuantizer, layer: String) throws -> [Int32] {
-        do { return try quantizer.integerWeights() } catch let error as A2QError {
-            throw A2QError("layer \(layer): \(error.problem)", remedy: error.remedy)
-        }
     }
 
     public init(model: String, classes: Int, inputShape: [Int], ops: [IntegerOp]) throws {
