@@ -5,7 +5,8 @@
 #   Launch/train.sh [-np R] [--hostfile FILE] [--threads T] [a2q train options...]
 #
 #   -np R           ranks (default 2)
-#   --hostfile F    multi-host run (see README, "Several hosts"); uses the TCP transport
+#   --hostfile F    multi-host run (see README, "Several hosts"); uses the TCP transport, with
+#                   TCP keep-alive so that a lost host ends the job in seconds
 #   --threads T     OpenBLAS threads per rank (default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,10 @@ fi
 mpi=(mpirun -np "$ranks" -x OPENBLAS_NUM_THREADS="$threads" -x SWIFT_BACKTRACE=color=no)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 if [ -n "$hostfile" ]; then
-  mpi+=(--hostfile "$hostfile" --mca btl tcp,self)
+  # TCP keep-alive on mpirun's control connections: a host whose link or daemon is lost is
+  # noticed in about 5 s instead of Open MPI's default 300 s + probes.
+  mpi+=(--hostfile "$hostfile" --mca btl tcp,self
+        --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3)
 else
   cores=$(nproc)
   mpi+=(--mca btl self,vader)
@@ -58,4 +62,6 @@ else
     mpi+=(--bind-to core)
   fi
 fi
-exec "${mpi[@]}" "$binary" train "${args[@]}"
+# The guard ends a job that aborted but whose mpirun waits for a frozen host
+# (A2Q_ABORT_GRACE seconds after the abort, default 10).
+exec Launch/mpirun-guard.sh "${A2Q_ABORT_GRACE:-10}" -- "${mpi[@]}" "$binary" train "${args[@]}"

@@ -10,6 +10,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
     public let worldSize: Int
     public var timeout: Double
+    /// Every rank's host (MPI processor name), to name a lost rank's host.
+    public let hosts: [String]
+    /// How long a rank whose watchdog fired waits for the others to answer its roll call.
+    static let rollCallSeconds = 2.0
 
     /// Initialises MPI (once per process) and reads rank and size.
     public init(timeout: Double = 300) throws {
@@ -19,6 +23,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         rank = Int(r)
         worldSize = Int(s)
         self.timeout = timeout
+        let width = 64
+        var names = [CChar](repeating: 0, count: width * Int(s))
+        let namesCode = a2q_mpi_processor_names(&names, Int32(width))
+        guard namesCode == 0 else { throw MPICommunicator.error(namesCode, "gathering the ranks' host names") }
+        hosts = (0..<Int(s)).map { r in
+            String(decoding: names[(r * width)..<((r + 1) * width)].prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
     }
 
     /// True when this process was started by mpirun/mpiexec (OpenMPI sets these).
@@ -44,7 +55,16 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     private func check(_ code: Int32, _ operation: String) throws {
-        if code != 0 { throw MPICommunicator.error(code, operation) }
+        guard code != 0 else { return }
+        guard code == A2Q_MPI_TIMEOUT, worldSize > 1 else { throw MPICommunicator.error(code, operation) }
+        // Name the lost ranks: the ones that do not answer a roll call.
+        var missing = [Int32](repeating: 0, count: worldSize)
+        let count = Int(a2q_mpi_roll_call(Self.rollCallSeconds, &missing, Int32(worldSize)))
+        let lost = missing.prefix(min(count, worldSize)).map { "rank \($0) (host \(hosts[Int($0)]))" }
+        let who = lost.isEmpty ? "every rank answered a roll call afterwards (a slow collective, not a lost rank: raise --watchdog-seconds)"
+            : "\(lost.joined(separator: ", ")) did not answer a roll call within \(Int(Self.rollCallSeconds)) s: lost (died, stalled or unreachable)"
+        throw A2QError("MPI: \(operation) did not complete within the \(Int(timeout)) s watchdog; \(who)",
+                       remedy: "the job is aborted; resume it with --resume auto on the ranks that remain")
     }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {

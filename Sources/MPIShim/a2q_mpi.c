@@ -58,6 +58,26 @@ void a2q_mpi_library_version(char *buffer, int32_t capacity) {
     buffer[capacity - 1] = 0;
 }
 
+// Roll call: a rank whose watchdog fired asks every other rank, point to point, whether it
+// is still there. Ranks waiting in a collective answer while they poll, so the ones that do
+// not answer are the ones that died or stalled.
+enum { PING_TAG = 0x2a51, PONG_TAG = 0x2a52 };
+
+/// Answers every pending roll-call question (a 1-byte eager send per question).
+static void answer_roll_call(void) {
+    for (;;) {
+        int flag = 0;
+        MPI_Status status;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, PING_TAG, MPI_COMM_WORLD, &flag, &status) != MPI_SUCCESS || !flag) return;
+        char byte = 0;
+        if (MPI_Recv(&byte, 1, MPI_CHAR, status.MPI_SOURCE, PING_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS) return;
+        MPI_Request reply;
+        if (MPI_Isend(&byte, 1, MPI_CHAR, status.MPI_SOURCE, PONG_TAG, MPI_COMM_WORLD, &reply) == MPI_SUCCESS) {
+            MPI_Request_free(&reply);
+        }
+    }
+}
+
 /// Waits for a non-blocking request, polling, so that a dead or stalled peer
 /// turns into A2Q_MPI_TIMEOUT instead of a hang.
 static int wait_with_deadline(MPI_Request *request, double timeout_seconds) {
@@ -71,10 +91,61 @@ static int wait_with_deadline(MPI_Request *request, double timeout_seconds) {
         if (done) return MPI_SUCCESS;
         if (MPI_Wtime() > deadline) return A2Q_MPI_TIMEOUT;
         if (++spins > 1000) {  // back off once the collective is clearly not immediate
+            answer_roll_call();
             struct timespec pause = {0, 50000};
             nanosleep(&pause, NULL);
         }
     }
+}
+
+int32_t a2q_mpi_roll_call(double wait_seconds, int32_t *missing, int32_t capacity) {
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    static char question = 1;
+    static char answers[1024];  // static: a late answer after the return must land somewhere valid
+    MPI_Request replies[1024];
+    int answered[1024];
+    int peers = size < 1024 ? size : 1024;
+    for (int r = 0; r < peers; r++) {
+        answered[r] = (r == rank);
+        replies[r] = MPI_REQUEST_NULL;
+        if (r == rank) continue;
+        MPI_Request ask;
+        if (MPI_Isend(&question, 1, MPI_CHAR, r, PING_TAG, MPI_COMM_WORLD, &ask) == MPI_SUCCESS) MPI_Request_free(&ask);
+        MPI_Irecv(&answers[r], 1, MPI_CHAR, r, PONG_TAG, MPI_COMM_WORLD, &replies[r]);
+    }
+    double deadline = MPI_Wtime() + wait_seconds;
+    int pending = peers - 1;
+    while (pending > 0 && MPI_Wtime() < deadline) {
+        answer_roll_call();
+        for (int r = 0; r < peers; r++) {
+            if (answered[r] || replies[r] == MPI_REQUEST_NULL) continue;
+            int done = 0;
+            if (MPI_Test(&replies[r], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) { answered[r] = 1; pending--; }
+        }
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    int32_t count = 0;
+    for (int r = 0; r < peers; r++) {
+        if (answered[r]) continue;
+        if (count < capacity) missing[count] = r;
+        count++;
+    }
+    return count;
+}
+
+int a2q_mpi_processor_names(char *names, int32_t width) {
+    char own[MPI_MAX_PROCESSOR_NAME];
+    int length = 0;
+    memset(own, 0, sizeof own);
+    MPI_Get_processor_name(own, &length);
+    char row[256];
+    memset(row, 0, sizeof row);
+    int w = width < (int32_t)sizeof row ? width : (int32_t)sizeof row;
+    strncpy(row, own, (size_t)w - 1);
+    return MPI_Allgather(row, w, MPI_CHAR, names, w, MPI_CHAR, MPI_COMM_WORLD);
 }
 
 int a2q_mpi_barrier(double timeout_seconds) {

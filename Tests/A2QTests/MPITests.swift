@@ -127,13 +127,14 @@ struct MPITests {
         #expect(result.seconds < 50)
     }
 
-    @Test("a rank that hangs is caught by the watchdog: the job aborts, naming the rank that timed out")
+    @Test("a rank that hangs is caught by the watchdog: the job aborts, and the roll call names the hanging rank")
     func hangingRank() throws {
         let folder = temporaryFolder("mpi-hang")
         let result = try MPIRun.run(ranks: 2, MPIRun.trainArguments(out: folder, extra: [
             "--test-fail-rank", "1", "--test-fail-step", "5", "--test-fail-hang", "--watchdog-seconds", "5"]), timeout: 60)
         #expect(result.status != 0)
         #expect(result.output.contains("rank 0") && result.output.contains("watchdog"), "\(result.output)")
+        #expect(result.output.contains("rank 1 (host") && result.output.contains("did not answer a roll call"), "\(result.output)")
         #expect(result.seconds < 50)
     }
 

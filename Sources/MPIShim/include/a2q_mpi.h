@@ -25,4 +25,11 @@ int a2q_mpi_allreduce_sum_f64(double *data, int64_t count, double timeout_second
 int a2q_mpi_allreduce_minmax_i64(int64_t *data, int64_t count, int32_t op, double timeout_seconds);
 int a2q_mpi_broadcast_bytes(void *data, int64_t count, int32_t root, double timeout_seconds);
 
+/// Roll call after a watchdog timeout: asks every other rank (point to point) whether it is
+/// there, waiting up to `wait_seconds`; ranks blocked in a collective answer while they poll.
+/// Writes the ranks that did not answer into `missing` (up to `capacity`) and returns how many.
+int32_t a2q_mpi_roll_call(double wait_seconds, int32_t *missing, int32_t capacity);
+/// Every rank's MPI processor name (host), `width` bytes per rank, NUL-padded (collective).
+int a2q_mpi_processor_names(char *names, int32_t width);
+
 #endif

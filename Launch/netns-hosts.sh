@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Test hosts on one machine: Linux network namespaces joined by veth pairs to a bridge, in a
+# private /24 of 10.213.0.0/16 that exists only inside this machine. Each namespace is a
+# "host" with its own address; mpirun starts ranks in them through an rsh agent that enters the
+# namespace, and the ranks talk over TCP (--mca btl tcp,self), as on a real network. The file
+# system is shared, as with NFS. Needs root (or CAP_NET_ADMIN) and iproute2.
+#
+#   Launch/netns-hosts.sh run HOSTS [--fault WHAT HOST SECONDS] -- MPIRUN-ARGS...
+#       creates HOSTS namespaces, runs `mpirun --hostfile … MPIRUN-ARGS` over them, and always
+#       tears everything down (on success, failure, Ctrl-C or TERM). Exits with mpirun's status.
+#       --fault injects, SECONDS after the start, one of: link-down (the host's link goes
+#       down), kill (SIGKILL to the host's ranks), freeze (SIGSTOP to every process on it; after
+#       mpirun ends the host is thawed with SIGCONT and gets 10 s to let its processes end).
+#       With A2Q_FAULT_AFTER=PATH the SECONDS count from the moment PATH exists.
+#       It prints the fault's and mpirun's end times, then "netns: leftover processes: N"
+#       (processes still running on any test host, killed before teardown).
+#   Launch/netns-hosts.sh agent HOST COMMAND...   the rsh agent (mpirun calls it)
+#   Launch/netns-hosts.sh clean                   removes test hosts left by runs that died
+#
+# Example (2 hosts, 1 rank each):
+#   Launch/netns-hosts.sh run 2 -- -np 2 .build/release/a2q train --model cnn --out /tmp/x
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+state_root=${A2Q_NETNS_STATE:-/tmp/a2q-netns}
+
+ns_name() { echo "a2q$1h$2"; }         # run id, host index
+
+clean_run() { # run id
+  local id=$1 dir=$state_root/$1
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^a2q${id}h" || true); do
+    local pids
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] && kill -CONT $pids 2>/dev/null || true
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^a2q${id}[vb]" || true); do
+    ip link del "$link" 2>/dev/null || true
+  done
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+agent)
+  shift
+  host=$1; shift
+  dir=$(dirname "$(grep -l -w "$host" "$state_root"/*/hosts 2>/dev/null | head -n 1)")
+  ns=$(awk -v h="$host" '$1 == h { print $2 }' "$dir/hosts")
+  [ -n "$ns" ] || { echo "netns agent: unknown host $host" >&2; exit 255; }
+  # Each test host also gets its own host name (a UTS namespace): testhost1, testhost2, ...
+  name=testhost$(awk -v h="$host" '$1 == h { print NR }' "$dir/hosts")
+  exec ip netns exec "$ns" unshare --uts /bin/sh -c "hostname $name; $*"
+  ;;
+clean)
+  for dir in "$state_root"/*; do
+    [ -d "$dir" ] || continue
+    id=$(basename "$dir")
+    owner=$(cat "$dir/owner" 2>/dev/null || echo 0)
+    kill -0 "$owner" 2>/dev/null || clean_run "$id"
+  done
+  ;;
+run)
+  shift
+  hosts=$1; shift
+  fault=()
+  if [ "${1:-}" = "--fault" ]; then fault=("$2" "$3" "$4"); shift 4; fi
+  [ "${1:-}" = "--" ] && shift
+  [ "$hosts" -ge 1 ] && [ "$hosts" -le 8 ] || { echo "netns: 1 to 8 hosts" >&2; exit 2; }
+  "$0" clean
+  id=$$
+  subnet="10.213.$((id % 250 + 1))"
+  dir=$state_root/$id
+  mkdir -p "$dir"
+  echo $$ > "$dir/owner"
+  fault_pid=
+  trap 'status=$?; [ -n "$fault_pid" ] && { kill "$fault_pid" 2>/dev/null || true; }; clean_run '"$id"' || true; exit $status' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  bridge="a2q${id}b"
+  ip link add "$bridge" type bridge
+  ip addr add "$subnet.1/24" dev "$bridge"
+  ip link set "$bridge" up
+  : > "$dir/hosts"; : > "$dir/hostfile"
+  for h in $(seq 1 "$hosts"); do
+    ns=$(ns_name "$id" "$h")
+    ip netns add "$ns"
+    ip link add "a2q${id}v$h" type veth peer name eth0 netns "$ns"
+    ip link set "a2q${id}v$h" master "$bridge" up
+    ip -n "$ns" addr add "$subnet.$((10 + h))/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+    echo "$subnet.$((10 + h)) $ns" >> "$dir/hosts"
+    echo "$subnet.$((10 + h)) slots=1" >> "$dir/hostfile"
+  done
+  if [ ${#fault[@]} -gt 0 ]; then
+    (
+      # With A2Q_FAULT_AFTER=PATH the delay counts from the moment PATH exists (a checkpoint).
+      if [ -n "${A2Q_FAULT_AFTER:-}" ]; then
+        while [ ! -e "$A2Q_FAULT_AFTER" ]; do sleep 0.2; done
+      fi
+      sleep "${fault[2]}"
+      ns=$(ns_name "$id" "${fault[1]}")
+      echo "netns: fault: ${fault[0]} on host ${fault[1]} ($ns) at $(date +%s.%N)" >&2
+      case "${fault[0]}" in
+        link-down) ip link set "a2q${id}v${fault[1]}" down ;;
+        kill) # the host's ranks (everything but Open MPI's daemon and its shell), as an OOM killer would
+          for pid in $(ip netns pids "$ns"); do
+            case "$(cat /proc/"$pid"/comm 2>/dev/null)" in orted|sh|"") ;; *) kill -KILL "$pid" 2>/dev/null ;; esac
+          done; true ;;
+        freeze) kill -STOP $(ip netns pids "$ns") 2>/dev/null || true ;;
+        *) echo "netns: unknown fault ${fault[0]}" >&2 ;;
+      esac
+    ) &
+    fault_pid=$!
+  fi
+  set +e
+  # TCP keep-alive on mpirun's control connections: a host whose link goes down or whose
+  # daemon dies is noticed in about 5 s (Open MPI's default is 300 s before the first probe);
+  # the guard ends a job that aborted but cannot reach a frozen host.
+  "$here/mpirun-guard.sh" "${A2Q_ABORT_GRACE:-10}" -- \
+    mpirun --allow-run-as-root --hostfile "$dir/hostfile" \
+    --mca plm_rsh_agent "$here/netns-hosts.sh agent" \
+    --mca btl tcp,self --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24" \
+    --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3 \
+    "$@"
+  status=$?
+  set -e
+  echo "netns: mpirun ended at $(date +%s.%N) with status $status" >&2
+  if [ ${#fault[@]} -gt 0 ] && [ "${fault[0]}" = freeze ]; then
+    # The frozen host comes back: its processes must end on their own (their job is gone).
+    ns=$(ns_name "$id" "${fault[1]}")
+    kill -CONT $(ip netns pids "$ns" 2>/dev/null) 2>/dev/null || true
+    for _ in $(seq 1 50); do [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break; sleep 0.2; done
+  fi
+  leftover=0
+  for h in $(seq 1 "$hosts"); do
+    n=$(ip netns pids "$(ns_name "$id" "$h")" 2>/dev/null | wc -l)
+    leftover=$((leftover + n))
+  done
+  echo "netns: leftover processes: $leftover" >&2
+  exit $status
+  ;;
+*)
+  sed -n '2,22p' "$0" >&2
+  exit 2
+  ;;
+esac

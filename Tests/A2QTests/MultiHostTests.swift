@@ -1,0 +1,114 @@
+import A2QTrain
+import Foundation
+import Testing
+
+/// Test hosts as Linux network namespaces on a bridge (Launch/netns-hosts.sh): ranks in
+/// different namespaces talk over TCP, as across a real network.
+enum TestHosts {
+    static var script: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Launch/netns-hosts.sh").path
+    }
+
+    /// Runs `mpirun ARGS` over `hosts` test hosts (one rank each), with an optional fault.
+    /// `after`: the fault's delay counts from the moment this file exists.
+    static func run(hosts: Int, fault: (kind: String, host: Int, seconds: Int)? = nil, after: String? = nil, _ arguments: [String],
+                    timeout: Double = 180) throws -> MPIRun.Result {
+        let faultArguments = fault.map { ["--fault", $0.kind, "\($0.host)", "\($0.seconds)"] } ?? []
+        return try MPIRun.runProcess("/bin/bash", [script, "run", "\(hosts)"] + faultArguments
+                                     + ["--", "-np", "\(hosts)", "-x", "OPENBLAS_NUM_THREADS=1", MPIRun.binary] + arguments,
+                                     timeout: timeout, environment: ["A2Q_ABORT_GRACE": "8", "A2Q_FAULT_AFTER": after])
+    }
+
+    /// Seconds from the injected fault to the end of mpirun, from the harness's time stamps.
+    static func secondsFromFaultToEnd(_ output: String) -> Double? {
+        func stamp(_ prefix: String) -> Double? {
+            output.components(separatedBy: "\n").first { $0.hasPrefix(prefix) }
+                .flatMap { line in line.components(separatedBy: " at ").last?.split(separator: " ").first.flatMap { Double(String($0)) } }
+        }
+        guard let fault = stamp("netns: fault: "), let end = stamp("netns: mpirun ended at") else { return nil }
+        return end - fault
+    }
+
+    /// The processes the harness found still running on the test hosts after mpirun ended.
+    static func leftovers(_ output: String) -> Int? {
+        output.components(separatedBy: "\n").last { $0.hasPrefix("netns: leftover processes: ") }
+            .flatMap { Int($0.dropFirst("netns: leftover processes: ".count)) }
+    }
+
+    /// Namespaces of earlier runs still present (the harness must remove its own).
+    static func namespaces() throws -> [String] {
+        try MPIRun.runProcess("/usr/sbin/ip", ["netns", "list"], timeout: 10).output
+            .split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter { $0.hasPrefix("a2q") }
+    }
+}
+
+@Suite("Several hosts over TCP (network namespaces)", .serialized)
+struct MultiHostTests {
+    @Test("2 and 3 hosts over TCP end bitwise identical to the same rank count over shared memory; no process or namespace is left",
+          arguments: [2, 3])
+    func overTCP(hosts: Int) throws {
+        let network = temporaryFolder("hosts-tcp"), local = temporaryFolder("hosts-shm")
+        let tcp = try TestHosts.run(hosts: hosts, MPIRun.trainArguments(out: network, extra: ["--test-dump-parameters", network + "/dump"]))
+        #expect(tcp.status == 0, "\(tcp.output)")
+        #expect(TestHosts.leftovers(tcp.output) == 0, "\(tcp.output)")
+        let shm = try MPIRun.run(ranks: hosts, MPIRun.trainArguments(out: local, extra: ["--test-dump-parameters", local + "/dump"]))
+        #expect(shm.status == 0, "\(shm.output)")
+        let reference = try MPIRun.parameters(local + "/dump", rank: 0)
+        for rank in 0..<hosts {
+            #expect(try MPIRun.parameters(network + "/dump", rank: rank) == reference, "host \(rank + 1) differs from shared memory")
+        }
+        #expect(try TestHosts.namespaces().isEmpty)
+    }
+
+    static let faultRun = ["train", "--model", "cnn", "--data", "synthetic", "--train-subset", "6000", "--batch-size", "66",
+                           "--float-epochs", "2", "--epochs", "1", "--calibration-batches", "2", "--log-every", "20",
+                           "--checkpoint-every", "20", "--watchdog-seconds", "5"]
+
+    /// Stated margin: mpirun's keep-alive notices a lost host in about 5 s; a frozen host is
+    /// noticed by the watchdog (5 s here), named by a 2 s roll call, and the guard then gives
+    /// mpirun 8 s (`A2Q_ABORT_GRACE`) before ending it.
+    static let margin = 15.0
+
+    @Test("a link going down, a host's ranks killed, a host frozen: the job ends within the watchdog plus 15 s, names what was lost, leaves no process, and the newest checkpoint is valid; the run resumes on one host",
+          arguments: ["link-down", "kill", "freeze"])
+    func faults(kind: String) throws {
+        let folder = temporaryFolder("hosts-\(kind)")
+        // The fault strikes 1 s after the step-40 checkpoint exists, in the middle of training.
+        // Three hosts for the freeze, so that the roll call must tell the lost rank from a live one.
+        let hosts = kind == "freeze" ? 3 : 2
+        let result = try TestHosts.run(hosts: hosts, fault: (kind, 2, 1), after: folder + "/" + CheckpointFolder.name(globalStep: 40),
+                                       Self.faultRun + ["--out", folder], timeout: 120)
+        #expect(result.status != 0, "\(result.output)")
+        let seconds = try #require(TestHosts.secondsFromFaultToEnd(result.output), "\(result.output)")
+        #expect(seconds < 5 + Self.margin, "mpirun ended \(seconds) s after the fault: \(result.output.suffix(2000))")
+        print("fault \(kind): the job ended \(String(format: "%.1f", seconds)) s after it")
+        #expect(result.output.contains("netns: fault: \(kind) on host 2"), "\(result.output)")
+        #expect(!FileManager.default.fileExists(atPath: folder + "/final.h5"), "the run finished before the fault")
+        switch kind {
+        case "freeze":
+            // The stopped host still answers TCP, so only the watchdog sees it; its roll call names the lost rank and host.
+            #expect(result.output.contains("a2q: rank 0 of 3") && result.output.contains("watchdog")
+                    && result.output.contains("rank 1 (host testhost2) did not answer a roll call")
+                    && !result.output.contains("rank 2 (host"), "\(result.output)")
+        case "kill":
+            // mpirun names the rank that died and its host.
+            #expect(result.output.contains("process rank 1") && result.output.contains(".12") && result.output.contains("signal 9"),
+                    "\(result.output)")
+        default:
+            // mpirun names the host whose daemon it lost.
+            #expect(result.output.contains("lost communication with a remote daemon") && result.output.contains(".12"), "\(result.output)")
+        }
+        #expect(TestHosts.leftovers(result.output) == 0, "\(result.output)")
+        #expect(try TestHosts.namespaces().isEmpty)
+        let newest = try #require(CheckpointFolder.periodic(in: folder).last, "no checkpoint before the fault")
+        #expect(throws: Never.self) { _ = try CheckpointFile.validate(newest) }
+
+        if kind == "link-down" {
+            // Elastic: the host that remains resumes the run alone.
+            let resumed = try TestHosts.run(hosts: 1, Self.faultRun + ["--out", folder, "--resume", "auto"], timeout: 300)
+            #expect(resumed.status == 0 && resumed.output.contains("resuming from \(newest)"), "\(resumed.output)")
+            #expect(FileManager.default.fileExists(atPath: folder + "/final.h5"))
+        }
+    }
+}
