@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(libopenmpi-dev openmpi-bin libhdf5-dev libopenblas-dev libdnnl-dev pkg-config
-          zlib1g-dev hdf5-tools dataset-fashion-mnist)
+          zlib1g-dev hdf5-tools dataset-fashion-mnist iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
