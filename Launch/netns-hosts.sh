@@ -12,6 +12,7 @@
 #       down), kill (SIGKILL to the host's ranks), freeze (SIGSTOP to every process on it; after
 #       mpirun ends the host is thawed with SIGCONT and gets 10 s to let its processes end).
 #       With A2Q_FAULT_AFTER=PATH the SECONDS count from the moment PATH exists.
+#       With A2Q_NETNS_RATE=1gbit (tc's units) every host's link is limited to that rate.
 #       It prints the fault's and mpirun's end times, then "netns: leftover processes: N"
 #       (processes still running on any test host, killed before teardown).
 #   Launch/netns-hosts.sh agent HOST COMMAND...   the rsh agent (mpirun calls it)
@@ -89,6 +90,12 @@ run)
     ip -n "$ns" addr add "$subnet.$((10 + h))/24" dev eth0
     ip -n "$ns" link set eth0 up
     ip -n "$ns" link set lo up
+    if [ -n "${A2Q_NETNS_RATE:-}" ]; then
+      # An emulated link: a token bucket at this rate in both directions (netem is not in
+      # every kernel; tbf is).
+      tc qdisc add dev "a2q${id}v$h" root tbf rate "$A2Q_NETNS_RATE" burst 256kb latency 100ms
+      ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$A2Q_NETNS_RATE" burst 256kb latency 100ms
+    fi
     echo "$subnet.$((10 + h)) $ns" >> "$dir/hosts"
     echo "$subnet.$((10 + h)) slots=1" >> "$dir/hostfile"
   done

@@ -19,6 +19,13 @@ public protocol Communicator: AnyObject, Sendable {
     /// Copies `root`'s bytes to every rank.
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
+    /// Starts an in-place sum over ranks and returns at once with a handle for `finish`
+    /// (the overlapped all-reduce); `buffer` must stay untouched until then.
+    func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Int
+    /// Lets started sums advance without waiting (call it while computing).
+    func progress() throws
+    /// Waits, under the watchdog, for a sum started with `startAllReduceSum`.
+    func finish(_ handle: Int) throws
     /// Ends the whole job with `code` after printing `message` (never returns).
     func abort(_ message: String, code: Int32) -> Never
 }
@@ -52,6 +59,9 @@ public final class SingleProcessCommunicator: Communicator, @unchecked Sendable 
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {}
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {}
     public func barrier() throws {}
+    public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Int { 0 }
+    public func progress() throws {}
+    public func finish(_ handle: Int) throws {}
     public func abort(_ message: String, code: Int32) -> Never {
         printError(message)
         exit(code)

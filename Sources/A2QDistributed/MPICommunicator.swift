@@ -96,6 +96,20 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try check(a2q_mpi_barrier(timeout), "barrier")
     }
 
+    public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Int {
+        guard let base = buffer.baseAddress else { return -1 }
+        var handle: Int32 = -1
+        try check(a2q_mpi_iallreduce_sum_f32(base, Int64(buffer.count), &handle), "starting an all-reduce (sum, float)")
+        return Int(handle)
+    }
+
+    public func progress() throws { try check(a2q_mpi_progress(), "progress of the started all-reduces") }
+
+    public func finish(_ handle: Int) throws {
+        guard handle >= 0 else { return }
+        try check(a2q_mpi_wait_handle(Int32(handle), timeout), "all-reduce (sum, float, overlapped)")
+    }
+
     /// Prints `message` prefixed with the rank and calls `MPI_Abort`, which ends every rank.
     public func abort(_ message: String, code: Int32) -> Never {
         printError("a2q: rank \(rank) of \(worldSize): \(message)")

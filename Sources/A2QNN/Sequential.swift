@@ -44,6 +44,16 @@ public final class Sequential: @unchecked Sendable {
         for layer in layers.reversed() { g = layer.backward(g, parameters: parameters) }
     }
 
+    /// The same, calling `finished(i)` after `layers[i]`'s backward (whose parameter
+    /// gradients are then final): the overlapped all-reduce starts buckets from there.
+    public func backward(_ outputGradient: Tensor, finished: (Int) -> Void) {
+        var g = outputGradient
+        for i in layers.indices.reversed() {
+            g = layers[i].backward(g, parameters: parameters)
+            finished(i)
+        }
+    }
+
     /// Every layer's non-trainable buffers, in layer order.
     public var buffers: [(name: String, tensor: Tensor)] { layers.flatMap(\.buffers) }
 }

@@ -192,3 +192,40 @@ int a2q_mpi_broadcast_bytes(void *data, int64_t count, int32_t root, double time
     }
     return MPI_SUCCESS;
 }
+
+// Non-blocking sums for the overlapped all-reduce: gradient buckets are started while the
+// backward pass goes on and finished before the optimizer step.
+enum { MAX_PENDING = 256 };
+static MPI_Request pending[MAX_PENDING];
+static int pending_used[MAX_PENDING];
+
+int a2q_mpi_iallreduce_sum_f32(float *data, int64_t count, int32_t *handle) {
+    if (count > INT_MAX) return MPI_ERR_COUNT;
+    for (int i = 0; i < MAX_PENDING; i++) {
+        if (pending_used[i]) continue;
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending[i]);
+        if (rc != MPI_SUCCESS) return rc;
+        pending_used[i] = 1;
+        *handle = i;
+        return MPI_SUCCESS;
+    }
+    return MPI_ERR_PENDING;
+}
+
+int a2q_mpi_progress(void) {
+    for (int i = 0; i < MAX_PENDING; i++) {
+        if (!pending_used[i] || pending[i] == MPI_REQUEST_NULL) continue;
+        int done = 0;
+        int rc = MPI_Test(&pending[i], &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    answer_roll_call();
+    return MPI_SUCCESS;
+}
+
+int a2q_mpi_wait_handle(int32_t handle, double timeout_seconds) {
+    if (handle < 0 || handle >= MAX_PENDING || !pending_used[handle]) return MPI_ERR_REQUEST;
+    int rc = pending[handle] == MPI_REQUEST_NULL ? MPI_SUCCESS : wait_with_deadline(&pending[handle], timeout_seconds);
+    pending_used[handle] = 0;
+    return rc;
+}

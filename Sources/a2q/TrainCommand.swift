@@ -58,6 +58,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Log every N steps.") var logEvery: Int?
     @Option(help: "Compare parameter checksums across ranks every N steps.") var checkEvery: Int?
     @Option(help: "Abort a collective that takes longer than this (seconds, 0 = never).") var watchdogSeconds: Double?
+    @Option(help: "Overlap the gradient all-reduce with the backward pass in buckets of this many MiB (0 = one fused all-reduce after it).")
+    var allreduceBucketMb: Double?
     @Option(help: "Save a checkpoint every N steps (and always at each epoch end).") var checkpointEvery: Int?
     @Option(help: "Keep the newest N periodic checkpoints (final.h5 is always kept).") var keepCheckpoints: Int?
     @Option(help: "Continue from a checkpoint: a path, or 'auto' for the newest valid one in --out.") var resume: String?
@@ -114,6 +116,7 @@ struct TrainCommand: ParsableCommand {
         if let logEvery { c.logEvery = logEvery }
         if let checkEvery { c.checkEvery = checkEvery }
         if let watchdogSeconds { c.watchdogSeconds = watchdogSeconds }
+        if let allreduceBucketMb { c.allreduceBucketMB = allreduceBucketMb }
         if let checkpointEvery { c.checkpointEvery = checkpointEvery }
         if let keepCheckpoints { c.keepCheckpoints = keepCheckpoints }
         if let resume { c.resume = resume }

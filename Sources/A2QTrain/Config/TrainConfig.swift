@@ -62,6 +62,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var logEvery = 50
     public var checkEvery = 100
     public var watchdogSeconds: Double = 120
+    /// Overlap the gradient all-reduce with the backward pass in buckets of this many MiB
+    /// (0: one fused all-reduce after the backward pass).
+    public var allreduceBucketMB: Double = 0
     public var checkpointEvery: Int?
     public var keepCheckpoints = 3
     /// Save a checkpoint and stop after this global step, leaving the schedule untouched (for
@@ -83,6 +86,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         case projectDirections = "project-directions", distill, distillTemperature = "distill-temperature"
         case calibrationBatches = "calibration-batches"
         case logEvery = "log-every", checkEvery = "check-every", watchdogSeconds = "watchdog-seconds"
+        case allreduceBucketMB = "allreduce-bucket-mb"
         case checkpointEvery = "checkpoint-every", keepCheckpoints = "keep-checkpoints", resume, initFrom = "init-from"
         case stopAfterSteps = "stop-after-steps"
     }
@@ -122,6 +126,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? d.logEvery
         checkEvery = try c.decodeIfPresent(Int.self, forKey: .checkEvery) ?? d.checkEvery
         watchdogSeconds = try c.decodeIfPresent(Double.self, forKey: .watchdogSeconds) ?? d.watchdogSeconds
+        allreduceBucketMB = try c.decodeIfPresent(Double.self, forKey: .allreduceBucketMB) ?? d.allreduceBucketMB
         checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? d.checkpointEvery
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
         resume = try c.decodeIfPresent(String.self, forKey: .resume) ?? d.resume
@@ -235,6 +240,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         try check(trainSubset.map { $0 > 0 } ?? true, "--train-subset must be positive")
         try check(logEvery > 0 && checkEvery > 0, "--log-every and --check-every must be positive")
         try check(watchdogSeconds >= 0, "--watchdog-seconds must not be negative")
+        try check(allreduceBucketMB >= 0 && allreduceBucketMB <= 4096, "--allreduce-bucket-mb must be between 0 (fused) and 4096")
         try check(checkpointEvery.map { $0 > 0 } ?? true, "--checkpoint-every must be positive")
         try check(keepCheckpoints > 0, "--keep-checkpoints must be positive")
         try check(stopAfterSteps.map { $0 > 0 } ?? true, "--stop-after-steps must be positive")

@@ -429,6 +429,12 @@ public final class Trainer: @unchecked Sendable {
         let schedule = makeSchedule(base: learningRate, totalSteps: totalSteps)
         let gradients = UnsafeMutableBufferPointer(start: parameters.gradients, count: parameters.count)
         let inverseWorld = 1 / Float(communicator.worldSize)
+        var overlap = communicator.worldSize > 1 && config.allreduceBucketMB > 0
+            ? OverlappedAllReduce(network: model.network, bucketBytes: Int(config.allreduceBucketMB * 1_048_576)) : nil
+        var overlapReported = false
+        if communicator.worldSize > 1 && config.allreduceBucketMB > 0 && overlap == nil {
+            progress.line("warning: the parameters are not in layer order; using the fused all-reduce")
+        }
         let startStep = state.step
         let phaseStart = monotonicSeconds()
         var windowStart = phaseStart, windowSteps = 0
@@ -462,11 +468,26 @@ public final class Trainer: @unchecked Sendable {
                                    remedy: "lower the learning rate (--lr / --float-lr) or check the data")
                 }
                 time("backward") {
-                    model.network.backward(loss.backward())
-                    model.addRegularizer(weight: config.regularizer)
+                    if overlap != nil {
+                        overlap?.begin()
+                        model.network.backward(loss.backward()) { overlap?.layerFinished($0, communicator: communicator) }
+                    } else {
+                        model.network.backward(loss.backward())
+                        model.addRegularizer(weight: config.regularizer)
+                    }
                 }
                 try time("allreduce") {
-                    if communicator.worldSize > 1 {
+                    if overlap != nil {
+                        // The regulariser depends on the (identical) parameters only: it is added
+                        // after the reduction, as the buckets left during the backward pass.
+                        try overlap?.finish(communicator: communicator)
+                        for i in 0..<gradients.count { gradients[i] *= inverseWorld }
+                        model.addRegularizer(weight: config.regularizer)
+                        if !overlapReported, let buckets = overlap?.bucketsStarted {
+                            overlapReported = true
+                            progress.line("overlapped all-reduce: \(buckets) bucket(s) per step (each at least \(config.allreduceBucketMB) MiB but the last), started during the backward pass")
+                        }
+                    } else if communicator.worldSize > 1 {
                         try communicator.allReduceSum(gradients)
                         for i in 0..<gradients.count { gradients[i] *= inverseWorld }
                     }

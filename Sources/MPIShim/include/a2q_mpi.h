@@ -32,4 +32,11 @@ int32_t a2q_mpi_roll_call(double wait_seconds, int32_t *missing, int32_t capacit
 /// Every rank's MPI processor name (host), `width` bytes per rank, NUL-padded (collective).
 int a2q_mpi_processor_names(char *names, int32_t width);
 
+/// Starts an in-place float sum over ranks (count ≤ INT_MAX) and returns a handle at once.
+int a2q_mpi_iallreduce_sum_f32(float *data, int64_t count, int32_t *handle);
+/// Advances every started sum (MPI_Test) without waiting; answers roll calls.
+int a2q_mpi_progress(void);
+/// Waits for a started sum under the watchdog and frees its handle.
+int a2q_mpi_wait_handle(int32_t handle, double timeout_seconds);
+
 #endif

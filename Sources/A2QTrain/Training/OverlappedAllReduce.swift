@@ -1,0 +1,86 @@
+import A2QCore
+import A2QDistributed
+import A2QNN
+
+/// The gradient all-reduce overlapped with the backward pass, in buckets (as PyTorch DDP's
+/// buckets and Horovod's tensor fusion): the layers' parameters lie in the one gradient buffer
+/// in layer order, and the backward pass finishes them from the end, so once layer `i`'s
+/// backward has run, everything from its first parameter to the end of the buffer is final.
+/// As soon as at least `bucketElements` final values are not yet being reduced, they are sent
+/// off as one non-blocking sum; between layers the started sums are progressed; the rest is
+/// sent after the backward pass, and every sum is awaited before the optimizer step.
+///
+/// Every rank starts the same buckets in the same order, so replicas stay bitwise identical.
+/// Against the fused all-reduce of the whole buffer the result differs only in summation order:
+/// each element is still the sum of the same R values, but MPI may pick another reduction
+/// algorithm (another order of the R terms) for a bucket than for the whole buffer.
+struct OverlappedAllReduce {
+    /// Per layer index: the offset of its first parameter (nil for layers without any).
+    private let layerStart: [Int?]
+    private let count: Int
+    private let bucketElements: Int
+    private let gradients: UnsafeMutablePointer<Float>
+    /// Everything at or after this offset has been started.
+    private var startedFrom = 0
+    private var handles: [Int] = []
+    private var failure: (any Error)?
+    /// Buckets started in the last step (for the log and the tests).
+    private(set) var bucketsStarted = 0
+
+    /// Nil when the parameters do not lie in layer order (then the fused all-reduce is used).
+    init?(network: Sequential, bucketBytes: Int) {
+        let store = network.parameters
+        var starts: [Int?] = []
+        var previous = -1
+        for layer in network.layers {
+            let offsets = store.views.filter { $0.name.hasPrefix(layer.name + ".") }.map(\.offset)
+            guard let first = offsets.min() else { starts.append(nil); continue }
+            guard first > previous else { return nil }
+            previous = first
+            starts.append(first)
+        }
+        layerStart = starts
+        count = store.count
+        bucketElements = max(bucketBytes / MemoryLayout<Float>.stride, 1)
+        gradients = store.gradients
+        handles.reserveCapacity(count / bucketElements + 2)
+    }
+
+    /// Call before the backward pass.
+    mutating func begin() {
+        startedFrom = count
+        handles.removeAll(keepingCapacity: true)
+        failure = nil
+        bucketsStarted = 0
+    }
+
+    /// Call after `layers[index]`'s backward: starts a bucket if enough gradients are final,
+    /// otherwise lets the started ones progress.
+    mutating func layerFinished(_ index: Int, communicator: any Communicator) {
+        guard failure == nil else { return }
+        do {
+            if let ready = layerStart[index], startedFrom - ready >= bucketElements {
+                try start(from: ready, communicator: communicator)
+            } else if !handles.isEmpty {
+                try communicator.progress()
+            }
+        } catch {
+            failure = error
+        }
+    }
+
+    /// Starts what is left, waits for every bucket, and rethrows a failure of the backward's buckets.
+    mutating func finish(communicator: any Communicator) throws {
+        if let failure { throw failure }
+        if startedFrom > 0 { try start(from: 0, communicator: communicator) }
+        for handle in handles { try communicator.finish(handle) }
+        handles.removeAll(keepingCapacity: true)
+    }
+
+    private mutating func start(from offset: Int, communicator: any Communicator) throws {
+        let bucket = UnsafeMutableBufferPointer(start: gradients + offset, count: startedFrom - offset)
+        handles.append(try communicator.startAllReduceSum(bucket))
+        startedFrom = offset
+        bucketsStarted += 1
+    }
+}
