@@ -125,6 +125,7 @@ struct TrainerTests {
         rejects({ $0.accumulatorBits = 40 }, "--accumulator-bits 40")
         rejects({ $0.accumulatorBits = 8; $0.firstLast = .constrained }, "too narrow")
         rejects({ $0.layerAccumulatorBits = ["conv9": 16] }, "does not have")
+        rejects({ $0.allreduceBucketMB = -1 }, "--allreduce-bucket-mb must be between 0")
     }
 
     @Test("missing and malformed data files say which file and what is wrong")
