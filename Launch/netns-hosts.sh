@@ -15,7 +15,11 @@
 #       With A2Q_NETNS_RATE=1gbit (tc's units) every host's link is limited to that rate.
 #       It prints the fault's and mpirun's end times, then "netns: leftover processes: N"
 #       (processes still running on any test host, killed before teardown).
-#   Launch/netns-hosts.sh agent HOST COMMAND...   the rsh agent (mpirun calls it)
+#   Launch/netns-hosts.sh run HOSTS [--unreachable H] --shell -- COMMAND...
+#       the same hosts (host H's link down), but runs COMMAND with A2Q_TEST_HOSTFILE,
+#       A2Q_RSH_AGENT and A2Q_MPI_OPTIONS set, for Launch/train.sh --hostfile "$A2Q_TEST_HOSTFILE".
+#   Launch/netns-hosts.sh agent HOST COMMAND...   the rsh agent (mpirun calls it; like ssh, it
+#       fails with status 255 for a host whose link is down)
 #   Launch/netns-hosts.sh clean                   removes test hosts left by runs that died
 #
 # Example (2 hosts, 1 rank each):
@@ -47,7 +51,14 @@ agent)
   host=$1; shift
   dir=$(dirname "$(grep -l -w "$host" "$state_root"/*/hosts 2>/dev/null | head -n 1)")
   ns=$(awk -v h="$host" '$1 == h { print $2 }' "$dir/hosts")
-  [ -n "$ns" ] || { echo "netns agent: unknown host $host" >&2; exit 255; }
+  [ -n "$ns" ] || { echo "ssh: Could not resolve hostname $host: Name or service not known" >&2; exit 255; }
+  # As ssh would: a host whose link is down cannot be reached.
+  index=$(awk -v h="$host" '$1 == h { print NR }' "$dir/hosts")
+  if ip -o link show "a2q$(basename "$dir")v$index" 2>/dev/null | grep -q "state DOWN"; then
+    sleep 2
+    echo "ssh: connect to host $host port 22: No route to host" >&2
+    exit 255
+  fi
   # Each test host also gets its own host name (a UTS namespace): testhost1, testhost2, ...
   name=testhost$(awk -v h="$host" '$1 == h { print NR }' "$dir/hosts")
   exec ip netns exec "$ns" unshare --uts /bin/sh -c "hostname $name; $*"
@@ -64,7 +75,16 @@ run)
   shift
   hosts=$1; shift
   fault=()
-  if [ "${1:-}" = "--fault" ]; then fault=("$2" "$3" "$4"); shift 4; fi
+  unreachable=""
+  shell=""
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    case "$1" in
+      --fault) fault=("$2" "$3" "$4"); shift 4 ;;
+      --unreachable) unreachable=$2; shift 2 ;;
+      --shell) shell=1; shift ;;
+      *) echo "netns: unknown option $1" >&2; exit 2 ;;
+    esac
+  done
   [ "${1:-}" = "--" ] && shift
   [ "$hosts" -ge 1 ] && [ "$hosts" -le 8 ] || { echo "netns: 1 to 8 hosts" >&2; exit 2; }
   "$0" clean
@@ -99,6 +119,18 @@ run)
     echo "$subnet.$((10 + h)) $ns" >> "$dir/hosts"
     echo "$subnet.$((10 + h)) slots=1" >> "$dir/hostfile"
   done
+  [ -n "$unreachable" ] && ip link set "a2q${id}v$unreachable" down
+  if [ -n "$shell" ]; then
+    # Run a command (Launch/train.sh --hostfile, say) that starts mpirun itself over the hosts.
+    set +e
+    A2Q_RSH_AGENT="$here/netns-hosts.sh agent" \
+    A2Q_MPI_OPTIONS="--mca btl_tcp_if_include $subnet.0/24 --mca oob_tcp_if_include $subnet.0/24" \
+    A2Q_TEST_HOSTFILE="$dir/hostfile" "$@"
+    status=$?
+    set -e
+    echo "netns: command ended at $(date +%s.%N) with status $status" >&2
+    exit $status
+  fi
   if [ ${#fault[@]} -gt 0 ]; then
     (
       # With A2Q_FAULT_AFTER=PATH the delay counts from the moment PATH exists (a checkpoint).

@@ -36,6 +36,19 @@ enum TestHosts {
             .flatMap { Int($0.dropFirst("netns: leftover processes: ".count)) }
     }
 
+    /// Runs `Launch/train.sh -np HOSTS --hostfile <the test hosts> ARGS` (train.sh starts mpirun).
+    static func trainScript(hosts: Int, unreachable: Int? = nil, _ arguments: [String], environment: [String: String] = [:],
+                            timeout: Double = 120) throws -> MPIRun.Result {
+        let trainScript = URL(fileURLWithPath: script).deletingLastPathComponent().appendingPathComponent("train.sh").path
+        let quoted = ([trainScript, "-np", "\(hosts)", "--hostfile", "$A2Q_TEST_HOSTFILE"] + arguments)
+            .map { $0 == "$A2Q_TEST_HOSTFILE" ? "\"$A2Q_TEST_HOSTFILE\"" : "'\($0)'" }.joined(separator: " ")
+        let options = unreachable.map { ["--unreachable", "\($0)"] } ?? []
+        var env: [String: String?] = ["A2Q_BINARY": MPIRun.binary]
+        for (key, value) in environment { env[key] = value }
+        return try MPIRun.runProcess("/bin/bash", [script, "run", "\(hosts)"] + options + ["--shell", "--", "bash", "-c", quoted],
+                                     timeout: timeout, environment: env)
+    }
+
     /// Namespaces of earlier runs still present (the harness must remove its own).
     static func namespaces() throws -> [String] {
         try MPIRun.runProcess("/usr/sbin/ip", ["netns", "list"], timeout: 10).output
@@ -110,5 +123,31 @@ struct MultiHostTests {
             #expect(resumed.status == 0 && resumed.output.contains("resuming from \(newest)"), "\(resumed.output)")
             #expect(FileManager.default.fileExists(atPath: folder + "/final.h5"))
         }
+    }
+
+    @Test("bad hosts: an unreachable host, a host without the binary or the data, ranks whose configurations disagree: a message within seconds, non-zero exit, nothing left behind")
+    func badHosts() throws {
+        let folder = temporaryFolder("hosts-bad")
+        let quick = ["--model", "mlp", "--data", "synthetic", "--train-subset", "1536", "--batch-size", "48", "--float-epochs", "1",
+                     "--epochs", "1", "--max-steps", "20", "--calibration-batches", "2", "--out", folder + "/run"]
+        let working = try TestHosts.trainScript(hosts: 2, quick)
+        #expect(working.status == 0, "Launch/train.sh --hostfile over the test hosts: \(working.output)")
+
+        let unreachable = try TestHosts.trainScript(hosts: 2, unreachable: 2, quick)
+        #expect(unreachable.status == 1 && unreachable.output.contains("is unreachable") && unreachable.output.contains(".12"),
+                "\(unreachable.output)")
+        #expect(unreachable.seconds < 30, "\(unreachable.seconds) s")
+
+        let noBinary = try TestHosts.trainScript(hosts: 2, quick, environment: ["A2Q_BINARY": folder + "/missing/a2q"])
+        #expect(noBinary.status == 1 && noBinary.output.contains("no a2q binary at \(folder)/missing/a2q"), "\(noBinary.output)")
+
+        let noData = try TestHosts.trainScript(hosts: 2, quick.map { $0 == "synthetic" ? folder + "/no-data" : $0 })
+        #expect(noData.status == 1 && noData.output.contains("no data at \(folder)/no-data"), "\(noData.output)")
+
+        let disagree = try TestHosts.run(hosts: 2, MPIRun.trainArguments(out: folder + "/disagree", extra: ["--test-override-seed-on-rank", "1"]),
+                                         timeout: 60)
+        #expect(disagree.status != 0 && disagree.output.contains("disagree on the configuration hash"), "\(disagree.output)")
+        #expect(disagree.seconds < 30 && TestHosts.leftovers(disagree.output) == 0, "\(disagree.output)")
+        #expect(try TestHosts.namespaces().isEmpty)
     }
 }
