@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure throughput (run a release build: swift build -c release).",
-        subcommands: [AllBench.self, LayersBench.self, TrainBench.self, IntegerBench.self],
+        subcommands: [AllBench.self, LayersBench.self, TrainBench.self, IntegerBench.self, AllReduceBench.self],
         defaultSubcommand: AllBench.self)
 
     struct LayersBench: ParsableCommand {
@@ -194,5 +194,60 @@ enum BenchTables {
             lines.append(line)
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+
+/// `a2q bench allreduce`: all-reduce time against message size (run under mpirun).
+struct AllReduceBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allreduce", abstract: "Sum all-reduce time against message size, median of repeats (run under mpirun, R ≥ 2).")
+
+    @Option(help: "Message sizes in bytes.") var bytes: [Int] = [4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216]
+    @Option(help: "Timed repeats per size (after 3 warm-up calls).") var repeats = 20
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Row: Codable {
+        var bytes: Int
+        var ranks: Int
+        var medianSeconds: Double
+        var minimumSeconds: Double
+        enum CodingKeys: String, CodingKey { case bytes, ranks, medianSeconds = "median_seconds", minimumSeconds = "minimum_seconds" }
+    }
+
+    func validate() throws {
+        guard repeats > 0, bytes.allSatisfy({ $0 >= 4 }) else { throw ValidationError("--repeats must be positive and sizes at least 4 bytes") }
+    }
+
+    func run() throws {
+        let communicator = try MPICommunicator()
+        var rows: [Row] = []
+        for size in bytes {
+            var buffer = [Float](repeating: 1, count: size / 4)
+            var times: [Double] = []
+            for i in 0..<(repeats + 3) {
+                try communicator.barrier()
+                let start = monotonicSeconds()
+                try buffer.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+                // Every rank takes the slowest rank's time: the collective ends when all have it.
+                var elapsed = [Int64((monotonicSeconds() - start) * 1e9)]
+                try elapsed.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
+                if i >= 3 { times.append(Double(elapsed[0]) / 1e9) }
+            }
+            times.sort()
+            rows.append(Row(bytes: size, ranks: communicator.worldSize, medianSeconds: times[times.count / 2], minimumSeconds: times[0]))
+        }
+        if communicator.isRoot {
+            if json { try printJSON(rows) } else {
+                printLine("a2q bench allreduce — \(communicator.worldSize) ranks on \(Set(communicator.hosts).count) host(s)")
+                printLine(["bytes", "median ms", "min ms", "GB/s (median)"].enumerated()
+                    .map { String(repeating: " ", count: max(($0.offset == 0 ? 12 : 15) - $0.element.count, 0)) + $0.element }.joined())
+                for row in rows {
+                    printLine(String(format: "%12d %15.3f %15.3f %15.3f", row.bytes, row.medianSeconds * 1e3, row.minimumSeconds * 1e3,
+                                     Double(row.bytes) / row.medianSeconds / 1e9))
+                }
+            }
+        }
+        communicator.finalize()
     }
 }
