@@ -3,7 +3,8 @@ import Foundation
 
 /// Where training and test data come from.
 public enum DataSource: Sendable, Equatable, CustomStringConvertible {
-    /// MNIST-format IDX files in a folder (`train-images-idx3-ubyte[.gz]`, ...).
+    /// A folder of MNIST-format IDX files (`train-images-idx3-ubyte[.gz]`, ...) or of CIFAR-10
+    /// binary files (`data_batch_1.bin` …, `test_batch.bin`), told apart by the file names.
     case folder(String)
     /// The small deterministic synthetic set (for tests and quick runs).
     case synthetic
@@ -30,6 +31,7 @@ public enum DataSource: Sendable, Equatable, CustomStringConvertible {
             return (SyntheticDataset.make(count: 6000, seed: 1), SyntheticDataset.make(count: 1000, seed: 2))
         case .folder(let path):
             try Self.requireFolder(path)
+            if CIFAR.isCIFARFolder(path) { return (try CIFAR.trainSplit(folder: path), try CIFAR.testSplit(folder: path)) }
             let train = try Self.split(folder: path, prefix: "train")
             let test = try Self.split(folder: path, prefix: "t10k")
             return (train, test)
@@ -43,6 +45,7 @@ public enum DataSource: Sendable, Equatable, CustomStringConvertible {
             return SyntheticDataset.make(count: 1000, seed: 2)
         case .folder(let path):
             try Self.requireFolder(path)
+            if CIFAR.isCIFARFolder(path) { return try CIFAR.testSplit(folder: path) }
             return try Self.split(folder: path, prefix: "t10k")
         }
     }
@@ -53,7 +56,7 @@ public enum DataSource: Sendable, Equatable, CustomStringConvertible {
             throw A2QError("data folder \(path) does not exist",
                            remedy: path == DataSource.defaultFolder
                                ? "install Fashion-MNIST with `apt-get install dataset-fashion-mnist` (or run Launch/setup.sh), or pass --data DIR"
-                               : "pass --data with a folder of MNIST-format IDX files, or --data synthetic")
+                               : "pass --data with a folder of MNIST-format IDX files or CIFAR-10 binary files, or --data synthetic")
         }
     }
 

@@ -151,6 +151,9 @@ public enum ONNXExport {
                     current = emit("Flatten", [current], output: current + ".flatten",
                                            attributes: [ONNXGraphBuilder.attribute("axis", int: 1)])
                     if let datatype { builder.annotate(current, datatype: datatype) }
+                case .globalAvgPool(let name, _), .residual(let name, _, _):
+                    throw A2QError("\(name): residual blocks and average pooling are not in the ONNX/QONNX writers yet",
+                                   remedy: "export this model with --format hdf5 (the integer engine, verify and inspect read it)")
                 }
             }
             builder.node("Identity", [current], output: outputName)

@@ -34,16 +34,16 @@ public struct AccumulatorOverride: Sendable, Equatable {
 
     /// P for each overridden layer of `model`; unknown names and widths outside 2...62 are errors.
     public func bits(for model: IntegerModel) throws -> [String: Int] {
-        let names = model.layers.map(\.name)
+        let names = model.layers.map(\.name), pools = model.pools.map(\.name)
         var out: [String: Int] = [:]
         if let hidden {
             try Self.check(hidden, "--accumulator-bits")
             for name in names.dropFirst().dropLast() { out[name] = hidden }
         }
         for (name, bits) in layers.sorted(by: { $0.key < $1.key }) {
-            guard names.contains(name) else {
-                throw A2QError("--layer-accumulator-bits names \(name), which is not a weight layer of \(model.model)",
-                               remedy: "its weight layers are \(names.joined(separator: ", "))")
+            guard names.contains(name) || pools.contains(name) else {
+                throw A2QError("--layer-accumulator-bits names \(name), which is not a weight layer or pool of \(model.model)",
+                               remedy: "its weight layers are \(names.joined(separator: ", "))" + (pools.isEmpty ? "" : "; its pools \(pools.joined(separator: ", "))"))
             }
             try Self.check(bits, "--layer-accumulator-bits \(name)")
             out[name] = bits

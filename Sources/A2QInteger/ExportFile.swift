@@ -6,7 +6,9 @@ import Foundation
 /// The standalone integer model file written by `a2q export` (docs/CHECKPOINT.md, "Export").
 public enum ExportFile {
     public static let format = "a2q-export"
-    public static let formatVersion = 1
+    public static let formatVersion = 2
+    /// Versions this a2q reads (v1: chains only, without residual and avgpool entries).
+    public static let readableVersions = 1...2
 
     /// Writes `model` atomically to `path`; `config` is the training configuration as JSON.
     public static func write(_ model: IntegerModel, to path: String, source: String, config: String?) throws {
@@ -45,10 +47,15 @@ public enum ExportFile {
         }
     }
 
-    /// The ordered topology as JSON (one object per op).
+    /// The ordered topology as JSON (one object per op; a residual nests its branches).
     static func topologyJSON(_ model: IntegerModel) throws -> String {
+        let data = try JSONSerialization.data(withJSONObject: topologyItems(model.ops), options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func topologyItems(_ ops: [IntegerOp]) -> [[String: Any]] {
         var items: [[String: Any]] = []
-        for op in model.ops {
+        for op in ops {
             switch op {
             case .input(let f, let scale):
                 items.append(["op": "input", "bits": f.bits, "signed": f.signed, "scale": Double(scale)])
@@ -64,10 +71,15 @@ public enum ExportFile {
                 items.append(["op": "maxpool", "kernel": k, "stride": s])
             case .flatten:
                 items.append(["op": "flatten"])
+            case .globalAvgPool(let name, let bits):
+                items.append(["op": "globalavgpool", "name": name, "accumulator_bits": bits])
+            case .residual(let name, let body, let shortcut):
+                var item: [String: Any] = ["op": "residual", "name": name, "body": topologyItems(body)]
+                if let shortcut { item["shortcut"] = topologyItems(shortcut) }
+                items.append(item)
             }
         }
-        let data = try JSONSerialization.data(withJSONObject: items, options: [.sortedKeys])
-        return String(decoding: data, as: UTF8.self)
+        return items
     }
 
     /// Whether `path` is an export (as opposed to a checkpoint).
@@ -86,16 +98,28 @@ public enum ExportFile {
                            remedy: "pass a file written by `a2q export`, or a checkpoint")
         }
         let version = try file.intAttribute("format_version")
-        guard version == formatVersion else {
-            throw A2QError("\(path) has export format_version \(version); this a2q reads version \(formatVersion)",
+        guard readableVersions.contains(version) else {
+            throw A2QError("\(path) has export format_version \(version); this a2q reads versions 1...\(formatVersion)",
                            remedy: "use the a2q version that wrote it")
         }
         let topologyText = try file.stringAttribute("topology")
         guard let topology = (try? JSONSerialization.jsonObject(with: Data(topologyText.utf8))) as? [[String: Any]] else {
             throw A2QError("\(path): the topology attribute is not a JSON list of objects", remedy: "the file was altered or not written by a2q")
         }
-        guard topology.count <= maxOps else { throw A2QError("\(path): the topology has \(topology.count) ops, more than \(maxOps)") }
         let layers = try file.openGroup("layers")
+        var budget = maxOps
+        let ops = try readOps(topology, layers: layers, path: path, depth: 0, budget: &budget)
+        let shape = try file.read("input_shape", as: Int64.self, shape: [nil], maxElements: 3).values.map(Int.init)
+        return try IntegerModel(model: try file.stringAttribute("model"), classes: try file.intAttribute("classes", in: 1...65536),
+                                inputShape: shape, ops: ops)
+    }
+
+    /// Reads one list of topology entries (recursing into residual branches, at most 64 deep
+    /// and `maxOps` entries in all).
+    static func readOps(_ topology: [[String: Any]], layers: HDF5Group, path: String, depth: Int, budget: inout Int) throws -> [IntegerOp] {
+        guard depth <= 64 else { throw A2QError("\(path): residual blocks nest deeper than 64 levels") }
+        budget -= topology.count
+        guard budget >= 0 else { throw A2QError("\(path): the topology has more than \(maxOps) ops") }
         var ops: [IntegerOp] = []
         for (index, item) in topology.enumerated() {
             let op = item["op"] as? String ?? ""
@@ -117,14 +141,25 @@ public enum ExportFile {
                     throw A2QError("\(path): the topology names layer \(name) but /layers/\(name) is missing", remedy: "the file was altered or is incomplete")
                 }
                 ops.append(.layer(try readLayer(layers, name: name, op: op, path: path)))
+            case "globalavgpool":
+                ops.append(.globalAvgPool(name: item["name"] as? String ?? "", accumulatorBits: try entry.integer("accumulator_bits", in: 2...62)))
+            case "residual":
+                guard let body = item["body"] as? [[String: Any]] else {
+                    throw A2QError("\(path): topology entry \(index) (residual) has no list of body entries")
+                }
+                var shortcut: [IntegerOp]?
+                if let value = item["shortcut"] {
+                    guard let list = value as? [[String: Any]] else { throw A2QError("\(path): topology entry \(index) (residual): shortcut is not a list") }
+                    shortcut = try readOps(list, layers: layers, path: path, depth: depth + 1, budget: &budget)
+                }
+                ops.append(.residual(name: item["name"] as? String ?? "", body: try readOps(body, layers: layers, path: path, depth: depth + 1, budget: &budget),
+                                     shortcut: shortcut))
             default:
                 throw A2QError("\(path): unknown op '\(op)' in topology entry \(index)",
-                               remedy: "this a2q knows input, quantize, conv2d, linear, relu, maxpool and flatten")
+                               remedy: "this a2q knows input, quantize, conv2d, linear, relu, maxpool, flatten, globalavgpool and residual")
             }
         }
-        let shape = try file.read("input_shape", as: Int64.self, shape: [nil], maxElements: 3).values.map(Int.init)
-        return try IntegerModel(model: try file.stringAttribute("model"), classes: try file.intAttribute("classes", in: 1...65536),
-                                inputShape: shape, ops: ops)
+        return ops
     }
 
     /// The most ops a topology may list.

@@ -60,8 +60,9 @@ public struct IntegerLayer: Sendable {
     }
 }
 
-/// The operations of an integer model, in order.
-public enum IntegerOp: Sendable {
+/// The operations of an integer model, in order. A residual block nests its branches, so the
+/// list is a tree (a graph of two-way branches that join at an add).
+public indirect enum IntegerOp: Sendable {
     /// Image pixels as unsigned integers (`x_float = pixel · scale`).
     case input(format: InputFormat, scale: Float)
     case layer(IntegerLayer)
@@ -70,6 +71,25 @@ public enum IntegerOp: Sendable {
     case quantize(name: String, format: InputFormat, scale: Float)
     case maxPool(kernel: Int, stride: Int)
     case flatten
+    /// Global average pooling of integers `[C, H, W] → [C]`: per channel the exact sum of the
+    /// H·W integers, held in a `accumulatorBits`-bit register (an accumulator `verify` proves),
+    /// then the float32 value `Float(sum) · m` with `m = Float(scale) / Float(H·W)` rounded once
+    /// (`scale` being the input quantizer's). A quantize follows.
+    case globalAvgPool(name: String, accumulatorBits: Int)
+    /// `body(x) + shortcut(x)`: both branches start from the same integers `x` and end in
+    /// integers (`b` at scale `s_b` from the body's last quantize; `c` at `s_c` from the
+    /// shortcut's, or `x` itself at its own scale when `shortcut` is nil, the identity). The
+    /// join is the float32 value `Float(b)·s_b + Float(c)·s_c` (each product rounded, then the
+    /// sum: no fused multiply-add); ReLU and a quantize follow.
+    case residual(name: String, body: [IntegerOp], shortcut: [IntegerOp]?)
+}
+
+extension IntegerOp {
+    /// This op and every op nested in it, in execution order (body before shortcut).
+    var flattened: [IntegerOp] {
+        if case .residual(_, let body, let shortcut) = self { return [self] + body.flatMap(\.flattened) + (shortcut ?? []).flatMap(\.flattened) }
+        return [self]
+    }
 }
 
 /// A standalone integer network (what `a2q export` writes and the integer engine runs).
@@ -80,8 +100,57 @@ public struct IntegerModel: Sendable {
     public var inputShape: [Int]
     public var ops: [IntegerOp]
 
+    /// The weight layers, in execution order (a block's body before its shortcut).
     public var layers: [IntegerLayer] {
-        ops.compactMap { if case .layer(let l) = $0 { return l } else { return nil } }
+        ops.flatMap(\.flattened).compactMap { if case .layer(let l) = $0 { return l } else { return nil } }
+    }
+
+    /// The global average pools with their accumulator widths, in execution order.
+    public var pools: [(name: String, accumulatorBits: Int)] {
+        ops.flatMap(\.flattened).compactMap { if case .globalAvgPool(let n, let p) = $0 { return (n, p) } else { return nil } }
+    }
+
+    /// The integer format of a pool's input and the number of values it sums per channel
+    /// (`pools` order): the facts behind a pool's worst case.
+    public var poolInputs: [(name: String, format: InputFormat, count: Int)] {
+        var result: [(String, InputFormat, Int)] = []
+        func walk(_ ops: [IntegerOp], _ shape: [Int], _ format: InputFormat?) -> ([Int], InputFormat?) {
+            var shape = shape, format = format
+            for op in ops {
+                switch op {
+                case .globalAvgPool(let name, _):
+                    result.append((name, format ?? InputFormat(bits: 1, signed: false), shape.count == 3 ? shape[1] * shape[2] : 1))
+                    shape = [shape[0]]
+                    format = nil
+                case .residual(_, let body, let shortcut):
+                    let (s, _) = walk(body, shape, format)
+                    _ = walk(shortcut ?? [], shape, format)
+                    shape = s
+                    format = nil
+                default:
+                    (shape, format) = IntegerModel.step(op, shape, format)
+                }
+            }
+            return (shape, format)
+        }
+        _ = walk(ops, inputShape, nil)
+        return result
+    }
+
+    /// Shape and format after a simple op (no checks; `validate` has made them).
+    static func step(_ op: IntegerOp, _ shape: [Int], _ format: InputFormat?) -> ([Int], InputFormat?) {
+        switch op {
+        case .input(let f, _), .quantize(_, let f, _): return (shape, f)
+        case .layer(let l):
+            if l.kind == .linear { return ([l.shape[0]], nil) }
+            let k = l.shape[2]
+            return ([l.shape[0], (shape[1] + 2 * l.padding - k) / l.stride + 1, (shape[2] + 2 * l.padding - k) / l.stride + 1], nil)
+        case .relu: return (shape, format)
+        case .maxPool(let k, let s): return ([shape[0], (shape[1] - k) / s + 1, (shape[2] - k) / s + 1], format)
+        case .flatten: return ([shape.reduce(1, *)], format)
+        case .globalAvgPool: return ([shape[0]], nil)
+        case .residual: return (shape, nil)
+        }
     }
 
     public init(model: String, classes: Int, inputShape: [Int], ops: [IntegerOp]) throws {
@@ -104,6 +173,15 @@ public struct IntegerModel: Sendable {
         }
         var format: InputFormat?
         var shape = inputShape
+        try validate(ops, shape: &shape, format: &format, depth: 0)
+        guard shape == [classes] else { throw A2QError("the model ends in \(describe(shape)), not \(classes) class scores") }
+        var names = Set<String>()
+        for layer in layers where !names.insert(layer.name).inserted { throw A2QError("two layers are named \(layer.name)") }
+    }
+
+    /// Checks a list of ops from `shape`/`format` on, leaving both as the list's output.
+    func validate(_ ops: [IntegerOp], shape: inout [Int], format: inout InputFormat?, depth: Int) throws {
+        guard depth <= 64 else { throw A2QError("residual blocks nest deeper than 64 levels") }
         for op in ops {
             switch op {
             case .input(let f, let scale), .quantize(_, let f, let scale):
@@ -145,9 +223,28 @@ public struct IntegerModel: Sendable {
                 shape = [shape.reduce(1, *)]
             case .relu:
                 break
+            case .globalAvgPool(let name, let bits):
+                guard shape.count == 3 else { throw A2QError("average pool \(name): input \(describe(shape)) is not [C, H, W]") }
+                guard format != nil else { throw A2QError("average pool \(name): its input is not quantized") }
+                guard (2...62).contains(bits) else { throw A2QError("average pool \(name): accumulator width \(bits) is outside 2...62") }
+                shape = [shape[0]]
+                format = nil
+            case .residual(let name, let body, let shortcut):
+                guard format != nil else { throw A2QError("residual \(name): its input is not quantized") }
+                var bodyShape = shape, bodyFormat = format
+                try validate(body, shape: &bodyShape, format: &bodyFormat, depth: depth + 1)
+                var shortcutShape = shape, shortcutFormat = format
+                if let shortcut { try validate(shortcut, shape: &shortcutShape, format: &shortcutFormat, depth: depth + 1) }
+                guard bodyFormat != nil, shortcutFormat != nil else {
+                    throw A2QError("residual \(name): its \(bodyFormat == nil ? "body" : "shortcut") does not end in a quantize")
+                }
+                guard bodyShape == shortcutShape else {
+                    throw A2QError("residual \(name): body gives \(describe(bodyShape)), shortcut \(describe(shortcutShape))")
+                }
+                shape = bodyShape
+                format = nil
             }
         }
-        guard shape == [classes] else { throw A2QError("the model ends in \(describe(shape)), not \(classes) class scores") }
     }
 
     /// The checks of one layer that do not depend on its neighbours.

@@ -197,6 +197,8 @@ final class IntegerPlan {
                     steps[steps.count - 1].pools.append(pool)
                 } else { return (nil, "max pool on the input") }
                 (h, w) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1)
+            case .globalAvgPool, .residual:
+                return (nil, "residual blocks and average pooling run on the reference path")
             case .flatten:
                 flat = true
             }

@@ -21,43 +21,82 @@ final class IntegerReferencePath {
     /// Class scores for `count` images (pixels), adding overflow counts to `counts`.
     func logits(pixels: UnsafeBufferPointer<UInt8>, count n: Int, counts overflows: inout [LayerOverflow],
                 lastAccumulators: inout [Int64]) -> [Float] {
-        var shape = [n] + model.inputShape
-        var x = pixels.map(Float.init)  // integers; exact in Float32 (|x| < 2^24)
-        var layerIndex = 0
-        for op in model.ops {
+        var tensor = Activations(x: pixels.map(Float.init), shape: [n] + model.inputShape, scale: 1)  // integers; exact in Float32
+        var layerIndex = 0, poolIndex = 0
+        run(model.ops, &tensor, layerIndex: &layerIndex, poolIndex: &poolIndex, counts: &overflows, last: &lastAccumulators)
+        return tensor.x
+    }
+
+    /// Values flowing between ops: NCHW (or [N, F]) floats, integers at `scale` after a
+    /// quantize, real values after a layer, an add or a pool.
+    struct Activations {
+        var x: [Float]
+        var shape: [Int]
+        var scale: Float
+    }
+
+    private func run(_ ops: [IntegerOp], _ t: inout Activations, layerIndex: inout Int, poolIndex: inout Int,
+                     counts overflows: inout [LayerOverflow], last lastAccumulators: inout [Int64]) {
+        let n = t.shape[0]
+        for op in ops {
             switch op {
-            case .input:
-                break  // pixels are the input integers
+            case .input(_, let scale):
+                t.scale = scale  // pixels are the input integers
             case .layer(let layer):
-                (x, shape) = accumulate(layer, x, shape, index: layerIndex, counts: &overflows, last: &lastAccumulators)
+                (t.x, t.shape) = accumulate(layer, t.x, t.shape, index: layerIndex, counts: &overflows, last: &lastAccumulators)
                 layerIndex += 1
             case .relu:
-                a2qk_relu_forward(x, &x, Int64(x.count))
+                a2qk_relu_forward(t.x, &t.x, Int64(t.x.count))
             case .quantize(_, let format, let scale):
                 // Integers: clip(rint(y / s)) (the kernel returns level·s with s = 1).
                 let inverse = 1 / scale
-                for i in 0..<x.count { x[i] *= inverse }
-                a2qk_act_forward(x, &x, Int64(x.count), 1, Float(format.minimum), Float(format.maximum))
+                for i in 0..<t.x.count { t.x[i] *= inverse }
+                a2qk_act_forward(t.x, &t.x, Int64(t.x.count), 1, Float(format.minimum), Float(format.maximum))
+                t.scale = scale
             case .maxPool(let kernel, let stride):
-                let (c, h, w) = (shape[1], shape[2], shape[3])
+                let (c, h, w) = (t.shape[1], t.shape[2], t.shape[3])
                 let ho = (h - kernel) / stride + 1, wo = (w - kernel) / stride + 1
                 var out = [Float](repeating: 0, count: n * c * ho * wo)
                 for p in 0..<(n * c) {
                     for i in 0..<ho {
                         for j in 0..<wo {
                             var m = -Float.infinity
-                            for a in 0..<kernel { for b in 0..<kernel { m = max(m, x[p * h * w + (i * stride + a) * w + j * stride + b]) } }
+                            for a in 0..<kernel { for b in 0..<kernel { m = max(m, t.x[p * h * w + (i * stride + a) * w + j * stride + b]) } }
                             out[(p * ho + i) * wo + j] = m
                         }
                     }
                 }
-                x = out
-                shape = [n, c, ho, wo]
+                t.x = out
+                t.shape = [n, c, ho, wo]
             case .flatten:
-                shape = [n, shape.dropFirst().reduce(1, *)]
+                t.shape = [n, t.shape.dropFirst().reduce(1, *)]
+            case .globalAvgPool:
+                let (c, plane) = (t.shape[1], t.shape[2] * t.shape[3])
+                let m = t.scale / Float(plane)
+                var out = [Float](repeating: 0, count: n * c)
+                for p in 0..<(n * c) {
+                    var sum: Int64 = 0
+                    for i in 0..<plane { sum += Int64(t.x[p * plane + i]) }
+                    out[p] = Float(sum) * m
+                }
+                t.x = out
+                t.shape = [n, c]
+                poolIndex += 1
+            case .residual(_, let body, let shortcut):
+                var a = t
+                run(body, &a, layerIndex: &layerIndex, poolIndex: &poolIndex, counts: &overflows, last: &lastAccumulators)
+                var b = t
+                if let shortcut {
+                    run(shortcut, &b, layerIndex: &layerIndex, poolIndex: &poolIndex, counts: &overflows, last: &lastAccumulators)
+                }
+                let (sa, sb) = (a.scale, b.scale)
+                for i in 0..<a.x.count {
+                    let p = a.x[i] * sa, q = b.x[i] * sb
+                    a.x[i] = p + q
+                }
+                t = Activations(x: a.x, shape: a.shape, scale: 1)
             }
         }
-        return x
     }
 
     /// One layer: integer dot products with the overflow behaviour applied, then the float

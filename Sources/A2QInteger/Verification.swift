@@ -61,17 +61,43 @@ public struct LayerVerdict: Sendable, Codable {
         channels = (0..<layer.outChannels).map { ChannelVerdict(pMin: report.minimumBits[$0], accMin: report.minimums[$0], accMax: report.maximums[$0]) }
     }
 
-    /// Every layer of a model, at its own P unless `accumulatorBits` names it.
+    /// A global average pool's sum of `count` integers of `input` as an accumulator: its exact
+    /// worst case is `count` times the input's extreme levels.
+    public init(pool name: String, input: InputFormat, count: Int, accumulatorBits p: Int) {
+        self.name = name
+        quantizer = "avgpool"
+        weightBits = 0
+        inputBits = input.bits
+        inputSigned = input.signed
+        accumulatorBits = p
+        accMin = Int64(count) * Int64(min(input.minimum, 0))
+        accMax = Int64(count) * Int64(input.maximum)
+        pMin = AccumulatorBounds.minimumBitsExact(minimum: accMin, maximum: accMax)
+        headroomBits = p - pMin
+        maxL1Usage = nil
+        sparsity = 0
+        overflowFree = AccumulatorBounds.fits(minimum: accMin, maximum: accMax, accumulatorBits: p)
+        unsafeChannels = overflowFree ? [] : [0]
+        channels = [ChannelVerdict(pMin: pMin, accMin: accMin, accMax: accMax)]
+    }
+
+    /// Every weight layer of a model, then every average pool, at its own P unless
+    /// `accumulatorBits` names it.
     public static func verify(_ model: IntegerModel, accumulatorBits: [String: Int] = [:]) -> [LayerVerdict] {
-        model.layers.map { LayerVerdict($0, accumulatorBits: accumulatorBits[$0.name]) }
+        let pools = zip(model.pools, model.poolInputs).map { pool, input in
+            LayerVerdict(pool: pool.name, input: input.format, count: input.count,
+                         accumulatorBits: accumulatorBits[pool.name] ?? pool.accumulatorBits)
+        }
+        return model.layers.map { LayerVerdict($0, accumulatorBits: accumulatorBits[$0.name]) } + pools
     }
 
     /// A fixed-width table.
     public static func table(_ verdicts: [LayerVerdict]) -> String {
-        var lines = [pad("layer", 8) + pad("quantizer", 10) + pad("M", 4) + pad("N", 6) + pad("P", 4) + pad("p_min", 7)
+        let width = max(8, (verdicts.map(\.name.count).max() ?? 0) + 1)
+        var lines = [pad("layer", width) + pad("quantizer", 10) + pad("M", 4) + pad("N", 6) + pad("P", 4) + pad("p_min", 7)
                      + pad("headroom", 10) + pad("max‖q‖₁/T", 11) + pad("sparsity", 10) + pad("acc range", 26) + "verdict"]
         for v in verdicts {
-            var line = pad(v.name, 8) + pad(v.quantizer, 10) + pad("\(v.weightBits)", 4)
+            var line = pad(v.name, width) + pad(v.quantizer, 10) + pad("\(v.weightBits)", 4)
             line += pad("\(v.inputSigned ? "s" : "u")\(v.inputBits)", 6) + pad("\(v.accumulatorBits)", 4) + pad("\(v.pMin)", 7)
             line += pad("\(v.headroomBits)", 10) + pad(v.maxL1Usage.map { fmt($0, 3) } ?? "-", 11)
             line += pad(fmt(100 * v.sparsity, 1) + "%", 10) + pad("[\(v.accMin), \(v.accMax)]", 26)

@@ -185,7 +185,7 @@ struct EvalCommand: ParsableCommand {
             }
             let start = monotonicSeconds()
             let (model, _) = try ModelFiles.loadCheckpoint(file)
-            let full = try ModelFiles.testSet(source, for: [1, ModelBuilder.imageSize.height, ModelBuilder.imageSize.width])
+            let full = try ModelFiles.testSet(source, for: model.inputShape)
             let test = limit.map { full.prefix($0) } ?? full
             let accuracy = FakeQuantEvaluation.accuracy(model, test)
             result = Result(file: file, engine: "fake-quantized float", accuracy: accuracy, images: test.count,

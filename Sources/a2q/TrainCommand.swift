@@ -24,7 +24,8 @@ struct TrainCommand: ParsableCommand {
             """)
 
     @Option(help: "JSON config file whose keys are the flag names.") var config: String?
-    @Option(help: "Model: mlp, cnn or cnn-bn.") var model: ModelName?
+    @Option(help: "Model: mlp, cnn, cnn-bn, resnet8, resnet14, resnet20, or a model file (PATH.json; see the README, \"Model files\").")
+    var model: ModelName?
     @Option(help: "Weight quantizer: float, qat, a2q or a2q+.") var quantizer: WeightQuantizerKind?
     @Option(help: "Weight bits M of the constrained layers (2...16).") var weightBits: Int?
     @Option(help: "Activation bits N after every ReLU (2...16).") var actBits: Int?

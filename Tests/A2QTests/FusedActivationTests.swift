@@ -51,13 +51,13 @@ struct FusedActivationTests {
         config.model = .cnnBN
         config.quantizer = .a2qPlus
         let quantized = try ModelBuilder.build(config, quantized: true)
-        let layers = quantized.network.layers
+        let layers = quantized.network.leaves
         for (index, layer) in layers.enumerated() {
             guard let relu = layer as? ReLU else { continue }
             #expect(relu.passesThrough)
             #expect((layers[index + 1] as? ActivationQuantizer)?.rectifiesInput == true)
         }
         let float = try ModelBuilder.build(config, quantized: false)
-        #expect(float.network.layers.compactMap { $0 as? ReLU }.allSatisfy { !$0.passesThrough })
+        #expect(float.network.leaves.compactMap { $0 as? ReLU }.allSatisfy { !$0.passesThrough })
     }
 }

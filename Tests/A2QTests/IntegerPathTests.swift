@@ -17,7 +17,7 @@ private func convertedModel(_ name: ModelName, _ quantizer: WeightQuantizerKind,
     let built = try ModelBuilder.build(config, quantized: true)
     var generator = Xoshiro256(seed: seed)
     built.network.initialize(generator: &generator)
-    for case let bn as BatchNorm in built.network.layers {
+    for case let bn as BatchNorm in built.network.leaves {
         for c in 0..<bn.channels {
             bn.runningMean.data[c] = generator.uniform(-0.5, 0.5)
             bn.runningVariance.data[c] = generator.uniform(0.2, 3)

@@ -173,16 +173,6 @@ struct LayerGradientTests {
         #expect(abs(y[0] - expected) < 1e-5)
     }
 
-    @Test("Residual Add shares the output gradient")
-    func add() {
-        let add = Add(name: "res")
-        let a = Tensor(shape: [2, 2], values: [1, 2, 3, 4]), b = Tensor(shape: [2, 2], values: [10, 20, 30, 40])
-        #expect(add.forward(a, b).array == [11, 22, 33, 44])
-        let dy = Tensor(shape: [2, 2], values: [1, -1, 2, -2])
-        let (da, db) = add.backward(dy)
-        #expect(da.array == dy.array && db.array == dy.array)
-    }
-
     @Test("Softmax cross-entropy gradient and stability")
     func crossEntropy() {
         let loss = SoftmaxCrossEntropy()

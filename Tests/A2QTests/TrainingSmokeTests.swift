@@ -18,7 +18,7 @@ struct TrainingSmokeTests {
             ReLU(name: "relu2"),
             try Linear(name: "fc2", inputs: 32, outputs: 4, layout: &layout),
         ]
-        let model = Sequential(layers: layers, layout: layout)
+        let model = Network(layers: layers, layout: layout)
         var g = Xoshiro256(seed: 1)
         model.initialize(generator: &g)
         let optimizer: any Optimizer = optimizerName == "adam"

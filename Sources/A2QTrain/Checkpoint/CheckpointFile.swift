@@ -5,10 +5,13 @@ import A2QNN
 import A2QQuant
 import Foundation
 
-/// Schema v1 of a2q's HDF5 checkpoints (documented in docs/CHECKPOINT.md).
+/// Schema v2 of a2q's HDF5 checkpoints (documented in docs/CHECKPOINT.md); v1 files (chains
+/// of the built-in mlp/cnn/cnn-bn on 1×28×28 images) still load.
 public enum CheckpointFile {
     public static let format = "a2q-checkpoint"
-    public static let formatVersion = 1
+    public static let formatVersion = 2
+    /// The versions this a2q reads.
+    public static let readableVersions = 1...2
 
     /// What a checkpoint holds besides the tensors.
     public struct Header: Sendable {
@@ -17,11 +20,21 @@ public enum CheckpointFile {
         public var state: TrainingState
         public var worldSize: Int
         public var layerNames: [String]
+        /// The model's tree (v2: stored in the file; v1: the built-in the config names).
+        public var description: ModelDescription
+        /// `[channels, height, width]` of the images the model takes (v1: 1×28×28).
+        public var inputShape: [Int]
+
+        /// The model this checkpoint holds, built empty (float or quantized as saved).
+        public func buildModel() throws -> Model {
+            try ModelBuilder.build(config, quantized: state.phase != "float", inputShape: inputShape, description: description)
+        }
     }
 
-    /// Splits `conv1.weight_log2_scale` into (`conv1`, `weight_log2_scale`).
+    /// Splits a tensor name at its last dot: `stage2.block1.conv1.weight_log2_scale` into the
+    /// layer's group `stage2.block1.conv1` and the dataset `weight_log2_scale`.
     static func split(_ name: String) -> (group: String, dataset: String) {
-        guard let dot = name.firstIndex(of: ".") else { return ("", name) }
+        guard let dot = name.lastIndex(of: ".") else { return ("", name) }
         return (String(name[..<dot]), String(name[name.index(after: dot)...]))
     }
 
@@ -78,8 +91,10 @@ public enum CheckpointFile {
         try file.setAttribute("seed", Int(bitPattern: UInt(config.seed)))
         try file.setAttribute("config", config.json(pretty: false))
         try file.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
-        let names = model.network.layers.map(\.name)
+        let names = model.network.leaves.map(\.name)
         try file.setAttribute("layers", String(decoding: try JSONEncoder().encode(names), as: UTF8.self))
+        try file.setAttribute("model_description", model.description.json())
+        try file.write("input_shape", model.inputShape.map(Int64.init), shape: [model.inputShape.count])
         if let accuracy = state.floatTestAccuracy { try file.setAttribute("float_test_accuracy", accuracy) }
         if let accuracy = state.conversionTestAccuracy { try file.setAttribute("conversion_test_accuracy", accuracy) }
     }
@@ -159,8 +174,8 @@ public enum CheckpointFile {
                            remedy: "pass a file written by `a2q train`")
         }
         let version = try file.intAttribute("format_version")
-        guard version == formatVersion else {
-            throw A2QError("\(path) has checkpoint format_version \(version); this a2q (\(a2qVersion)) reads version \(formatVersion)",
+        guard readableVersions.contains(version) else {
+            throw A2QError("\(path) has checkpoint format_version \(version); this a2q (\(a2qVersion)) reads versions \(readableVersions.lowerBound)...\(readableVersions.upperBound)",
                            remedy: "use the a2q version that wrote it")
         }
         let configText = try file.stringAttribute("config")
@@ -185,7 +200,23 @@ public enum CheckpointFile {
         state.window = try loggingRows(data, "window", width: 3, worldSize: worldSize, path: path)
         state.epochTotals = try loggingRows(data, "epoch_totals", width: 2, worldSize: worldSize, path: path)
         let layers = (try? JSONDecoder().decode([String].self, from: Data(try file.stringAttribute("layers").utf8))) ?? []
-        return Header(path: path, config: config, state: state, worldSize: worldSize, layerNames: layers)
+        let description: ModelDescription, inputShape: [Int]
+        if version >= 2 {
+            description = try ModelDescription.decode(Data(try file.stringAttribute("model_description").utf8),
+                                                      source: "\(path):model_description")
+            inputShape = try file.read("input_shape", as: Int64.self, shape: [3]).values.map { Int($0) }
+            guard inputShape.allSatisfy({ (1...4096).contains($0) }) else {
+                throw A2QError("\(path): input_shape \(describe(inputShape)) is not an image shape", remedy: "the file is damaged or was altered")
+            }
+        } else {
+            guard let builtIn = BuiltInModels.description(config.model) else {
+                throw A2QError("\(path): a version-1 checkpoint of the unknown model '\(config.model)'")
+            }
+            description = builtIn
+            inputShape = ModelBuilder.defaultInputShape
+        }
+        return Header(path: path, config: config, state: state, worldSize: worldSize, layerNames: layers,
+                      description: description, inputShape: inputShape)
     }
 
     static func finite<T: BinaryFloatingPoint>(_ values: [T], _ name: String, _ path: String) throws -> [T] {
@@ -201,7 +232,7 @@ public enum CheckpointFile {
     /// `--resume auto` skips a file that fails this.
     public static func validate(_ path: String) throws -> Header {
         let header = try header(path)
-        let model = try ModelBuilder.build(header.config, quantized: header.state.phase != "float")
+        let model = try header.buildModel()
         try restore(path, into: model, optimizer: nil)
         let file = try HDF5File.openForReading(path)
         let optimizer = try file.openGroup("optimizer")

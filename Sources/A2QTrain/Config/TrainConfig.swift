@@ -3,11 +3,36 @@ import A2QData
 import A2QQuant
 import Foundation
 
-/// The architectures `a2q train --model` knows.
-public enum ModelName: String, CaseIterable, Sendable, Codable {
-    case mlp
-    case cnn
-    case cnnBN = "cnn-bn"
+/// What `a2q train --model` names: a built-in architecture (`mlp`, `cnn`, `cnn-bn`, `resnet8`,
+/// `resnet14`, `resnet20`) or the path of a model file (`*.json`, see `ModelDescription`).
+public struct ModelName: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+
+    public static let mlp = ModelName(rawValue: "mlp")
+    public static let cnn = ModelName(rawValue: "cnn")
+    public static let cnnBN = ModelName(rawValue: "cnn-bn")
+    public static let resnet8 = ModelName(rawValue: "resnet8")
+    public static let resnet14 = ModelName(rawValue: "resnet14")
+    public static let resnet20 = ModelName(rawValue: "resnet20")
+    /// The built-in architectures.
+    public static let builtIn: [ModelName] = [.mlp, .cnn, .cnnBN, .resnet8, .resnet14, .resnet20]
+
+    /// Whether this names a model file rather than a built-in.
+    public var isFile: Bool { !ModelName.builtIn.contains(self) }
+
+    /// The name used in run names and messages: the built-in's name, or the file's base name.
+    public var shortName: String {
+        isFile ? ((rawValue as NSString).lastPathComponent as NSString).deletingPathExtension : rawValue
+    }
+
+    public var description: String { rawValue }
+
+    public init(from decoder: Decoder) throws { rawValue = try decoder.singleValueContainer().decode(String.self) }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
 }
 
 /// Whether the first and last layers get the target quantizer too.
@@ -201,9 +226,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     /// A readable run name: `cnn-a2q+-w8a8-p16`.
     public var runName: String {
         switch quantizer {
-        case .float: return "\(model.rawValue)-float"
-        case .qat: return "\(model.rawValue)-qat-w\(weightBits)a\(actBits)"
-        case .a2q, .a2qPlus: return "\(model.rawValue)-\(quantizer.rawValue)-w\(weightBits)a\(actBits)-p\(accumulatorBits)"
+        case .float: return "\(model.shortName)-float"
+        case .qat: return "\(model.shortName)-qat-w\(weightBits)a\(actBits)"
+        case .a2q, .a2qPlus: return "\(model.shortName)-\(quantizer.rawValue)-w\(weightBits)a\(actBits)-p\(accumulatorBits)"
         }
     }
 

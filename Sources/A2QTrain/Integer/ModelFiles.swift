@@ -9,7 +9,7 @@ public enum ModelFiles {
     /// Rebuilds the trained model stored in a checkpoint (the phase it was saved in).
     public static func loadCheckpoint(_ path: String) throws -> (model: Model, header: CheckpointFile.Header) {
         let header = try CheckpointFile.header(path)
-        let model = try ModelBuilder.build(header.config, quantized: header.state.phase != "float")
+        let model = try header.buildModel()
         try CheckpointFile.restore(path, into: model, optimizer: nil)
         return (model, header)
     }

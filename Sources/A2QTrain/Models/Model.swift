@@ -11,24 +11,32 @@ public struct QuantizedLayer: @unchecked Sendable {
     public let quantizer: WeightQuantizer
     /// The integer format of this layer's input (from the input quantizer before it).
     public let input: InputFormat?
+    /// The activation quantizer whose integers this layer reads (nil in float builds).
+    public let inputQuantizer: ActivationQuantizer?
     /// Whether the accumulator constraint applies (a2q/a2q+).
     public var isConstrained: Bool { quantizer.spec.kind.isAccumulatorAware }
     /// The weight tensor's shape.
     public var weightShape: [Int] { quantizer.weight.shape }
 }
 
-/// A built network: the layer chain, its parameters, and the quantization metadata that
+/// A built network: the layer tree, its parameters, and the quantization metadata that
 /// training, checkpoints and the integer engine need.
 public final class Model: @unchecked Sendable {
     public let name: ModelName
-    public let network: Sequential
+    /// The tree this model was built from (stored in checkpoints).
+    public let description: ModelDescription
+    /// `[channels, height, width]` of one input image.
+    public let inputShape: [Int]
+    public let network: Network
     public let quantizedLayers: [QuantizedLayer]
     public let activationQuantizers: [ActivationQuantizer]
     public let classes: Int
 
-    init(name: ModelName, network: Sequential, quantizedLayers: [QuantizedLayer],
-         activationQuantizers: [ActivationQuantizer], classes: Int) {
+    init(name: ModelName, description: ModelDescription, inputShape: [Int], network: Network,
+         quantizedLayers: [QuantizedLayer], activationQuantizers: [ActivationQuantizer], classes: Int) {
         self.name = name
+        self.description = description
+        self.inputShape = inputShape
         self.network = network
         self.quantizedLayers = quantizedLayers
         self.activationQuantizers = activationQuantizers

@@ -2,113 +2,232 @@ import A2QCore
 import A2QNN
 import A2QQuant
 
-/// Builds the named models layer for layer as the benchmarks define them, with an 8-bit
-/// unsigned image input quantizer and an N-bit activation quantizer after every ReLU
-/// (quantized builds only). The first layer is `conv1` (`fc1` for the mlp), the last is the
-/// classifier.
+/// Builds a `Model` from a `ModelDescription` (a built-in or a model file): an 8-bit unsigned
+/// image input quantizer, then the description's tree with every layer's input size inferred
+/// from the image shape. Float builds (`quantized: false`, the float pre-training phase) skip
+/// the activation quantizers and keep float weights. Everything a description can get wrong
+/// (shapes, a residual's branches, unquantized inputs, a P too narrow) is an error here,
+/// before any training starts.
 public enum ModelBuilder {
-    /// Input image geometry of Fashion-MNIST.
+    /// Input image geometry of Fashion-MNIST, the default data.
     public static let imageSize = (height: 28, width: 28)
+    /// `[channels, height, width]` of the default data.
+    public static let defaultInputShape = [1, 28, 28]
 
-    /// Layer names that carry weights, in order.
-    public static func weightLayerNames(_ name: ModelName) -> [String] {
-        switch name {
-        case .mlp: return ["fc1", "fc2", "fc3"]
-        case .cnn, .cnnBN: return ["conv1", "conv2", "fc1", "fc2"]
-        }
+    /// The description `--model` names: a built-in, or a model file read from disk.
+    public static func description(of name: ModelName) throws -> ModelDescription {
+        if let builtIn = BuiltInModels.description(name) { return builtIn }
+        return try ModelDescription.load(path: name.rawValue)
     }
 
-    /// The weight quantizer spec of each layer under `config` (float for a float build).
-    public static func specs(for config: TrainConfig, quantized: Bool) throws -> [String: WeightQuantizerSpec] {
-        let names = weightLayerNames(config.model)
-        if let unknown = config.layerAccumulatorBits.keys.sorted().first(where: { !names.contains($0) }) {
-            throw A2QError("layer-accumulator-bits names '\(unknown)', which \(config.model.rawValue) does not have",
-                           remedy: "its weight layers are \(names.joined(separator: ", "))")
-        }
-        var specs: [String: WeightQuantizerSpec] = [:]
-        for (index, layer) in names.enumerated() {
-            let edge = index == 0 || index == names.count - 1
-            guard quantized, config.quantizer != .float else { specs[layer] = .float; continue }
-            let p = config.layerAccumulatorBits[layer] ?? config.accumulatorBits
-            if edge && config.firstLast == .unconstrained {
-                specs[layer] = WeightQuantizerSpec(kind: .qat, weightBits: 8, accumulatorBits: 32)
-            } else {
-                specs[layer] = WeightQuantizerSpec(kind: config.quantizer, weightBits: config.weightBits,
-                                                   accumulatorBits: config.quantizer == .qat ? 32 : p)
+    /// Full names of the weight layers (conv, linear), in forward order.
+    public static func weightLayerNames(_ description: ModelDescription) -> [String] {
+        func walk(_ nodes: [ModelDescription.Node], _ prefix: String) -> [String] {
+            nodes.flatMap { node -> [String] in
+                switch node {
+                case .conv(let w), .linear(let w): return [prefix + w.name]
+                case .sequential(let name, let layers): return walk(layers, prefix + name + ".")
+                case .residual(let name, let body, let shortcut, let after):
+                    return walk(body, prefix + name + ".") + walk(shortcut ?? [], prefix + name + ".shortcut.")
+                        + walk(after, prefix + name + ".")
+                default: return []
+                }
             }
         }
-        return specs
+        return walk(description.layers, "")
     }
 
-    /// Builds `config.model`; `quantized: false` gives the float network of the same shape
-    /// (no activation quantizers), used by the float pre-training phase.
-    public static func build(_ config: TrainConfig, quantized: Bool, classes: Int = 10) throws -> Model {
-        let specs = try specs(for: config, quantized: quantized)
-        let withQuantizers = quantized && config.quantizer != .float
-        var layout = ParameterLayout()
-        var layers: [any Layer] = []
-        var quantizedLayers: [QuantizedLayer] = []
-        var activations: [ActivationQuantizer] = []
-        var format: InputFormat? = nil
-        let actFormat = InputFormat(bits: config.actBits, signed: false)
+    /// Full names of the weight layers of a built-in or model file.
+    public static func weightLayerNames(_ name: ModelName) throws -> [String] { weightLayerNames(try description(of: name)) }
 
-        func input() {
-            guard withQuantizers else { return }
+    /// Builds `config.model` (or `description`, when given: a checkpoint's stored tree) for
+    /// images of `inputShape`.
+    public static func build(_ config: TrainConfig, quantized: Bool, classes: Int = 10,
+                             inputShape: [Int] = defaultInputShape, description: ModelDescription? = nil) throws -> Model {
+        let description = try description ?? self.description(of: config.model)
+        var builder = Builder(config: config, quantized: quantized && config.quantizer != .float, classes: classes,
+                              weightLayers: weightLayerNames(description))
+        if let unknown = config.layerAccumulatorBits.keys.sorted().first(where: { !builder.weightLayers.contains($0) }) {
+            throw A2QError("layer-accumulator-bits names '\(unknown)', which \(config.model.shortName) does not have",
+                           remedy: "its weight layers are \(builder.weightLayers.joined(separator: ", "))")
+        }
+        guard inputShape.count == 3, inputShape.allSatisfy({ $0 > 0 }) else {
+            throw A2QError("the input shape \(describe(inputShape)) is not [channels, height, width]")
+        }
+        var state = Builder.State(shape: inputShape, format: nil, quantizer: nil)
+        var layers: [any Layer] = []
+        if builder.quantized {
             let q = ActivationQuantizer(name: "input", format: InputFormat(bits: 8, signed: false), fixedScale: 1 / 255)
             layers.append(q)
-            format = q.format
+            state.format = q.format
+            state.quantizer = q
         }
-        func activation(_ name: String) {
-            guard withQuantizers else { return }
-            let q = ActivationQuantizer(name: name, format: actFormat, layout: &layout)
-            // ReLU then an unsigned quantizer: one fused pass (same values, see ActivationQuantizer).
-            if let relu = layers.last as? ReLU, !actFormat.signed {
-                relu.passesThrough = true
-                q.rectifiesInput = true
-            }
-            layers.append(q)
-            activations.append(q)
-            format = q.format
+        layers += try builder.build(description.layers, prefix: "", state: &state)
+        guard state.shape == [classes] else {
+            throw A2QError("\(description.name) ends in \(describe(state.shape)), not \(classes) class scores",
+                           remedy: "end the model with a linear layer without \"out\" (it gets one output per class)")
         }
-        func linear(_ name: String, _ inputs: Int, _ outputs: Int) throws {
-            let spec = specs[name] ?? .float
-            let layer = try Linear(name: name, inputs: inputs, outputs: outputs, quantizer: spec, input: format, layout: &layout)
-            layers.append(layer)
-            quantizedLayers.append(QuantizedLayer(name: name, kind: .linear, layer: layer, quantizer: layer.quantizer, input: format))
-        }
-        func conv(_ name: String, _ inputs: Int, _ outputs: Int) throws {
-            let spec = specs[name] ?? .float
-            let layer = try Conv2d(name: name, inChannels: inputs, outChannels: outputs, kernelSize: 3, padding: 1,
-                                   quantizer: spec, input: format, layout: &layout)
-            layers.append(layer)
-            quantizedLayers.append(QuantizedLayer(name: name, kind: .conv2d, layer: layer, quantizer: layer.quantizer, input: format))
-        }
-        func batchNorm(_ name: String, _ channels: Int) {
-            layers.append(BatchNorm(name: name, channels: channels, layout: &layout))
+        let network = Network(root: Sequential(name: "model", layers: layers), layout: builder.layout)
+        return Model(name: config.model, description: description, inputShape: inputShape, network: network,
+                     quantizedLayers: builder.quantizedLayers, activationQuantizers: builder.activations, classes: classes)
+    }
+
+    /// The state of one build: the layout the layers declare into and what was collected.
+    struct Builder {
+        let config: TrainConfig
+        let quantized: Bool
+        let classes: Int
+        let weightLayers: [String]
+        var layout = ParameterLayout()
+        var quantizedLayers: [QuantizedLayer] = []
+        var activations: [ActivationQuantizer] = []
+
+        /// What flows between layers: the shape of one example, its integer format (nil once
+        /// a layer leaves the integer grid) and the quantizer that set it.
+        struct State {
+            var shape: [Int]
+            var format: InputFormat?
+            var quantizer: ActivationQuantizer?
         }
 
-        input()
-        switch config.model {
-        case .mlp:
-            layers.append(Flatten(name: "flatten"))
-            try linear("fc1", 784, 256); layers.append(ReLU(name: "relu1")); activation("act1")
-            try linear("fc2", 256, 256); layers.append(ReLU(name: "relu2")); activation("act2")
-            try linear("fc3", 256, classes)
-        case .cnn, .cnnBN:
-            let bn = config.model == .cnnBN
-            try conv("conv1", 1, 32); if bn { batchNorm("bn1", 32) }
-            layers.append(ReLU(name: "relu1")); activation("act1")
-            layers.append(MaxPool2d(name: "pool1", kernelSize: 2))
-            try conv("conv2", 32, 64); if bn { batchNorm("bn2", 64) }
-            layers.append(ReLU(name: "relu2")); activation("act2")
-            layers.append(MaxPool2d(name: "pool2", kernelSize: 2))
-            layers.append(Flatten(name: "flatten"))
-            try linear("fc1", 64 * 7 * 7, 128); if bn { batchNorm("bn3", 128) }
-            layers.append(ReLU(name: "relu3")); activation("act3")
-            try linear("fc2", 128, classes)
+        init(config: TrainConfig, quantized: Bool, classes: Int, weightLayers: [String]) {
+            self.config = config
+            self.quantized = quantized
+            self.classes = classes
+            self.weightLayers = weightLayers
         }
-        let network = Sequential(layers: layers, layout: layout)
-        return Model(name: config.model, network: network, quantizedLayers: quantizedLayers,
-                     activationQuantizers: activations, classes: classes)
+
+        /// The weight quantizer of one layer: per-layer settings of the description, then
+        /// `--layer-accumulator-bits`, then the run's defaults; the first and last weight
+        /// layers follow `--first-last` unless the description says `constrained`.
+        func spec(_ name: String, _ w: ModelDescription.WeightLayer) -> WeightQuantizerSpec {
+            guard quantized else { return .float }
+            let edge = name == weightLayers.first || name == weightLayers.last
+            let constrained = w.constrained ?? !(edge && config.firstLast == .unconstrained)
+            let p = config.layerAccumulatorBits[name] ?? w.accumulatorBits ?? config.accumulatorBits
+            guard constrained else { return WeightQuantizerSpec(kind: .qat, weightBits: w.weightBits ?? 8, accumulatorBits: 32) }
+            return WeightQuantizerSpec(kind: config.quantizer, weightBits: w.weightBits ?? config.weightBits,
+                                       accumulatorBits: config.quantizer == .qat ? 32 : p)
+        }
+
+        mutating func build(_ nodes: [ModelDescription.Node], prefix: String, state: inout State) throws -> [any Layer] {
+            var layers: [any Layer] = []
+            for node in nodes {
+                let name = prefix + node.name
+                func requireImage() throws {
+                    guard state.shape.count == 3 else {
+                        throw A2QError("\(name) takes [channels, height, width] but gets \(describe(state.shape))")
+                    }
+                }
+                switch node {
+                case .conv(let w):
+                    try requireImage()
+                    let (c, h, wd) = (state.shape[0], state.shape[1], state.shape[2])
+                    let out = w.out ?? classes, padding = w.padding ?? w.kernel / 2
+                    guard out > 0, w.kernel > 0, w.stride > 0, padding >= 0, padding < w.kernel, w.kernel <= 15, w.stride <= 8 else {
+                        throw A2QError("\(name): out \(out), kernel \(w.kernel), stride \(w.stride), padding \(padding) (need out > 0, kernel 1...15, stride 1...8, padding 0..<kernel)")
+                    }
+                    let ho = (h + 2 * padding - w.kernel) / w.stride + 1, wo = (wd + 2 * padding - w.kernel) / w.stride + 1
+                    guard h + 2 * padding >= w.kernel, wd + 2 * padding >= w.kernel, ho > 0, wo > 0 else {
+                        throw A2QError("\(name): a \(w.kernel)×\(w.kernel) kernel does not fit its input \(describe(state.shape))")
+                    }
+                    try requireQuantizedInput(name, state)
+                    let layer = try Conv2d(name: name, inChannels: c, outChannels: out, kernelSize: w.kernel, stride: w.stride,
+                                           padding: padding, bias: w.bias, quantizer: spec(name, w), input: state.format, layout: &layout)
+                    layers.append(layer)
+                    quantizedLayers.append(QuantizedLayer(name: name, kind: .conv2d, layer: layer, quantizer: layer.quantizer,
+                                                          input: state.format, inputQuantizer: state.quantizer))
+                    state = State(shape: [out, ho, wo], format: nil, quantizer: nil)
+                case .linear(let w):
+                    guard state.shape.count == 1 else {
+                        throw A2QError("\(name) takes a flat input but gets \(describe(state.shape))",
+                                       remedy: "put a flatten (or a globalavgpool) before it")
+                    }
+                    let out = w.out ?? classes
+                    guard out > 0 else { throw A2QError("\(name): out must be positive (got \(out))") }
+                    try requireQuantizedInput(name, state)
+                    let layer = try Linear(name: name, inputs: state.shape[0], outputs: out, bias: w.bias, quantizer: spec(name, w),
+                                           input: state.format, layout: &layout)
+                    layers.append(layer)
+                    quantizedLayers.append(QuantizedLayer(name: name, kind: .linear, layer: layer, quantizer: layer.quantizer,
+                                                          input: state.format, inputQuantizer: state.quantizer))
+                    state = State(shape: [out], format: nil, quantizer: nil)
+                case .batchNorm:
+                    guard state.shape.count == 3 || state.shape.count == 1 else {
+                        throw A2QError("\(name) takes [channels, height, width] or [features] but gets \(describe(state.shape))")
+                    }
+                    layers.append(BatchNorm(name: name, channels: state.shape[0], layout: &layout))
+                    state.format = nil
+                    state.quantizer = nil
+                case .relu:
+                    layers.append(ReLU(name: name))
+                case .quant(_, let bits, let signed):
+                    guard quantized else { continue }
+                    let format = InputFormat(bits: bits ?? config.actBits, signed: signed)
+                    guard (2...16).contains(format.bits) else { throw A2QError("\(name): bits \(format.bits) is outside 2...16") }
+                    let q = ActivationQuantizer(name: name, format: format, layout: &layout)
+                    // ReLU then an unsigned quantizer: one fused pass (same values, see ActivationQuantizer).
+                    if let relu = layers.last as? ReLU, !format.signed {
+                        relu.passesThrough = true
+                        q.rectifiesInput = true
+                    }
+                    layers.append(q)
+                    activations.append(q)
+                    state.format = format
+                    state.quantizer = q
+                case .maxPool(_, let kernel, let stride):
+                    try requireImage()
+                    let s = stride ?? kernel
+                    guard kernel > 0, s > 0, state.shape[1] >= kernel, state.shape[2] >= kernel else {
+                        throw A2QError("\(name): a \(kernel)×\(kernel) max pool (stride \(s)) does not fit its input \(describe(state.shape))")
+                    }
+                    layers.append(MaxPool2d(name: name, kernelSize: kernel, stride: s))
+                    state.shape = [state.shape[0], (state.shape[1] - kernel) / s + 1, (state.shape[2] - kernel) / s + 1]
+                case .globalAvgPool:
+                    try requireImage()
+                    layers.append(GlobalAvgPool(name: name))
+                    state = State(shape: [state.shape[0]], format: nil, quantizer: nil)
+                case .flatten:
+                    layers.append(Flatten(name: name))
+                    state.shape = [state.shape.reduce(1, *)]
+                case .sequential(_, let nodes):
+                    guard !nodes.isEmpty else { throw A2QError("\(name): a sequential needs at least one layer") }
+                    layers.append(Sequential(name: name, layers: try build(nodes, prefix: name + ".", state: &state)))
+                case .residual(_, let body, let shortcut, let after):
+                    guard !body.isEmpty else { throw A2QError("\(name): a residual needs a body") }
+                    let entry = state
+                    var bodyState = entry
+                    let bodyLayers = try build(body, prefix: name + ".", state: &bodyState)
+                    var shortcutState = entry
+                    var shortcutNetwork: Sequential?
+                    if let shortcut, !shortcut.isEmpty {
+                        shortcutNetwork = Sequential(name: name + ".shortcut", layers: try build(shortcut, prefix: name + ".shortcut.", state: &shortcutState))
+                    }
+                    guard bodyState.shape == shortcutState.shape else {
+                        throw A2QError("residual \(name): its body gives \(describe(bodyState.shape)) but its shortcut gives \(describe(shortcutState.shape))",
+                                       remedy: "give the shortcut a strided 1×1 conv to the body's shape, or change the body")
+                    }
+                    if quantized {
+                        guard bodyState.format != nil, shortcutState.format != nil else {
+                            let which = bodyState.format == nil ? "body" : "shortcut"
+                            throw A2QError("residual \(name): its \(which) does not end in quantized values, so the add has no integer form",
+                                           remedy: "end the \(which) with a quant layer (signed when no ReLU precedes it)")
+                        }
+                    }
+                    let residual = Residual(name: name + ".residual", body: Sequential(name: name + ".body", layers: bodyLayers),
+                                            shortcut: shortcutNetwork)
+                    state = State(shape: bodyState.shape, format: nil, quantizer: nil)
+                    let afterLayers = try build(after, prefix: name + ".", state: &state)
+                    layers.append(afterLayers.isEmpty ? residual : Sequential(name: name, layers: [residual] + afterLayers))
+                }
+            }
+            return layers
+        }
+
+        func requireQuantizedInput(_ name: String, _ state: State) throws {
+            guard quantized, state.format == nil else { return }
+            throw A2QError("\(name): its input is not quantized, so it has no integer form",
+                           remedy: "put a quant layer before it")
+        }
     }
 }

@@ -15,7 +15,7 @@ import A2QNN
 /// each element is still the sum of the same R values, but MPI may pick another reduction
 /// algorithm (another order of the R terms) for a bucket than for the whole buffer.
 struct OverlappedAllReduce {
-    /// Per layer index: the offset of its first parameter (nil for layers without any).
+    /// Per leaf index (`Network.leaves`): the offset of its first parameter (nil for layers without any).
     private let layerStart: [Int?]
     private let count: Int
     private let bucketElements: Int
@@ -28,11 +28,11 @@ struct OverlappedAllReduce {
     private(set) var bucketsStarted = 0
 
     /// Nil when the parameters do not lie in layer order (then the fused all-reduce is used).
-    init?(network: Sequential, bucketBytes: Int) {
+    init?(network: Network, bucketBytes: Int) {
         let store = network.parameters
         var starts: [Int?] = []
         var previous = -1
-        for layer in network.layers {
+        for layer in network.leaves {
             let offsets = store.views.filter { $0.name.hasPrefix(layer.name + ".") }.map(\.offset)
             guard let first = offsets.min() else { starts.append(nil); continue }
             guard first > previous else { return nil }
@@ -54,7 +54,7 @@ struct OverlappedAllReduce {
         bucketsStarted = 0
     }
 
-    /// Call after `layers[index]`'s backward: starts a bucket if enough gradients are final,
+    /// Call after `leaves[index]`'s backward: starts a bucket if enough gradients are final,
     /// otherwise lets the started ones progress.
     mutating func layerFinished(_ index: Int, communicator: any Communicator) {
         guard failure == nil else { return }

@@ -44,10 +44,8 @@ public final class Trainer: @unchecked Sendable {
                 quiet: Bool = false) throws {
         let (fullTrain, test) = try data ?? DataSource(argument: config.data).load()
         let train = config.trainSubset.map { fullTrain.prefix($0) } ?? fullTrain
-        for (split, set) in [("training", fullTrain), ("test", test)] {
-            try set.requireImageSize(height: ModelBuilder.imageSize.height, width: ModelBuilder.imageSize.width,
-                                     source: "\(config.data) (\(split) images)")
-        }
+        try test.requireImageSize(height: fullTrain.height, width: fullTrain.width, channels: fullTrain.channels,
+                                  source: "\(config.data) (test images, against the training images)")
         try config.validate(trainCount: train.count, worldSize: communicator.worldSize)
         let sampler = EpochSampler(count: train.count, globalBatch: config.batchSize, seed: config.seed)
         guard sampler.batchesPerEpoch >= 1 else {
@@ -62,7 +60,7 @@ public final class Trainer: @unchecked Sendable {
         self.test = test
         self.sampler = sampler
         // Building the model validates the per-layer settings (e.g. P too narrow) up front.
-        model = try ModelBuilder.build(config, quantized: true, classes: train.classes)
+        model = try ModelBuilder.build(config, quantized: true, classes: train.classes, inputShape: train.imageShape)
         localBatch = config.batchSize / communicator.worldSize
         labels = Array(repeating: 0, count: localBatch)
         communicator.timeout = config.watchdogSeconds
@@ -109,7 +107,7 @@ public final class Trainer: @unchecked Sendable {
                           + "batch \(state.position), global step \(state.globalStep)")
         }
         if state.phase == "float" {
-            let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
+            let floatModel = try buildFloatModel()
             let optimizer = makeOptimizer(floatModel.parameters.count)
             if let resumeHeader { try restore(resumeHeader, floatModel, optimizer) } else { try initialize(floatModel) }
             progress.line("phase 1/2: float pre-training, \(config.floatEpochs) epoch(s)")
@@ -177,6 +175,12 @@ public final class Trainer: @unchecked Sendable {
         return summary
     }
 
+    /// The float build of the run's model (same description and input shape).
+    private func buildFloatModel() throws -> Model {
+        try ModelBuilder.build(config, quantized: false, classes: train.classes, inputShape: model.inputShape,
+                               description: model.description)
+    }
+
     /// The float model a run keeps in its folder when its float phase ends.
     public static let floatModelName = "float.h5"
 
@@ -198,7 +202,7 @@ public final class Trainer: @unchecked Sendable {
     /// the file (`path`), reads it and reports `describe(path, tensors loaded)`; every rank
     /// receives the weights and buffers.
     private func loadFloatModel(from path: () throws -> String, describe: (String, Int) -> String) throws -> Model {
-        let floatModel = try ModelBuilder.build(config, quantized: false, classes: train.classes)
+        let floatModel = try buildFloatModel()
         if communicator.isRoot {
             let path = try path()
             let header = try CheckpointFile.header(path)
@@ -247,7 +251,13 @@ public final class Trainer: @unchecked Sendable {
                     header = try CheckpointFile.validate(resume)
                 }
                 if let saved = header?.config {
-                    let problems = config.resumeMismatches(saved)
+                    var problems = config.resumeMismatches(saved)
+                    if let header, header.description != model.description {
+                        problems.append("the model's layers differ (the model file changed since the checkpoint)")
+                    }
+                    if let header, header.inputShape != model.inputShape {
+                        problems.append("input shape: checkpoint \(describe(header.inputShape)), now \(describe(model.inputShape))")
+                    }
                     if !problems.isEmpty {
                         throw A2QError("\(header?.path ?? resume) was written by a different configuration: \(problems.joined(separator: "; "))",
                                        remedy: "resume with the same model, quantizer, bit widths, batch size, seed and data")
@@ -275,7 +285,8 @@ public final class Trainer: @unchecked Sendable {
         let shared = try JSONDecoder().decode(SharedHeader.self, from: Data(payload))
         if let failure = shared.failure { throw A2QError(failure) }
         guard let path = shared.path, let state = shared.state else { return nil }
-        return CheckpointFile.Header(path: path, config: config, state: state, worldSize: shared.worldSize ?? 1, layerNames: [])
+        return CheckpointFile.Header(path: path, config: config, state: state, worldSize: shared.worldSize ?? 1, layerNames: [],
+                                     description: model.description, inputShape: model.inputShape)
     }
 
     private struct SharedHeader: Codable {
@@ -633,8 +644,6 @@ public final class Trainer: @unchecked Sendable {
         let order = sampler.order(epoch: 0)
         let batches = min(max(config.calibrationBatches / 4, 1), sampler.batchesPerEpoch)
         for layer in model.constrainedLayers {
-            guard let quantizedIndex = model.network.index(of: layer.name),
-                  let floatIndex = floatModel.network.index(of: layer.name) else { continue }
             let channels = layer.quantizer.outChannels
             let bias = layer.layer.hasParameters ? model.parameters.view(named: "\(layer.name).bias") : nil
             var sums = [Double](repeating: 0, count: 2 * channels)
@@ -643,8 +652,8 @@ public final class Trainer: @unchecked Sendable {
                     train.fill(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
                                into: input, labels: $0)
                 }
-                let reference = floatModel.network.forward(input, training: false, through: floatIndex)
-                let quantized = model.network.forward(input, training: false, through: quantizedIndex)
+                guard let reference = floatModel.network.forward(input, training: false, through: layer.name),
+                      let quantized = model.network.forward(input, training: false, through: layer.name) else { continue }
                 let plane = reference.count / (reference.shape[0] * channels)
                 let b = bias.map { model.parameters.value($0) }
                 for n in 0..<reference.shape[0] {
@@ -683,8 +692,7 @@ public final class Trainer: @unchecked Sendable {
             }
             // Layer by layer: a quantizer's scale must be final before the next one sees its output.
             for q in quantizers {
-                guard let index = model.network.index(of: q.name) else { continue }
-                _ = model.network.forward(input, training: true, through: index)
+                guard model.network.forward(input, training: true, through: q.name) != nil else { continue }
                 var maximum = [Int64(q.lastInputMaximum().bitPattern)]  // |x| ≥ 0: bit order is value order
                 try maximum.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
                 let top = Float(bitPattern: UInt32(truncatingIfNeeded: maximum[0]))
