@@ -5,7 +5,10 @@ import A2QTrain
 import ArgumentParser
 import Foundation
 
-extension ModelName: ExpressibleByArgument {}
+extension ModelName: ExpressibleByArgument {
+    public init?(argument: String) { self.init(validating: argument) }
+    public static var allValueStrings: [String] { builtIn.map(\.rawValue) + ["PATH.json"] }
+}
 extension FirstLastPolicy: ExpressibleByArgument {}
 extension OptimizerName: ExpressibleByArgument {}
 extension ScheduleName: ExpressibleByArgument {}

@@ -32,7 +32,7 @@ func python(_ script: String, _ arguments: [String]) throws -> (Int32, String) {
 @Suite("Integer engine with real P-bit accumulators (Fashion-MNIST subsets)", .serialized)
 struct IntegerEngineTests {
     @Test("predictions equal the fake-quantized model's on ≥ 99.9% of the test set; NumPy reproduces the accumulators exactly",
-          arguments: ["mlp", "cnn", "cnn-bn"])
+          arguments: ["mlp", "cnn", "cnn-bn", "resnet8"])
     func agreesWithFakeQuantAndNumPy(model: String) throws {
         let folder = try trainedModel("engine-\(model)", ["--model", model, "--float-epochs", "1", "--epochs", "1"])
         let export = folder + "/model.h5"

@@ -13,7 +13,11 @@ path = sys.argv[1]
 inspected = json.loads(open(sys.argv[2]).read()) if len(sys.argv) > 2 else None
 with h5py.File(path, "r") as f:
     assert f.attrs["format"] == "a2q-checkpoint" and isinstance(f.attrs["format"], str), f.attrs["format"]
-    assert int(f.attrs["format_version"]) == 1
+    assert int(f.attrs["format_version"]) == 2
+    # Schema 2: the model's tree and the image shape it takes.
+    description = json.loads(f.attrs["model_description"])
+    assert description["format"] == "a2q-model" and isinstance(description["layers"], list), description
+    assert [int(v) for v in f["input_shape"][()]] == [1, 28, 28], f["input_shape"][()]
     assert isinstance(f.attrs["phase"], str)
     config = json.loads(f.attrs["config"])
     layers = json.loads(f.attrs["layers"])

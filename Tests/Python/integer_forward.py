@@ -1,6 +1,7 @@
 """An independent integer forward pass of an a2q export, written from docs/CHECKPOINT.md only
 (tests only). Writes the last layer's int64 accumulators for the first N test images of an
-MNIST-format folder, to compare with the Swift engine's bit for bit.
+MNIST-format or CIFAR-10 binary folder, to compare with the Swift engine's bit for bit.
+Residual blocks and global average pooling follow the document's definitions.
 
     python3 integer_forward.py MODEL.h5 DATA_DIR N OUT.bin [--overflow wrap|saturate|wide]
                                [--bits NAME=P ...] [--counts OUT.json]
@@ -59,19 +60,26 @@ def register(products, bits, mode):
     return result, final, partial
 
 
-name = "t10k-images-idx3-ubyte"
-path = os.path.join(args.data, name + ".gz")
-images = read_idx(path if os.path.exists(path) else os.path.join(args.data, name))[:args.count]
+if os.path.exists(os.path.join(args.data, "test_batch.bin")):
+    # CIFAR-10 binary: records of 1 label byte and 3x32x32 pixels (channel planes).
+    records = np.fromfile(os.path.join(args.data, "test_batch.bin"), dtype=np.uint8).reshape(-1, 1 + 3 * 32 * 32)
+    images = records[:args.count, 1:]
+else:
+    name = "t10k-images-idx3-ubyte"
+    path = os.path.join(args.data, name + ".gz")
+    images = read_idx(path if os.path.exists(path) else os.path.join(args.data, name))[:args.count]
 
 counts = {}
-with h5py.File(args.model, "r") as f:
-    assert f.attrs["format"] == "a2q-export"
-    topology = json.loads(f.attrs["topology"])
-    x = images.astype(np.int64)[:, None, :, :]          # [N, 1, H, W] integers
-    acc = None
-    for op in topology:
+last = {"acc": None}
+
+
+def run(f, ops, x, scale):
+    """Runs a list of topology entries on x (integers after a quantize, floats after a layer,
+    an add or a pool); returns (x, scale of the integers in x)."""
+    for op in ops:
         kind = op["op"]
         if kind == "input":
+            scale = np.float32(op["scale"])
             continue
         if kind in ("conv2d", "linear"):
             g = f["layers"][op["name"]]
@@ -111,6 +119,7 @@ with h5py.File(args.model, "r") as f:
             else:
                 acc = sums
                 y = acc.astype(np.float32) * mult[None, :] + offset[None, :]
+            last["acc"] = acc
             x = y
         elif kind == "relu":
             x = np.maximum(x, np.float32(0))
@@ -118,6 +127,7 @@ with h5py.File(args.model, "r") as f:
             lo, hi = (-(2 ** (op["bits"] - 1)), 2 ** (op["bits"] - 1) - 1) if op["signed"] else (0, 2 ** op["bits"] - 1)
             inverse = np.float32(1) / np.float32(op["scale"])
             x = np.clip(np.rint(x.astype(np.float32) * inverse), lo, hi).astype(np.int64)
+            scale = np.float32(op["scale"])
         elif kind == "maxpool":
             k, s = op["kernel"], op["stride"]
             n, c, h, wd = x.shape
@@ -125,8 +135,28 @@ with h5py.File(args.model, "r") as f:
             x = np.max(np.stack([x[:, :, i:i + s * ho:s, j:j + s * wo:s] for i in range(k) for j in range(k)]), axis=0)
         elif kind == "flatten":
             x = x.reshape(x.shape[0], -1)
+        elif kind == "globalavgpool":
+            # The exact integer sum per channel, then Float(sum) * (scale / (H*W)) in float32.
+            n, c, h, wd = x.shape
+            total = x.astype(np.int64).reshape(n, c, h * wd).sum(axis=2)
+            x = total.astype(np.float32) * (np.float32(scale) / np.float32(h * wd))
+        elif kind == "residual":
+            # Both branches from the same integers; the join is Float(b)*s_b + Float(c)*s_c in float32.
+            b, sb = run(f, op["body"], x, scale)
+            c, sc = run(f, op["shortcut"], x, scale) if "shortcut" in op else (x, scale)
+            x = b.astype(np.float32) * np.float32(sb) + c.astype(np.float32) * np.float32(sc)
         else:
             raise SystemExit(f"unknown op {kind}")
+    return x, scale
+
+
+with h5py.File(args.model, "r") as f:
+    assert f.attrs["format"] == "a2q-export"
+    topology = json.loads(f.attrs["topology"])
+    shape = [int(v) for v in f["input_shape"][()]]
+    x = images.astype(np.int64).reshape([images.shape[0]] + shape)   # [N, C, H, W] integers
+    run(f, topology, x, np.float32(1))
+acc = last["acc"]
 acc.astype(np.int64).tofile(args.out)
 if args.counts:
     with open(args.counts, "w") as out:

@@ -28,7 +28,21 @@ public struct ModelName: RawRepresentable, Hashable, Sendable, Codable, CustomSt
 
     public var description: String { rawValue }
 
-    public init(from decoder: Decoder) throws { rawValue = try decoder.singleValueContainer().decode(String.self) }
+    /// A built-in's name, or a path ending in `.json`; nil otherwise.
+    public init?(validating text: String) {
+        let name = ModelName(rawValue: text)
+        guard !name.isFile || text.hasSuffix(".json") else { return nil }
+        self = name
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
+        guard let name = ModelName(validating: text) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "unknown model '\(text)': use one of \(ModelName.builtIn.map(\.rawValue).joined(separator: ", ")) or a model file PATH.json")
+        }
+        self = name
+    }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.singleValueContainer()
         try c.encode(rawValue)

@@ -1,0 +1,28 @@
+import A2QCore
+import A2QTrain
+import ArgumentParser
+
+/// `a2q model`: a built-in architecture as a model file, or a model file checked and summarised.
+struct ModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Print a built-in model as a model file (a start for your own), or check a model file and list its layers.")
+
+    @Argument(help: "A built-in (mlp, cnn, cnn-bn, resnet8, resnet14, resnet20) or a model file PATH.json.")
+    var model: ModelName
+    @Option(help: "Image shape to check the model against, C,H,W.") var input = "1,28,28"
+    @Flag(help: "List the parameters (name and shape) instead of printing the file.") var parameters = false
+
+    func run() throws {
+        let description = try ModelBuilder.description(of: model)
+        let shape = input.split(separator: ",").compactMap { Int($0) }
+        guard shape.count == 3 else { throw A2QError("--input \(input) is not C,H,W", remedy: "for example --input 3,32,32") }
+        var config = TrainConfig()
+        config.model = model
+        let built = try ModelBuilder.build(config, quantized: true, inputShape: shape, description: description)
+        guard parameters else { printLine(description.json()); return }
+        for view in built.parameters.views { printLine("\(view.name) \(describe(view.shape))") }
+        printLine("\(built.parameters.count) parameters, \(built.quantizedLayers.count) weight layers, "
+                  + "\(built.constrainedLayers.count) constrained by default")
+    }
+}
