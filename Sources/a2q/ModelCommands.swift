@@ -47,7 +47,7 @@ struct ExportCommand: ParsableCommand {
                            remedy: "create the folder or choose another --out")
         }
         let (model, header) = try ModelFiles.loadCheckpoint(checkpoint)
-        guard header.config.isQuantized && header.state.phase != "float" else {
+        guard header.config.isQuantized && header.state.phase != .float else {
             throw A2QError("\(checkpoint) holds a float model (\(header.config.isQuantized ? "the float phase of the run" : "a float run")): it has no integer model to export",
                            remedy: "export a checkpoint of an a2q, a2q+ or qat run; evaluate a float model with `a2q eval`")
         }
@@ -88,9 +88,9 @@ struct InspectCommand: ParsableCommand {
             report = Report(file: file, kind: "export", model: model.model, layers: LayerVerdict.verify(model))
         } else {
             let header = try CheckpointFile.header(file)
-            let layers = header.state.phase == "float" ? [] : LayerVerdict.verify(try ModelFiles.integerModel(file))
+            let layers = header.state.phase == .float ? [] : LayerVerdict.verify(try ModelFiles.integerModel(file))
             report = Report(file: file, kind: "checkpoint", model: header.config.model.rawValue, step: header.state.globalStep,
-                            phase: header.state.phase, config: header.config, layers: layers)
+                            phase: header.state.phase.rawValue, config: header.config, layers: layers)
         }
         if json { try printJSON(report); return }
         printLine("\(report.file): \(report.kind) of \(report.model)"

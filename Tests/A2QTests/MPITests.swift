@@ -67,11 +67,14 @@ enum MPIRun {
 
 @Suite("Data-parallel training under a real mpirun", .serialized)
 struct MPITests {
-    @Test("R=2 and R=3 (oversubscribed): every rank ends with bitwise-identical parameters", arguments: [2, 3])
-    func identicalReplicas(ranks: Int) throws {
+    @Test("R=2 and R=3 (oversubscribed): every rank ends with bitwise-identical parameters (mlp, and the residual resnet8 and resnet20)",
+          arguments: [(2, "mlp"), (3, "mlp"), (2, "resnet8"), (3, "resnet8"), (2, "resnet20"), (3, "resnet20")])
+    func identicalReplicas(ranks: Int, model: String) throws {
         let folder = temporaryFolder("mpi-replicas")
         let prefix = folder + "/dump"
-        let result = try MPIRun.run(ranks: ranks, MPIRun.trainArguments(out: folder, extra: ["--test-dump-parameters", prefix]))
+        var arguments = MPIRun.trainArguments(out: folder, extra: ["--test-dump-parameters", prefix])
+        if let index = arguments.firstIndex(of: "--model") { arguments[index + 1] = model }
+        let result = try MPIRun.run(ranks: ranks, arguments, timeout: 300)
         #expect(result.status == 0, "\(result.output)")
         let reference = try MPIRun.parameters(prefix, rank: 0)
         #expect(reference.count > 100_000)

@@ -85,7 +85,7 @@ public enum TrainingBenchmark {
         defer { try? FileManager.default.removeItem(atPath: path) }
         var failure: (any Error)?
         let save = measure(warmup: 1, repeats: repeats) {
-            do { try CheckpointFile.save(path: path, model: built, optimizer: optimizer, state: TrainingState(phase: "quantized"),
+            do { try CheckpointFile.save(path: path, model: built, optimizer: optimizer, state: TrainingState(phase: .quantized),
                                          config: config, worldSize: 1) } catch { failure = error }
         }
         let load = measure(warmup: 1, repeats: repeats) {

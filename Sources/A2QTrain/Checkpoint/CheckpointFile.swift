@@ -27,7 +27,7 @@ public enum CheckpointFile {
 
         /// The model this checkpoint holds, built empty (float or quantized as saved).
         public func buildModel() throws -> Model {
-            try ModelBuilder.build(config, quantized: state.phase != "float", inputShape: inputShape, description: description)
+            try ModelBuilder.build(config, quantized: state.phase != .float, inputShape: inputShape, description: description)
         }
     }
 
@@ -81,7 +81,7 @@ public enum CheckpointFile {
         try file.setAttribute("format_version", formatVersion)
         try file.setAttribute("software_version", "a2q \(a2qVersion)")
         try file.setAttribute("model", config.model.rawValue)
-        try file.setAttribute("phase", state.phase)
+        try file.setAttribute("phase", state.phase.rawValue)
         try file.setAttribute("step", state.step)
         try file.setAttribute("global_step", state.globalStep)
         try file.setAttribute("earlier_steps", state.earlierSteps)
@@ -145,8 +145,6 @@ public enum CheckpointFile {
 
     // MARK: Load
 
-    /// The phases a checkpoint can be saved in.
-    static let phases: Set<String> = ["float", "quantized"]
     /// The largest rank count a checkpoint may declare.
     static let maxWorldSize = 1 << 16
     /// Steps, epochs and positions beyond this are refused as damaged (2^40).
@@ -186,8 +184,10 @@ public enum CheckpointFile {
         do { try config.validate() } catch {
             throw A2QError("\(path): the stored configuration is invalid: \(error)", remedy: "the file is damaged or was altered")
         }
-        let phase = try file.stringAttribute("phase")
-        guard phases.contains(phase) else { throw A2QError("\(path): unknown phase '\(phase)' (expected float or quantized)") }
+        let phaseName = try file.stringAttribute("phase")
+        guard let phase = TrainingPhase(rawValue: phaseName) else {
+            throw A2QError("\(path): unknown phase '\(phaseName)' (expected float or quantized)")
+        }
         var state = TrainingState(phase: phase)
         state.step = try file.intAttribute("step", in: 0...maxCount)
         state.earlierSteps = try file.intAttribute("earlier_steps", in: 0...maxCount)

@@ -1,8 +1,8 @@
 /// Where a run is: enough, with the parameters and the optimizer state, to continue it
 /// bit for bit.
 public struct TrainingState: Sendable, Codable, Equatable {
-    /// "float" (pre-training) or "quantized" (or the only phase of a float/qat run).
-    public var phase: String
+    /// The phase the run is in.
+    public var phase: TrainingPhase
     /// 0-based epoch inside the phase.
     public var epoch: Int
     /// Global batches already consumed in `epoch`.
@@ -19,7 +19,7 @@ public struct TrainingState: Sendable, Codable, Equatable {
     public var floatTestAccuracy: Double?
     public var conversionTestAccuracy: Double?
 
-    public init(phase: String) {
+    public init(phase: TrainingPhase) {
         self.phase = phase
         epoch = 0
         position = 0

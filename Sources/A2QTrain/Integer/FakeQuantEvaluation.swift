@@ -4,13 +4,13 @@ import A2QNN
 
 /// Accuracy of the fake-quantized float graph (what training evaluates), single process.
 public enum FakeQuantEvaluation {
-    public static func accuracy(_ model: Model, _ data: Dataset, batch: Int = 500) -> Double {
+    public static func accuracy(_ model: Model, _ data: Dataset, batch: Int = 100) -> Double {
         let hits = predictions(model, data, batch: batch).enumerated().filter { $0.element == Int(data.labels[$0.offset]) }.count
         return Double(hits) / Double(max(data.count, 1))
     }
 
     /// Argmax class per image.
-    public static func predictions(_ model: Model, _ data: Dataset, batch: Int = 500) -> [Int] {
+    public static func predictions(_ model: Model, _ data: Dataset, batch: Int = 100) -> [Int] {
         let x = Tensor(shape: [0])
         var labels = [Int32](repeating: 0, count: batch)
         var out: [Int] = []

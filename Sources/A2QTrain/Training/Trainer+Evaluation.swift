@@ -1,0 +1,66 @@
+import A2QCore
+import A2QData
+import A2QDistributed
+import A2QNN
+import A2QQuant
+import Foundation
+
+/// Test evaluation (each rank a slice, reduced) and the cross-rank agreement checks.
+extension Trainer {
+    // MARK: Evaluation and agreement
+
+    /// Test accuracy and mean loss, each rank evaluating a contiguous slice, reduced.
+    public func evaluate(_ model: Model) throws -> (accuracy: Double, loss: Double) {
+        let per = (test.count + communicator.worldSize - 1) / communicator.worldSize
+        let start = min(communicator.rank * per, test.count), end = min(start + per, test.count)
+        var stats = [Double](repeating: 0, count: 3)
+        // 100 images per forward: every layer keeps scratch for the largest batch it has seen (a
+        // resnet20 conv at 500 images holds ~0.5 GB), so evaluation stays near the training sizes.
+        let evalBatch = 100
+        var evalLabels = [Int32](repeating: 0, count: evalBatch)
+        let x = Tensor(shape: [0])
+        var first = start
+        while first < end {
+            let last = min(first + evalBatch, end)
+            evalLabels.withUnsafeMutableBufferPointer { test.fill(first..<last, into: x, labels: $0) }
+            let logits = model.network.forward(x, training: false)
+            let value = evalLabels.withUnsafeBufferPointer {
+                loss.forward(logits, labels: UnsafeBufferPointer(rebasing: $0[0..<(last - first)]))
+            }
+            stats[0] += Double(value) * Double(last - first)
+            stats[1] += Double(loss.correctCount)
+            stats[2] += Double(last - first)
+            first = last
+        }
+        try stats.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+        return (stats[1] / max(stats[2], 1), stats[0] / max(stats[2], 1))
+    }
+
+    /// Every rank must run the same configuration with the same parameter count.
+    func checkAgreement() throws {
+        let mine: [Int64] = [Int64(bitPattern: config.hash), Int64(model.parameters.count), Int64(train.count)]
+        var low = mine, high = mine
+        try low.withUnsafeMutableBufferPointer { try communicator.allReduceMin($0) }
+        try high.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
+        let names = ["configuration hash", "parameter count", "training-set size"]
+        for i in 0..<mine.count where low[i] != high[i] {
+            // Rank 0 reports (and aborts the job); the others wait for that.
+            guard communicator.isRoot else { try communicator.barrier(); break }
+            throw A2QError("ranks disagree on the \(names[i]) (rank 0 has \(mine[i]), the ranks span \(low[i])...\(high[i]))",
+                           remedy: "start every rank with the same arguments, config file and data")
+        }
+    }
+
+    /// Compares a checksum of the parameters across ranks; a mismatch is fatal.
+    func checkConsistency(_ model: Model, step: Int) throws {
+        guard communicator.worldSize > 1 else { return }
+        let checksum = Int64(bitPattern: model.parameters.checksum())
+        var low = [checksum], high = [checksum]
+        try low.withUnsafeMutableBufferPointer { try communicator.allReduceMin($0) }
+        try high.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
+        if low[0] != high[0] {
+            throw A2QError("replicas diverged: parameter checksums differ across ranks at step \(step)",
+                           remedy: "this is a bug or a hardware fault; rerun from the last checkpoint")
+        }
+    }
+}
