@@ -182,15 +182,17 @@ enum BenchTables {
 
     static func training(_ results: [TrainingBenchmark.Result]) -> String {
         let phases = ["forward", "backward", "allreduce", "optimizer", "data"]
-        var lines = [column("model", 7) + column("quantizer", 10) + column("R", 3) + column("images/s", 10, right: true)
+        let width = max(7, (results.map(\.model.count).max() ?? 0) + 2)
+        var lines = [column("model", width) + column("quantizer", 10) + column("R", 3) + column("images/s", 10, right: true)
                      + phases.map { column($0, 11, right: true) }.joined() + column("quantizers", 12, right: true)
-                     + column("all-reduce", 12, right: true) + "   (ms per step)"]
+                     + column("all-reduce", 12, right: true) + column("GFLOP/s", 9, right: true) + "   (ms per step)"]
         for r in results {
-            var line = column(r.model, 7) + column(r.quantizer, 10) + column("\(r.ranks)", 3)
+            var line = column(r.model, width) + column(r.quantizer, 10) + column("\(r.ranks)", 3)
             line += column(String(format: "%.0f", r.imagesPerSecond), 10, right: true)
             line += phases.map { column(String(format: "%.2f", 1e3 * (r.secondsPerStep[$0] ?? 0)), 11, right: true) }.joined()
             line += column(String(format: "%.2f", 1e3 * r.quantizerSecondsPerStep), 12, right: true)
             line += column(String(format: "%.1f%%", 100 * r.allreduceShare), 12, right: true)
+            line += column(String(format: "%.1f", r.gflops), 9, right: true)
             lines.append(line)
         }
         return lines.joined(separator: "\n")

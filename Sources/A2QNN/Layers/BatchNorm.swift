@@ -1,10 +1,11 @@
 import A2QCore
+import NNKernels
 
 /// Batch normalisation over the channel axis of `[N, C]` (1d) or `[N, C, H, W]` (2d) inputs.
 ///
 /// Training mode normalises with the batch's mean and biased variance and updates the
 /// running statistics (`momentum` 0.1, unbiased variance, as PyTorch); evaluation mode uses
-/// the running statistics. Parameters: `<name>.weight` (γ) and `<name>.bias` (β), not
+/// the running statistics (the arithmetic is `a2qn_batchnorm_*` in NNKernels). Parameters: `<name>.weight` (γ) and `<name>.bias` (β), not
 /// decayed. Buffers: `<name>.running_mean`, `<name>.running_var`.
 public final class BatchNorm: Layer, @unchecked Sendable {
     public let name: String
@@ -58,42 +59,10 @@ public final class BatchNorm: Layer, @unchecked Sendable {
         normalized.reshape(shape)
         lastTraining = training
         let batch = shape[0], plane = shape.count == 4 ? shape[2] * shape[3] : 1
-        let m = batch * plane
-        let x = input.data, y = output.data, xhat = normalized.data
-        let gamma = parameters.value(scale), beta = parameters.value(shift)
-        for c in 0..<channels {
-            var mean: Float, variance: Float
-            if training {
-                var sum: Double = 0
-                for n in 0..<batch {
-                    let p = x + (n * channels + c) * plane
-                    for i in 0..<plane { sum += Double(p[i]) }
-                }
-                let mu = sum / Double(m)
-                var squares: Double = 0
-                for n in 0..<batch {
-                    let p = x + (n * channels + c) * plane
-                    for i in 0..<plane { let d = Double(p[i]) - mu; squares += d * d }
-                }
-                mean = Float(mu)
-                variance = Float(squares / Double(m))
-                let unbiased = m > 1 ? Float(squares / Double(m - 1)) : variance
-                runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mean
-                runningVariance[c] = (1 - momentum) * runningVariance[c] + momentum * unbiased
-            } else {
-                mean = runningMean[c]
-                variance = runningVariance[c]
-            }
-            let inv = 1 / (variance + epsilon).squareRoot()
-            inverseStd[c] = inv
-            for n in 0..<batch {
-                let offset = (n * channels + c) * plane
-                for i in 0..<plane {
-                    let h = (x[offset + i] - mean) * inv
-                    xhat[offset + i] = h
-                    y[offset + i] = gamma[c] * h + beta[c]
-                }
-            }
+        inverseStd.withUnsafeMutableBufferPointer { inv in
+            a2qn_batchnorm_forward(input.data, output.data, normalized.data, parameters.value(scale), parameters.value(shift),
+                                   runningMean.data, runningVariance.data, inv.baseAddress, Int64(batch), Int64(channels),
+                                   Int64(plane), epsilon, momentum, training ? 1 : 0)
         }
         return output
     }
@@ -104,28 +73,10 @@ public final class BatchNorm: Layer, @unchecked Sendable {
                      "\(name): gradient \(describe(outputGradient.shape)) does not match output \(describe(shape))")
         inputGradient.reshape(shape)
         let batch = shape[0], plane = shape.count == 4 ? shape[2] * shape[3] : 1
-        let m = Float(batch * plane)
-        let dy = outputGradient.data, dx = inputGradient.data, xhat = normalized.data
-        let gamma = parameters.value(scale)
-        let dGamma = parameters.gradient(scale), dBeta = parameters.gradient(shift)
-        for c in 0..<channels {
-            var sumDy: Float = 0, sumDyXhat: Float = 0
-            for n in 0..<batch {
-                let offset = (n * channels + c) * plane
-                for i in 0..<plane { sumDy += dy[offset + i]; sumDyXhat += dy[offset + i] * xhat[offset + i] }
-            }
-            dGamma[c] += sumDyXhat
-            dBeta[c] += sumDy
-            guard computesInputGradient else { continue }
-            let k = gamma[c] * inverseStd[c]
-            for n in 0..<batch {
-                let offset = (n * channels + c) * plane
-                for i in 0..<plane {
-                    dx[offset + i] = lastTraining
-                        ? k * (dy[offset + i] - sumDy / m - xhat[offset + i] * sumDyXhat / m)
-                        : k * dy[offset + i]
-                }
-            }
+        inverseStd.withUnsafeBufferPointer { inv in
+            a2qn_batchnorm_backward(outputGradient.data, normalized.data, inputGradient.data, parameters.value(scale),
+                                    inv.baseAddress, parameters.gradient(scale), parameters.gradient(shift), Int64(batch),
+                                    Int64(channels), Int64(plane), lastTraining ? 1 : 0, computesInputGradient ? 1 : 0)
         }
         return inputGradient
     }

@@ -5,9 +5,12 @@ import NNKernels
 /// 2-D convolution over NCHW inputs with square stride and padding, weight
 /// `[out, in, kh, kw]`, bias `[out]`, and a pluggable per-channel weight quantizer.
 ///
-/// Implementation: one im2col over the whole batch into `col` `[K, N·Ho·Wo]`
-/// (`K = in·kh·kw`), one `sgemm` `W_q [out, K] · col`, then a scatter into NCHW with the bias.
-/// Backward: the same two large `sgemm`s (weight gradient, column gradient) and a col2im.
+/// Implementation: the batch is processed in chunks of images whose im2col columns
+/// `[K, chunk·Ho·Wo]` (`K = in·kh·kw`) fit in the core's L2 cache (about 512 KiB): per chunk one
+/// im2col and one `sgemm` `W_q [out, K] · columns` into the chunk's columns of the product
+/// `[out, N·Ho·Wo]`, then one scatter into NCHW with the bias. Backward recomputes each chunk's
+/// columns (cheaper from cache than keeping the whole batch's in memory) for the weight-gradient
+/// `sgemm` (accumulated over chunks in order) and the column-gradient `sgemm` + col2im.
 public final class Conv2d: Layer, @unchecked Sendable {
     public let name: String
     public let inChannels: Int
@@ -24,12 +27,18 @@ public final class Conv2d: Layer, @unchecked Sendable {
 
     private let output = Tensor(shape: [0])
     private let inputGradient = Tensor(shape: [0])
-    private let columns = Tensor(shape: [0])
+    private let columns = Tensor(shape: [0])  // one chunk's im2col, [K, chunk·Ho·Wo]
     private let product = Tensor(shape: [0])  // [out, N·Ho·Wo], forward result and dY in backward
     private var input: Tensor?
     private var effectiveWeight: UnsafePointer<Float>?
     private var geometry = (batch: 0, height: 0, width: 0, outHeight: 0, outWidth: 0)
+    /// Images per chunk (columns of at most `chunkFloats` values).
+    private var chunk = 1
+    static let chunkFloats = 131_072
     private var cachedInputShape: [Int] = []
+
+    /// `[N, out, Ho, Wo]` of the last forward pass (empty before the first).
+    public var outputShape: [Int] { output.shape }
 
     /// K = in · kh · kw, the dot-product length per output channel.
     public var fanIn: Int { inChannels * kernelHeight * kernelWidth }
@@ -73,8 +82,9 @@ public final class Conv2d: Layer, @unchecked Sendable {
         let (ho, wo) = outputSize(height: shape[2], width: shape[3])
         precondition(ho > 0 && wo > 0, "\(name): input \(describe(shape)) is smaller than the \(kernelHeight)×\(kernelWidth) kernel")
         geometry = (shape[0], shape[2], shape[3], ho, wo)
+        chunk = max(1, min(shape[0], Conv2d.chunkFloats / max(fanIn * ho * wo, 1)))
         output.reshape([shape[0], outChannels, ho, wo])
-        columns.reshape([fanIn, shape[0] * ho * wo])
+        columns.reshape([fanIn, chunk * ho * wo])
         product.reshape([outChannels, shape[0] * ho * wo])
         inputGradient.reshape(shape)
         cachedInputShape = shape
@@ -87,16 +97,21 @@ public final class Conv2d: Layer, @unchecked Sendable {
         effectiveWeight = w
         let (batch, _, _, ho, wo) = geometry
         let plane = ho * wo, columnsCount = batch * plane
-        im2col(input.data)
-        BLAS.gemm(transposeA: false, transposeB: false, m: outChannels, n: columnsCount, k: fanIn,
-                  a: w, lda: fanIn, b: columns.data, ldb: columnsCount, beta: 0, c: product.data, ldc: columnsCount)
+        var first = 0
+        while first < batch {
+            let images = min(chunk, batch - first), width = images * plane
+            im2col(input.data, first: first, images: images)
+            BLAS.gemm(transposeA: false, transposeB: false, m: outChannels, n: width, k: fanIn,
+                      a: w, lda: fanIn, b: columns.data, ldb: width, beta: 0, c: product.data + first * plane, ldc: columnsCount)
+            first += images
+        }
         a2qn_rows_to_nchw(product.data, bias.map { UnsafePointer(parameters.value($0)) }, output.data, Int64(batch),
                           Int64(outChannels), Int64(plane))
         return output
     }
 
     public func backward(_ outputGradient: Tensor, parameters: ParameterStore) -> Tensor {
-        guard input != nil, let w = effectiveWeight else { preconditionFailure("\(name): backward before forward") }
+        guard let input, let w = effectiveWeight else { preconditionFailure("\(name): backward before forward") }
         precondition(outputGradient.shape == output.shape,
                      "\(name): gradient \(describe(outputGradient.shape)) does not match output \(describe(output.shape))")
         let (batch, _, _, ho, wo) = geometry
@@ -105,29 +120,36 @@ public final class Conv2d: Layer, @unchecked Sendable {
         let p = product.data
         a2qn_nchw_to_rows(outputGradient.data, p, bias.map { parameters.gradient($0) }, Int64(batch), Int64(outChannels), Int64(plane))
         let target = quantizer.weightGradientTarget(parameters)
-        BLAS.gemm(transposeA: false, transposeB: true, m: outChannels, n: fanIn, k: columnsCount,
-                  a: p, lda: columnsCount, b: columns.data, ldb: columnsCount,
-                  beta: target.accumulate ? 1 : 0, c: target.pointer, ldc: fanIn)
-        quantizer.backward(parameters)
-        if computesInputGradient {
-            BLAS.gemm(transposeA: true, transposeB: false, m: fanIn, n: columnsCount, k: outChannels,
-                      a: w, lda: fanIn, b: p, ldb: columnsCount, beta: 0, c: columns.data, ldc: columnsCount)
-            col2im(inputGradient.data)
+        var first = 0
+        while first < batch {
+            let images = min(chunk, batch - first), width = images * plane
+            im2col(input.data, first: first, images: images)
+            BLAS.gemm(transposeA: false, transposeB: true, m: outChannels, n: fanIn, k: width,
+                      a: p + first * plane, lda: columnsCount, b: columns.data, ldb: width,
+                      beta: target.accumulate || first > 0 ? 1 : 0, c: target.pointer, ldc: fanIn)
+            if computesInputGradient {
+                BLAS.gemm(transposeA: true, transposeB: false, m: fanIn, n: width, k: outChannels,
+                          a: w, lda: fanIn, b: p + first * plane, ldb: columnsCount, beta: 0, c: columns.data, ldc: width)
+                col2im(inputGradient.data, first: first, images: images)
+            }
+            first += images
         }
+        quantizer.backward(parameters)
         return inputGradient
     }
 
-    /// The output columns `ow` whose input column `ow·s − p + j` lies inside `[0, W)`.
-    private func im2col(_ x: UnsafePointer<Float>) {
-        let (batch, h, wIn, ho, wo) = geometry
+    /// im2col of images `first ..< first + images` into `columns` (`[K, images·Ho·Wo]`).
+    private func im2col(_ x: UnsafePointer<Float>, first: Int, images: Int) {
+        let (_, h, wIn, ho, wo) = geometry
         precondition(kernelHeight == kernelWidth, "\(name): square kernels only")
-        a2qn_im2col(x, columns.data, Int64(batch), Int64(inChannels), Int64(h), Int64(wIn), Int64(kernelHeight),
-                    Int64(stride), Int64(padding), Int64(ho), Int64(wo))
+        a2qn_im2col(x + first * inChannels * h * wIn, columns.data, Int64(images), Int64(inChannels), Int64(h), Int64(wIn),
+                    Int64(kernelHeight), Int64(stride), Int64(padding), Int64(ho), Int64(wo))
     }
 
-    private func col2im(_ dx: UnsafeMutablePointer<Float>) {
-        let (batch, h, wIn, ho, wo) = geometry
-        a2qn_col2im(columns.data, dx, Int64(batch), Int64(inChannels), Int64(h), Int64(wIn), Int64(kernelHeight),
-                    Int64(stride), Int64(padding), Int64(ho), Int64(wo))
+    /// col2im of `columns` into the input gradient of images `first ..< first + images`.
+    private func col2im(_ dx: UnsafeMutablePointer<Float>, first: Int, images: Int) {
+        let (_, h, wIn, ho, wo) = geometry
+        a2qn_col2im(columns.data, dx + first * inChannels * h * wIn, Int64(images), Int64(inChannels), Int64(h), Int64(wIn),
+                    Int64(kernelHeight), Int64(stride), Int64(padding), Int64(ho), Int64(wo))
     }
 }

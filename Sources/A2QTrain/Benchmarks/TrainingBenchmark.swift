@@ -21,11 +21,16 @@ public enum TrainingBenchmark {
         public var allreduceShare: Double
         /// Weight quantizers' forward + backward per step, seconds (0 for float).
         public var quantizerSecondsPerStep: Double
+        /// Floating-point operations of one training image in the convolutions and linear
+        /// layers: 2·MACs forward, twice that backward (input and weight gradients).
+        public var flopsPerImage: Double
+        /// `flopsPerImage · images/s`: the GEMM work rate the whole step sustains.
+        public var gflops: Double { flopsPerImage * imagesPerSecond / 1e9 }
 
         enum CodingKeys: String, CodingKey {
             case model, quantizer, ranks, batchPerRank = "batch_per_rank", steps, imagesPerSecond = "images_per_second"
             case secondsPerStep = "seconds_per_step", allreduceShare = "allreduce_share"
-            case quantizerSecondsPerStep = "quantizer_seconds_per_step"
+            case quantizerSecondsPerStep = "quantizer_seconds_per_step", flopsPerImage = "flops_per_image"
         }
     }
 
@@ -70,7 +75,21 @@ public enum TrainingBenchmark {
         return Result(model: model.rawValue, quantizer: quantizer.rawValue, ranks: communicator.worldSize,
                       batchPerRank: batchPerRank, steps: steps, imagesPerSecond: summary.imagesPerSecond,
                       secondsPerStep: perStep, allreduceShare: (perStep["allreduce"] ?? 0) / max(stepSeconds, 1e-12),
-                      quantizerSecondsPerStep: quantizerSeconds)
+                      quantizerSecondsPerStep: quantizerSeconds, flopsPerImage: trainingFlopsPerImage(trainer.model))
+    }
+
+    /// 3 × 2 × the multiply-adds of every convolution and linear layer for one image (shapes of
+    /// the last forward pass).
+    public static func trainingFlopsPerImage(_ model: Model) -> Double {
+        var macs = 0.0
+        for leaf in model.network.leaves {
+            if let conv = leaf as? Conv2d, conv.outputShape.count == 4 {
+                macs += Double(conv.outChannels * conv.fanIn * conv.outputShape[2] * conv.outputShape[3])
+            } else if let linear = leaf as? Linear {
+                macs += Double(linear.inputs * linear.outputs)
+            }
+        }
+        return 3 * 2 * macs
     }
 
     /// Checkpoint save and load times (median seconds) for `model` with A2Q+.

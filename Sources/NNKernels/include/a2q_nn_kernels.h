@@ -1,4 +1,4 @@
-// Layer kernels of the training graph (NCHW float32): max pooling and im2col/col2im.
+// Layer kernels of the training graph (NCHW float32): max pooling, im2col/col2im, BatchNorm.
 // Plain C vectorised by the compiler, compiled per instruction-set level (target_clones).
 #ifndef A2Q_NN_KERNELS_H
 #define A2Q_NN_KERNELS_H
@@ -27,5 +27,16 @@ void a2qn_adam(float *p, const float *g, float *m, float *v, int64_t n, float b1
 void a2qn_rows_to_nchw(const float *rows, const float *bias, float *y, int64_t batch, int64_t channels, int64_t plane);
 /// NCHW dy → rows[o][(n, i)], adding Σ dy over (n, i) to bias_gradient[o] (may be NULL).
 void a2qn_nchw_to_rows(const float *dy, float *rows, float *bias_gradient, int64_t batch, int64_t channels, int64_t plane);
+
+/// BatchNorm over NCHW (plane = H·W, 1 for [N, C]): training mode uses the batch mean and
+/// biased variance (two passes) and updates the running statistics (unbiased variance);
+/// evaluation uses the running statistics. Writes y, xhat = (x − mean)·inverse_std, inverse_std.
+void a2qn_batchnorm_forward(const float *x, float *y, float *xhat, const float *gamma, const float *beta,
+                            float *running_mean, float *running_var, float *inverse_std, int64_t batch,
+                            int64_t channels, int64_t plane, float eps, float momentum, int32_t training);
+/// Its backward: adds Σ dy·xhat and Σ dy to dgamma, dbeta; writes dx when input_gradient.
+void a2qn_batchnorm_backward(const float *dy, const float *xhat, float *dx, const float *gamma,
+                             const float *inverse_std, float *dgamma, float *dbeta, int64_t batch,
+                             int64_t channels, int64_t plane, int32_t training, int32_t input_gradient);
 
 #endif
