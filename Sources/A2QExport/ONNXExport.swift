@@ -105,6 +105,8 @@ public enum ONNXExport {
         /// The FINN datatype of the current tensor when it holds integers (after a quantizer, and
         /// through max pooling and flattening, which keep integers integers).
         private var datatype: String?
+        /// The scale of the integers in the current tensor (after an input or quantize op).
+        private var scale: Float = 1
         /// QONNX tools want every tensor's shape: a fixed batch of 1 there, symbolic in ONNX.
         private var batch: Int? { dialect == .qonnx ? 1 : nil }
 
@@ -125,11 +127,19 @@ public enum ONNXExport {
         mutating func add(_ model: IntegerModel) throws {
             builder.input(inputName, batch: batch, shape: model.inputShape)
             shape = model.inputShape
-            var current = inputName
-            for op in model.ops {
+            let current = try add(model.ops, from: inputName)
+            builder.node("Identity", [current], output: outputName)
+            builder.output(outputName, batch: batch, shape: [model.classes])
+        }
+
+        /// Emits a list of ops starting from the tensor `current`; returns the last output.
+        mutating func add(_ ops: [IntegerOp], from start: String) throws -> String {
+            var current = start
+            for op in ops {
                 switch op {
-                case .input(let format, _):
+                case .input(let format, let scale):
                     current = try integers(current, format: format, name: "input")
+                    self.scale = scale
                 case .layer(let layer):
                     current = try weightLayer(layer, input: current)
                     datatype = nil
@@ -140,6 +150,7 @@ public enum ONNXExport {
                     let inverse: Float = 1 / scale  // float32, as the engine forms it
                     let scaled = emit("Mul", [current, scalar(inverse, "\(name).inverse_scale")], output: "\(name).scaled")
                     current = try integers(scaled, format: format, name: name)
+                    self.scale = scale
                 case .maxPool(let kernel, let stride):
                     shape = [shape[0], (shape[1] - kernel) / stride + 1, (shape[2] - kernel) / stride + 1]
                     current = emit("MaxPool", [current], output: current + ".maxpool",
@@ -151,13 +162,34 @@ public enum ONNXExport {
                     current = emit("Flatten", [current], output: current + ".flatten",
                                            attributes: [ONNXGraphBuilder.attribute("axis", int: 1)])
                     if let datatype { builder.annotate(current, datatype: datatype) }
-                case .globalAvgPool(let name, _), .residual(let name, _, _):
-                    throw A2QError("\(name): residual blocks and average pooling are not in the ONNX/QONNX writers yet",
-                                   remedy: "export this model with --format hdf5 (the integer engine, verify and inspect read it)")
+                case .globalAvgPool(let name, let bits):
+                    // The exact integer sum per channel (ReduceSum over H, W), then · (scale / (H·W))
+                    // in float32, as the engine: not GlobalAveragePool, which divides.
+                    let plane = shape[1] * shape[2]
+                    shape = [shape[0]]
+                    let axes = builder.integerConstant("\(name).axes", [2, 3], shape: [2], type: .int64)
+                    let sum = emit("ReduceSum", [current, axes], output: "\(name).sum",
+                                   attributes: [ONNXGraphBuilder.attribute("keepdims", int: 0)])
+                    builder.annotate(sum, datatype: "INT\(bits)")
+                    let m = Float(scale) / Float(plane)
+                    current = emit("Mul", [sum, scalar(m, "\(name).multiplier")], output: "\(name).y")
+                    datatype = nil
+                case .residual(let name, let body, let shortcut):
+                    let entry = (current: current, shape: shape, datatype: datatype, scale: scale)
+                    let b = try add(body, from: entry.current)
+                    let bodyScale = scale, bodyShape = shape
+                    (shape, datatype, scale) = (entry.shape, entry.datatype, entry.scale)
+                    let c = try shortcut.map { try add($0, from: entry.current) } ?? entry.current
+                    let shortcutScale = scale
+                    shape = bodyShape
+                    // float32(b)·s_b + float32(c)·s_c: two products, then the sum (as the engine).
+                    let p = emit("Mul", [b, scalar(bodyScale, "\(name).body_scale")], output: "\(name).body")
+                    let q = emit("Mul", [c, scalar(shortcutScale, "\(name).shortcut_scale")], output: "\(name).shortcut")
+                    current = emit("Add", [p, q], output: "\(name).sum")
+                    datatype = nil
                 }
             }
-            builder.node("Identity", [current], output: outputName)
-            builder.output(outputName, batch: batch, shape: [model.classes])
+            return current
         }
 
         /// A float32 scalar initializer, shared by name.

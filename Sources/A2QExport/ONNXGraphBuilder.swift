@@ -31,6 +31,7 @@ struct ONNXGraphBuilder {
         case .int8: tensor.rawData = Data(values.map { UInt8(bitPattern: Int8(clamping: $0)) })
         case .uint8: tensor.rawData = Data(values.map { UInt8(clamping: $0) })
         case .int16: tensor.rawData = values.map { Int16(clamping: $0) }.withUnsafeBytes { Data($0) }
+        case .int64: tensor.rawData = values.map { Int64($0) }.withUnsafeBytes { Data($0) }
         default: tensor.rawData = values.withUnsafeBytes { Data($0) }
         }
         graph.initializer.append(tensor)

@@ -1,3 +1,4 @@
+import A2QCore
 import A2QTrain
 import Foundation
 import Testing
@@ -61,6 +62,31 @@ struct CommandLineInputTests {
         }
         let missing = try runA2Q(["train", "--config", folder + "/nope.json"])
         #expect(missing.status == 1 && missing.output.contains("cannot read the config file \(folder)/nope.json"), "\(missing.output)")
+    }
+
+    @Test("each option is declared once: one table gives the flags, the config-file keys, the stored configuration and the help")
+    func optionsDeclaredOnce() throws {
+        // Every stored setting of TrainConfig has exactly one option.
+        let properties = Mirror(reflecting: TrainConfig()).children.compactMap(\.label)
+        #expect(properties.count == TrainConfig.options.count, "\(properties.count) settings, \(TrainConfig.options.count) options")
+        #expect(Set(TrainConfig.options.map(\.name)).count == TrainConfig.options.count)
+        var c = TrainConfig()
+        try c.apply(arguments: ["--weight-bits", "6", "--lr=0.01", "--layer-accumulator-bits", "fc1=18",
+                                "--layer-accumulator-bits", "fc2=20", "--model", "resnet8", "--max-steps", "7"])
+        #expect(c.weightBits == 6 && c.lr == 0.01 && c.layerAccumulatorBits == ["fc1": 18, "fc2": 20] && c.model == .resnet8 && c.maxSteps == 7)
+        let decoded = try JSONDecoder().decode(TrainConfig.self, from: Data(c.json().utf8))
+        #expect(decoded == c)
+        let keys = try #require(try JSONSerialization.jsonObject(with: Data(c.json().utf8)) as? [String: Any]).keys
+        #expect(Set(keys).isSubset(of: Set(TrainConfig.options.map(\.name))))
+        for (words, phrase) in [(["--modle", "cnn"], "did you mean --model?"), (["--weight-bits", "x"], "takes <integer>"),
+                                (["--quantizer", "a3q"], "takes <float|qat|a2q|a2q+>"), (["--epochs"], "needs a value"),
+                                (["--model", "resnet9000"], "is not a valid value"), (["cnn"], "unexpected argument")] {
+            var d = TrainConfig()
+            #expect(throws: A2QError.self) { try d.apply(arguments: words) }
+            do { try d.apply(arguments: words) } catch { #expect("\(error)".contains(phrase), "\(words): \(error)") }
+        }
+        let help = try runA2Q(["train", "--help"])
+        #expect(TrainConfig.options.allSatisfy { help.output.contains("--\($0.name) <") }, "\(help.output)")
     }
 
     @Test("data folders: image and label counts that differ, images that are not 28×28, a truncated file; eval reads a folder with only the test files")

@@ -6,7 +6,7 @@ import Testing
 @Suite("QONNX and ONNX exports in qonnx and onnxruntime", .serialized)
 struct ExportFormatTests {
     @Test("qonnx's executor and onnxruntime give the integer engine's predictions on 1,000 test images; qonnx reads the datatypes and sizes every accumulator as a2q does",
-          arguments: ["cnn", "cnn-bn"])
+          arguments: ["cnn", "cnn-bn", "resnet8"])
     func consumersAgree(model: String) throws {
         let folder = try trainedModel("onnx-\(model)", ["--model", model, "--float-epochs", "1", "--epochs", "1"])
         let checkpoint = folder + "/final.h5"
@@ -27,7 +27,10 @@ struct ExportFormatTests {
                 "\(output)")
         #expect(report["qonnx_accumulators_equal"] as? Bool == true)
         let layers = try #require(report["layers"] as? [String: [String: Any]])
-        #expect(layers.count == 4 && layers.values.allSatisfy { $0["fits"] as? Bool == true }, "\(layers)")
+        // Every weight layer sized by qonnx (4 in the chains, 10 in resnet8, shortcuts included), and resnet8's pool.
+        let weightLayers = layers.values.filter { $0["qonnx_range"] != nil }
+        #expect(weightLayers.count == (model == "resnet8" ? 10 : 4) && weightLayers.allSatisfy { $0["fits"] as? Bool == true }, "\(layers)")
+        #expect(layers.count == weightLayers.count + (model == "resnet8" ? 1 : 0))
         print("\(model) interop: \(output)")
     }
 

@@ -60,8 +60,9 @@ public enum FirstLastPolicy: String, CaseIterable, Sendable, Codable {
 public enum OptimizerName: String, CaseIterable, Sendable, Codable { case sgd, adam, adamw }
 public enum ScheduleName: String, CaseIterable, Sendable, Codable { case constant, step, cosine }
 
-/// Everything that defines a training run. Keys in a config file (JSON) are the flag names
-/// (`weight-bits`, ...); flags override the file; unset values take the defaults below.
+/// Everything that defines a training run. Each setting is a property with its default here
+/// and one entry in `TrainConfig.options` (its flag, config-file key and help); flags override
+/// a config file, which overrides the defaults.
 public struct TrainConfig: Sendable, Codable, Equatable {
     public var model: ModelName = .cnn
     public var quantizer: WeightQuantizerKind = .a2qPlus
@@ -116,61 +117,17 @@ public struct TrainConfig: Sendable, Codable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, quantizer, weightBits = "weight-bits", actBits = "act-bits", accumulatorBits = "accumulator-bits"
-        case firstLast = "first-last", layerAccumulatorBits = "layer-accumulator-bits", epochs
-        case maxSteps = "max-steps", floatEpochs = "float-epochs", batchSize = "batch-size", optimizer, lr
-        case floatLr = "float-lr", weightDecay = "weight-decay", schedule, warmupSteps = "warmup-steps", seed, data
-        case trainSubset = "train-subset", out, init_ = "init", regularizer, quantizerLrScale = "quantizer-lr-scale"
-        case projectDirections = "project-directions", distill, distillTemperature = "distill-temperature"
-        case calibrationBatches = "calibration-batches"
-        case logEvery = "log-every", checkEvery = "check-every", watchdogSeconds = "watchdog-seconds"
-        case allreduceBucketMB = "allreduce-bucket-mb"
-        case checkpointEvery = "checkpoint-every", keepCheckpoints = "keep-checkpoints", resume, initFrom = "init-from"
-        case stopAfterSteps = "stop-after-steps"
+    /// Decodes a config file (keys = the options' names, `TrainConfig.options`); absent keys
+    /// keep the defaults.
+    public init(from decoder: Decoder) throws {
+        self.init()
+        let container = try decoder.container(keyedBy: OptionKey.self)
+        for option in TrainConfig.options { try option.decode(&self, container) }
     }
 
-    /// Decodes a config file where every key is optional and defaults fill the rest.
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = TrainConfig.defaults
-        model = try c.decodeIfPresent(ModelName.self, forKey: .model) ?? d.model
-        quantizer = try c.decodeIfPresent(WeightQuantizerKind.self, forKey: .quantizer) ?? d.quantizer
-        weightBits = try c.decodeIfPresent(Int.self, forKey: .weightBits) ?? d.weightBits
-        actBits = try c.decodeIfPresent(Int.self, forKey: .actBits) ?? d.actBits
-        accumulatorBits = try c.decodeIfPresent(Int.self, forKey: .accumulatorBits) ?? d.accumulatorBits
-        firstLast = try c.decodeIfPresent(FirstLastPolicy.self, forKey: .firstLast) ?? d.firstLast
-        layerAccumulatorBits = try c.decodeIfPresent([String: Int].self, forKey: .layerAccumulatorBits) ?? d.layerAccumulatorBits
-        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? d.epochs
-        maxSteps = try c.decodeIfPresent(Int.self, forKey: .maxSteps) ?? d.maxSteps
-        floatEpochs = try c.decodeIfPresent(Int.self, forKey: .floatEpochs) ?? d.floatEpochs
-        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
-        optimizer = try c.decodeIfPresent(OptimizerName.self, forKey: .optimizer) ?? d.optimizer
-        lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
-        floatLr = try c.decodeIfPresent(Float.self, forKey: .floatLr) ?? d.floatLr
-        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? d.weightDecay
-        schedule = try c.decodeIfPresent(ScheduleName.self, forKey: .schedule) ?? d.schedule
-        warmupSteps = try c.decodeIfPresent(Int.self, forKey: .warmupSteps) ?? d.warmupSteps
-        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
-        data = try c.decodeIfPresent(String.self, forKey: .data) ?? d.data
-        trainSubset = try c.decodeIfPresent(Int.self, forKey: .trainSubset) ?? d.trainSubset
-        out = try c.decodeIfPresent(String.self, forKey: .out) ?? d.out
-        init_ = try c.decodeIfPresent(WeightInitMethod.self, forKey: .init_) ?? d.init_
-        regularizer = try c.decodeIfPresent(Float.self, forKey: .regularizer) ?? d.regularizer
-        quantizerLrScale = try c.decodeIfPresent(Float.self, forKey: .quantizerLrScale) ?? d.quantizerLrScale
-        projectDirections = try c.decodeIfPresent(Int.self, forKey: .projectDirections) ?? d.projectDirections
-        distill = try c.decodeIfPresent(Float.self, forKey: .distill) ?? d.distill
-        distillTemperature = try c.decodeIfPresent(Float.self, forKey: .distillTemperature) ?? d.distillTemperature
-        calibrationBatches = try c.decodeIfPresent(Int.self, forKey: .calibrationBatches) ?? d.calibrationBatches
-        logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? d.logEvery
-        checkEvery = try c.decodeIfPresent(Int.self, forKey: .checkEvery) ?? d.checkEvery
-        watchdogSeconds = try c.decodeIfPresent(Double.self, forKey: .watchdogSeconds) ?? d.watchdogSeconds
-        allreduceBucketMB = try c.decodeIfPresent(Double.self, forKey: .allreduceBucketMB) ?? d.allreduceBucketMB
-        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? d.checkpointEvery
-        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
-        resume = try c.decodeIfPresent(String.self, forKey: .resume) ?? d.resume
-        initFrom = try c.decodeIfPresent(String.self, forKey: .initFrom) ?? d.initFrom
-        stopAfterSteps = try c.decodeIfPresent(Int.self, forKey: .stopAfterSteps) ?? d.stopAfterSteps
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: OptionKey.self)
+        for option in TrainConfig.options { try option.encode(self, &container) }
     }
 
     public static let defaults = TrainConfig()
@@ -187,7 +144,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
                            remedy: example)
         }
         guard let object = parsed as? [String: Any] else { throw A2QError("\(path) is not a JSON object", remedy: example) }
-        let valid = Set(CodingKeys.allCases.map(\.stringValue))
+        let valid = Set(TrainConfig.options.map(\.name))
         if let unknown = object.keys.sorted().first(where: { !valid.contains($0) }) {
             throw A2QError("\(path): unknown key '\(unknown)'", remedy: "valid keys: \(valid.sorted().joined(separator: ", "))")
         }
