@@ -1,5 +1,6 @@
 import A2QCore
 import A2QNN
+import A2QQuant
 import Testing
 
 @Suite("Layer forward and backward against Float64 finite differences")
@@ -54,6 +55,38 @@ struct LayerGradientTests {
             naiveConvolution(x, n: t.n, c: t.c, h: t.h, w: t.w, weight: Array(p[0..<weights]),
                              bias: Array(p[weights...]), outChannels: t.out, kernel: t.k, stride: t.stride, padding: t.pad)
         }
+    }
+
+    @Test("Conv2d over a batch that spans several L2-sized chunks equals the same layer run image by image (outputs, input and weight gradients; float and A2Q+)",
+          arguments: [WeightQuantizerKind.float, .a2qPlus])
+    func conv2dChunks(kind: WeightQuantizerKind) throws {
+        // 8 channels of 32×32 with a 3×3 kernel: 73,728 column values per image, so each image is its own chunk.
+        var layout = ParameterLayout()
+        let spec = kind == .float ? WeightQuantizerSpec.float : WeightQuantizerSpec(kind: kind, weightBits: 8, accumulatorBits: 20)
+        let conv = try Conv2d(name: "conv", inChannels: 8, outChannels: 6, kernelSize: 3, padding: 1, quantizer: spec,
+                              input: InputFormat(bits: 8, signed: true), layout: &layout)
+        let store = ParameterStore(layout: layout)
+        var g = Xoshiro256(seed: 12)
+        randomize(store, &g)
+        conv.quantizer.initializeFromFloatWeights(store)
+        let (n, plane) = (3, 8 * 32 * 32)
+        let x = randomTensor([n, 8, 32, 32], &g), dy = randomTensor([n, 6, 32, 32], &g)
+        store.zeroGradients()
+        let y = conv.forward(x, parameters: store, training: true).array
+        let dx = conv.backward(dy, parameters: store).array
+        let batched = store.gradientsArray()
+        var weightGradient = [Float](repeating: 0, count: batched.count)
+        for image in 0..<n {
+            let xi = Tensor(shape: [1, 8, 32, 32], values: Array(x.array[(image * plane)..<((image + 1) * plane)]))
+            let dyi = Tensor(shape: [1, 6, 32, 32], values: Array(dy.array[(image * 6 * 1024)..<((image + 1) * 6 * 1024)]))
+            store.zeroGradients()
+            #expect(conv.forward(xi, parameters: store, training: true).array == Array(y[(image * 6 * 1024)..<((image + 1) * 6 * 1024)]))
+            #expect(conv.backward(dyi, parameters: store).array == Array(dx[(image * plane)..<((image + 1) * plane)]))
+            for (k, v) in store.gradientsArray().enumerated() { weightGradient[k] += v }
+        }
+        let worst = zip(batched, weightGradient).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+        #expect(worst < 1e-4, "weight gradients differ by \(worst)")
+        #expect(batched.contains { $0 != 0 })
     }
 
     @Test("ReLU")

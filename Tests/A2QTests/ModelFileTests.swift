@@ -153,6 +153,14 @@ struct ModelFileTests {
         #expect(try runA2Q(["export", run + "/final.h5", "--out", export]).status == 0)
         let verify = try runA2Q(["verify", export])
         #expect(verify.status == 0 && verify.output.contains("stage3.block1.shortcut.conv") && verify.output.contains("avgpool"), "\(verify.output)")
+        // The pool's sum is an accumulator: 8×8 uint8 values per channel on 32×32 images, at most
+        // 64·255 = 16,320 (15 bits signed); a 14-bit register is refused.
+        let proof = try runA2Q(["verify", export, "--json"])
+        let layers = try #require((try JSONSerialization.jsonObject(with: Data(proof.output.utf8)) as? [String: Any])?["layers"] as? [[String: Any]])
+        let pool = try #require(layers.first { $0["quantizer"] as? String == "avgpool" })
+        #expect(pool["acc_max"] as? Int == 16320 && pool["acc_min"] as? Int == 0 && pool["p_min"] as? Int == 15, "\(pool)")
+        let narrow = try runA2Q(["verify", export, "--layer-accumulator-bits", "pool=14"])
+        #expect(narrow.status == 2 && narrow.output.contains("CAN OVERFLOW"), "\(narrow.output)")
         let dump = run + "/engine.bin"
         let eval = try runA2Q(["eval", "--integer", export, "--data", data, "--test-dump-accumulators", dump], timeout: 300)
         #expect(eval.status == 0, "\(eval.output)")
