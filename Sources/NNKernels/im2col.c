@@ -27,6 +27,36 @@ KERNEL __attribute__((no_builtin("memcpy"))) void a2qn_im2col(const float *x, fl
                 int64_t low, high;
                 valid_columns(j, w, wo, stride, pad, &low, &high);
                 float *row = columns + ((c * kernel + i) * kernel + j) * count;
+                if (stride == 1 && wo == w && low < high) {
+                    // "Same" convolution: the rows oh with a valid input row ih = oh − pad + i form one
+                    // contiguous span in both x and the columns (shifted by j − pad): one long copy,
+                    // then the edge columns that fall into the padding are zeroed.
+                    int64_t first = pad - i > 0 ? pad - i : 0, last = h + pad - i < ho ? h + pad - i : ho;
+                    for (int64_t n = 0; n < batch; n++) {
+                        const float *image = x + (n * channels + c) * h * w;
+                        float *dst = row + n * plane;
+                        for (int64_t k = 0; k < first * wo; k++) dst[k] = 0;
+                        for (int64_t k = (last > first ? last : first) * wo; k < plane; k++) dst[k] = 0;
+                        if (last <= first) continue;
+                        const float *src = image + (first - pad + i) * w - pad + j;
+                        float *span = dst + first * wo;
+                        int64_t length = (last - first) * wo;
+                        int64_t begin = (first - pad + i) * w - pad + j < 0 ? -((first - pad + i) * w - pad + j) : 0;
+                        int64_t end = length;
+                        int64_t available = h * w - ((first - pad + i) * w - pad + j);
+                        if (end > available) end = available;
+                        for (int64_t k = 0; k < begin; k++) span[k] = 0;
+                        _Pragma("clang loop vectorize(enable)")
+                        for (int64_t k = begin; k < end; k++) span[k] = src[k];
+                        for (int64_t k = end; k < length; k++) span[k] = 0;
+                        for (int64_t oh = first; oh < last; oh++) {
+                            float *r = dst + oh * wo;
+                            for (int64_t ow = 0; ow < low; ow++) r[ow] = 0;
+                            for (int64_t ow = high; ow < wo; ow++) r[ow] = 0;
+                        }
+                    }
+                    continue;
+                }
                 for (int64_t n = 0; n < batch; n++) {
                     const float *image = x + (n * channels + c) * h * w;
                     for (int64_t oh = 0; oh < ho; oh++) {
