@@ -1,11 +1,7 @@
 #include "a2q_nn_kernels.h"
 #include <math.h>
 
-#if defined(__x86_64__) && defined(__clang__)
-#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL
-#endif
+#include "kernel.h"
 
 // Per-channel sums are reductions: reassociated so that they vectorise. Every rank runs the
 // same code on its own batch, so replicas stay identical.

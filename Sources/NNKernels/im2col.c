@@ -1,11 +1,7 @@
 #include "a2q_nn_kernels.h"
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__clang__)
-#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL
-#endif
+#include "kernel.h"
 
 /// Output columns ow whose input column ow*stride - pad + j lies inside [0, w): [*low, *high).
 static inline void valid_columns(int64_t j, int64_t w, int64_t wo, int64_t stride, int64_t pad, int64_t *low, int64_t *high) {

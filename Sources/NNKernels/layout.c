@@ -1,10 +1,6 @@
 #include "a2q_nn_kernels.h"
 
-#if defined(__x86_64__) && defined(__clang__)
-#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL
-#endif
+#include "kernel.h"
 
 KERNEL void a2qn_rows_to_nchw(const float *rows, const float *bias, float *y, int64_t batch, int64_t channels,
                               int64_t plane) {

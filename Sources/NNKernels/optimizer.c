@@ -1,11 +1,7 @@
 #include "a2q_nn_kernels.h"
 #include <math.h>
 
-#if defined(__x86_64__) && defined(__clang__)
-#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL
-#endif
+#include "kernel.h"
 
 // The same operations in the same order as the scalar definition (no fma contraction):
 // division and square root are correctly rounded in every instruction set, so every clone

@@ -1,11 +1,7 @@
 #include "a2q_nn_kernels.h"
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__clang__)
-#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL
-#endif
+#include "kernel.h"
 
 KERNEL void a2qn_maxpool2_forward(const float *x, float *y, int32_t *index, int64_t planes, int64_t h, int64_t w) {
     int64_t ho = h / 2, wo = w / 2;
