@@ -82,7 +82,7 @@ struct MPITests {
         // Only rank 0 writes the run folder and prints the summary.
         #expect(result.output.components(separatedBy: "done: test accuracy").count == 2, "\(result.output)")
         // The files an R-rank run leaves are what users open next: all validate and load.
-        for file in ["final.h5", "float.h5"] + CheckpointFolder.periodic(in: folder).map { ($0 as NSString).lastPathComponent } {
+        for file in ["final.h5", "float.h5"] + CheckpointFolder.periodic(in: folder).map({ ($0 as NSString).lastPathComponent }) {
             let path = folder + "/" + file
             #expect(throws: Never.self) { _ = try CheckpointFile.validate(path) }
             let inspect = try runA2Q(["inspect", path])

@@ -107,6 +107,12 @@ struct ModelFileTests {
                  {"type": "flatten", "name": "f"}, {"type": "linear", "name": "fc"}]
                 """), ["residual block: its body does not end in quantized values", "quant"]),
             (try model(#"[{"type": "conv", "name": "a.b", "out": 8}]"#), ["must be non-empty and contain no '.'"]),
+            (try model("[\(conv), {\"type\": \"relu\", \"name\": \"r\"}]"), ["two layers are named r"]),
+            (try model("""
+                [\(conv), {"type": "residual", "name": "block", "body": [{"type": "relu", "name": "body"}]}]
+                """), ["two layers are named block.body", "'body' and 'shortcut' are taken"]),
+            (try model(#"[{"type": "flatten", "name": "f"}, {"type": "linear", "name": "huge", "out": 1000000}]"#),
+             ["huge would have 784000000 weights, more than the 67108864"]),
             (folder + "/missing.json", ["cannot read the model file"]),
         ]
         for (path, phrases) in cases {

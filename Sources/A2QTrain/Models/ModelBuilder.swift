@@ -81,6 +81,10 @@ public enum ModelBuilder {
         var layout = ParameterLayout()
         var quantizedLayers: [QuantizedLayer] = []
         var activations: [ActivationQuantizer] = []
+        /// Full names used so far (layers and blocks): a file may not use one twice.
+        var names: Set<String> = ["input", "model"]
+        /// The most weights one layer may have (2^26, as exports allow).
+        static let maxLayerWeights = 1 << 26
 
         /// What flows between layers: the shape of one example, its integer format (nil once
         /// a layer leaves the integer grid) and the quantizer that set it.
@@ -114,6 +118,10 @@ public enum ModelBuilder {
             var layers: [any Layer] = []
             for node in nodes {
                 let name = prefix + node.name
+                guard names.insert(name).inserted else {
+                    throw A2QError("two layers are named \(name)",
+                                   remedy: "give every layer a name that is unique inside its block ('residual', 'body' and 'shortcut' are taken inside a residual)")
+                }
                 func requireImage() throws {
                     guard state.shape.count == 3 else {
                         throw A2QError("\(name) takes [channels, height, width] but gets \(describe(state.shape))")
@@ -132,6 +140,7 @@ public enum ModelBuilder {
                         throw A2QError("\(name): a \(w.kernel)×\(w.kernel) kernel does not fit its input \(describe(state.shape))")
                     }
                     try requireQuantizedInput(name, state)
+                    try requireSize(name, out * c * w.kernel * w.kernel)
                     let layer = try Conv2d(name: name, inChannels: c, outChannels: out, kernelSize: w.kernel, stride: w.stride,
                                            padding: padding, bias: w.bias, quantizer: spec(name, w), input: state.format, layout: &layout)
                     layers.append(layer)
@@ -146,6 +155,7 @@ public enum ModelBuilder {
                     let out = w.out ?? classes
                     guard out > 0 else { throw A2QError("\(name): out must be positive (got \(out))") }
                     try requireQuantizedInput(name, state)
+                    try requireSize(name, out * state.shape[0])
                     let layer = try Linear(name: name, inputs: state.shape[0], outputs: out, bias: w.bias, quantizer: spec(name, w),
                                            input: state.format, layout: &layout)
                     layers.append(layer)
@@ -195,6 +205,8 @@ public enum ModelBuilder {
                     layers.append(Sequential(name: name, layers: try build(nodes, prefix: name + ".", state: &state)))
                 case .residual(_, let body, let shortcut, let after):
                     guard !body.isEmpty else { throw A2QError("\(name): a residual needs a body") }
+                    // The block's own containers take these names (no file name has a dot, so they are free).
+                    for part in ["residual", "body"] + (shortcut == nil ? [] : ["shortcut"]) { names.insert("\(name).\(part)") }
                     let entry = state
                     var bodyState = entry
                     let bodyLayers = try build(body, prefix: name + ".", state: &bodyState)
@@ -222,6 +234,13 @@ public enum ModelBuilder {
                 }
             }
             return layers
+        }
+
+        func requireSize(_ name: String, _ weights: Int) throws {
+            guard weights <= Builder.maxLayerWeights else {
+                throw A2QError("\(name) would have \(weights) weights, more than the \(Builder.maxLayerWeights) a layer may have",
+                               remedy: "use fewer output channels or a smaller input (a pool or a strided conv before it)")
+            }
         }
 
         func requireQuantizedInput(_ name: String, _ state: State) throws {
