@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (release build, one BLAS thread per rank): `a2q bench` (one rank: training
 # images/s for mlp and cnn in float/qat/a2q/a2q+, checkpoint I/O, integer engine, layer
-# kernels), then the cnn A2Q+ training step with R=1 and R=2 and the speed-up.
+# kernels), then the cnn A2Q+ training step with R=1 and R=2 and the speed-up, then resnet20's
+# step with its GEMM work rate.
 #
 #   Launch/bench.sh [--quick]
 set -euo pipefail
@@ -27,3 +28,6 @@ for r in (one, two):
           f"all-reduce {100*r['allreduce_share']:4.1f}% of the step")
 print(f"  speed-up R=2 / R=1: {two['images_per_second'] / one['images_per_second']:.2f}x")
 PY
+echo
+echo "resnet20 A2Q+, batch 64, R=1, with GFLOP/s (compare with the sgemm row of the layer table above):"
+OPENBLAS_NUM_THREADS=1 "$a2q" bench train --model resnet20 --quantizer a2q+ --steps "$(( steps / 5 ))" | tail -n 2
