@@ -111,46 +111,13 @@ public struct IntegerModel: Sendable {
     }
 
     /// The integer format of a pool's input and the number of values it sums per channel
-    /// (`pools` order): the facts behind a pool's worst case.
+    /// (`pools` order): the facts behind a pool's worst case, collected by the validating walk.
     public var poolInputs: [(name: String, format: InputFormat, count: Int)] {
-        var result: [(String, InputFormat, Int)] = []
-        func walk(_ ops: [IntegerOp], _ shape: [Int], _ format: InputFormat?) -> ([Int], InputFormat?) {
-            var shape = shape, format = format
-            for op in ops {
-                switch op {
-                case .globalAvgPool(let name, _):
-                    result.append((name, format ?? InputFormat(bits: 1, signed: false), shape.count == 3 ? shape[1] * shape[2] : 1))
-                    shape = [shape[0]]
-                    format = nil
-                case .residual(_, let body, let shortcut):
-                    let (s, _) = walk(body, shape, format)
-                    _ = walk(shortcut ?? [], shape, format)
-                    shape = s
-                    format = nil
-                default:
-                    (shape, format) = IntegerModel.step(op, shape, format)
-                }
-            }
-            return (shape, format)
-        }
-        _ = walk(ops, inputShape, nil)
-        return result
-    }
-
-    /// Shape and format after a simple op (no checks; `validate` has made them).
-    static func step(_ op: IntegerOp, _ shape: [Int], _ format: InputFormat?) -> ([Int], InputFormat?) {
-        switch op {
-        case .input(let f, _), .quantize(_, let f, _): return (shape, f)
-        case .layer(let l):
-            if l.kind == .linear { return ([l.shape[0]], nil) }
-            let k = l.shape[2]
-            return ([l.shape[0], (shape[1] + 2 * l.padding - k) / l.stride + 1, (shape[2] + 2 * l.padding - k) / l.stride + 1], nil)
-        case .relu: return (shape, format)
-        case .maxPool(let k, let s): return ([shape[0], (shape[1] - k) / s + 1, (shape[2] - k) / s + 1], format)
-        case .flatten: return ([shape.reduce(1, *)], format)
-        case .globalAvgPool: return ([shape[0]], nil)
-        case .residual: return (shape, nil)
-        }
+        var format: InputFormat?
+        var shape = inputShape
+        var pools: [(name: String, format: InputFormat, count: Int)] = []
+        try? validate(ops, shape: &shape, format: &format, depth: 0, pools: &pools)  // valid since init
+        return pools
     }
 
     public init(model: String, classes: Int, inputShape: [Int], ops: [IntegerOp]) throws {
@@ -173,14 +140,17 @@ public struct IntegerModel: Sendable {
         }
         var format: InputFormat?
         var shape = inputShape
-        try validate(ops, shape: &shape, format: &format, depth: 0)
+        var pools: [(name: String, format: InputFormat, count: Int)] = []
+        try validate(ops, shape: &shape, format: &format, depth: 0, pools: &pools)
         guard shape == [classes] else { throw A2QError("the model ends in \(describe(shape)), not \(classes) class scores") }
         var names = Set<String>()
         for layer in layers where !names.insert(layer.name).inserted { throw A2QError("two layers are named \(layer.name)") }
     }
 
-    /// Checks a list of ops from `shape`/`format` on, leaving both as the list's output.
-    func validate(_ ops: [IntegerOp], shape: inout [Int], format: inout InputFormat?, depth: Int) throws {
+    /// Checks a list of ops from `shape`/`format` on, leaving both as the list's output, and
+    /// appends each global average pool's input format and summed count to `pools`.
+    func validate(_ ops: [IntegerOp], shape: inout [Int], format: inout InputFormat?, depth: Int,
+                  pools: inout [(name: String, format: InputFormat, count: Int)]) throws {
         guard depth <= 64 else { throw A2QError("residual blocks nest deeper than 64 levels") }
         for op in ops {
             switch op {
@@ -227,14 +197,15 @@ public struct IntegerModel: Sendable {
                 guard shape.count == 3 else { throw A2QError("average pool \(name): input \(describe(shape)) is not [C, H, W]") }
                 guard format != nil else { throw A2QError("average pool \(name): its input is not quantized") }
                 guard (2...62).contains(bits) else { throw A2QError("average pool \(name): accumulator width \(bits) is outside 2...62") }
+                if let format { pools.append((name, format, shape[1] * shape[2])) }
                 shape = [shape[0]]
                 format = nil
             case .residual(let name, let body, let shortcut):
                 guard format != nil else { throw A2QError("residual \(name): its input is not quantized") }
                 var bodyShape = shape, bodyFormat = format
-                try validate(body, shape: &bodyShape, format: &bodyFormat, depth: depth + 1)
+                try validate(body, shape: &bodyShape, format: &bodyFormat, depth: depth + 1, pools: &pools)
                 var shortcutShape = shape, shortcutFormat = format
-                if let shortcut { try validate(shortcut, shape: &shortcutShape, format: &shortcutFormat, depth: depth + 1) }
+                if let shortcut { try validate(shortcut, shape: &shortcutShape, format: &shortcutFormat, depth: depth + 1, pools: &pools) }
                 guard bodyFormat != nil, shortcutFormat != nil else {
                     throw A2QError("residual \(name): its \(bodyFormat == nil ? "body" : "shortcut") does not end in a quantize")
                 }

@@ -9,8 +9,6 @@ import A2QQuant
 /// (shapes, a residual's branches, unquantized inputs, a P too narrow) is an error here,
 /// before any training starts.
 public enum ModelBuilder {
-    /// Input image geometry of Fashion-MNIST, the default data.
-    public static let imageSize = (height: 28, width: 28)
     /// `[channels, height, width]` of the default data.
     public static let defaultInputShape = [1, 28, 28]
 
@@ -36,9 +34,6 @@ public enum ModelBuilder {
         }
         return walk(description.layers, "")
     }
-
-    /// Full names of the weight layers of a built-in or model file.
-    public static func weightLayerNames(_ name: ModelName) throws -> [String] { weightLayerNames(try description(of: name)) }
 
     /// Builds `config.model` (or `description`, when given: a checkpoint's stored tree) for
     /// images of `inputShape`.
