@@ -38,12 +38,14 @@ let package = Package(
         .target(name: "IntegerKernels", dependencies: ["CPUSupport"], path: "Sources/IntegerKernels"),
         // Layer kernels of the training graph: pooling, im2col/col2im.
         .target(name: "NNKernels", path: "Sources/NNKernels"),
+        // Convolutions through oneDNN's primitives (blocked layouts inside, NCHW/OIHW outside).
+        .target(name: "ConvKernels", dependencies: ["CDNNL"], path: "Sources/ConvKernels"),
         // Vectorised quantizer kernels (C, so that reductions may be reassociated).
         .target(name: "QuantKernels", path: "Sources/QuantKernels"),
         // Swift modules, bottom to top.
         .target(name: "A2QCore", dependencies: ["COpenBLAS", "CDNNL", "CPUSupport"]),
         .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels"]),
-        .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "NNKernels", "COpenBLAS"]),
+        .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "NNKernels", "ConvKernels", "COpenBLAS"]),
         .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),
         .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),
@@ -59,7 +61,7 @@ let package = Package(
         .target(name: "A2QExport", dependencies: ["A2QCore", "A2QQuant", "A2QInteger", "ONNXProto",
                                                   .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "a2q", dependencies: [
-            "A2QTrain", "A2QInteger", "A2QExport",
+            "A2QTrain", "A2QNN", "A2QInteger", "A2QExport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "A2QTests", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",

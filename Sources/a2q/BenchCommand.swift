@@ -2,6 +2,7 @@ import A2QCore
 import A2QData
 import A2QDistributed
 import A2QInteger
+import A2QNN
 import A2QQuant
 import A2QTrain
 import ArgumentParser
@@ -73,8 +74,11 @@ struct TrainBench: ParsableCommand {
         }
         if communicator.isRoot {
             if json { try printJSON(results) } else {
-                printLine("a2q bench train — \(BLAS.kernelSummary), \(BLAS.threads) thread(s); CPU \(CPU.description)")
+                printLine("a2q bench train — \(BLAS.kernelSummary); convolutions \(Conv2d.defaultBackend.rawValue), \(BLAS.threads) thread(s); CPU \(CPU.description)")
                 printLine(BenchTables.training(results))
+                for result in results where !result.convolutions.isEmpty {
+                    printLine("convolutions of \(result.model): \(result.convolutions.joined(separator: "; "))")
+                }
             }
         }
         (communicator as? MPICommunicator)?.finalize()

@@ -41,11 +41,11 @@ struct LayerGradientTests {
         .init(n: 1, c: 4, h: 3, w: 3, out: 5, k: 1, stride: 1, pad: 0),
     ]
 
-    @Test("Conv2d", arguments: convCases)
-    func conv2d(_ t: ConvCase) throws {
+    @Test("Conv2d (oneDNN and im2col)", arguments: convCases, [Conv2d.Backend.onednn, .im2col])
+    func conv2d(_ t: ConvCase, backend: Conv2d.Backend) throws {
         var layout = ParameterLayout()
         let layer = try Conv2d(name: "conv", inChannels: t.c, outChannels: t.out, kernelSize: t.k,
-                               stride: t.stride, padding: t.pad, layout: &layout)
+                               stride: t.stride, padding: t.pad, backend: backend, layout: &layout)
         let store = ParameterStore(layout: layout)
         var g = Xoshiro256(seed: UInt64(t.h * 31 + t.w))
         randomize(store, &g)
@@ -57,14 +57,14 @@ struct LayerGradientTests {
         }
     }
 
-    @Test("Conv2d over a batch that spans several L2-sized chunks equals the same layer run image by image (outputs, input and weight gradients; float and A2Q+)",
-          arguments: [WeightQuantizerKind.float, .a2qPlus])
-    func conv2dChunks(kind: WeightQuantizerKind) throws {
+    @Test("Conv2d over a batch equals the same layer run image by image (im2col: a batch of several L2-sized chunks; oneDNN: primitives for two batch sizes) — outputs, input and weight gradients; float and A2Q+",
+          arguments: [WeightQuantizerKind.float, .a2qPlus], [Conv2d.Backend.im2col, .onednn])
+    func conv2dChunks(kind: WeightQuantizerKind, backend: Conv2d.Backend) throws {
         // 8 channels of 32×32 with a 3×3 kernel: 73,728 column values per image, so each image is its own chunk.
         var layout = ParameterLayout()
         let spec = kind == .float ? WeightQuantizerSpec.float : WeightQuantizerSpec(kind: kind, weightBits: 8, accumulatorBits: 20)
         let conv = try Conv2d(name: "conv", inChannels: 8, outChannels: 6, kernelSize: 3, padding: 1, quantizer: spec,
-                              input: InputFormat(bits: 8, signed: true), layout: &layout)
+                              input: InputFormat(bits: 8, signed: true), backend: backend, layout: &layout)
         let store = ParameterStore(layout: layout)
         var g = Xoshiro256(seed: 12)
         randomize(store, &g)
@@ -87,6 +87,58 @@ struct LayerGradientTests {
         let worst = zip(batched, weightGradient).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
         #expect(worst < 1e-4, "weight gradients differ by \(worst)")
         #expect(batched.contains { $0 != 0 })
+    }
+
+    /// The ResNets' shapes (16–64 channels, where oneDNN runs its blocked-layout kernels), odd ones
+    /// and random ones: oneDNN's convolution equals im2col + sgemm (checked above against finite
+    /// differences) up to summation order, with and without bias and input gradient, and across
+    /// batch sizes that switch between cached primitives.
+    @Test("Conv2d: oneDNN's primitives agree with im2col + sgemm on the ResNet shapes and random ones")
+    func conv2dBackendsAgree() throws {
+        var g = Xoshiro256(seed: 41)
+        var cases: [(c: Int, h: Int, out: Int, k: Int, stride: Int, pad: Int, bias: Bool)] = [
+            (16, 28, 16, 3, 1, 1, false), (16, 28, 32, 3, 2, 1, false), (16, 28, 32, 1, 2, 0, false),
+            (32, 14, 64, 3, 2, 1, false), (64, 7, 64, 3, 1, 1, false), (3, 32, 16, 3, 1, 1, true), (1, 28, 16, 3, 1, 1, false),
+        ]
+        for _ in 0..<6 {
+            let k = [1, 3, 5].randomElement(using: &g)!
+            cases.append((Int.random(in: 1...40, using: &g), Int.random(in: k...17, using: &g), Int.random(in: 1...40, using: &g),
+                          k, Int.random(in: 1...2, using: &g), Int.random(in: 0...k / 2, using: &g), Bool.random(using: &g)))
+        }
+        for t in cases {
+            var layouts = (ParameterLayout(), ParameterLayout())
+            let fast = try Conv2d(name: "conv", inChannels: t.c, outChannels: t.out, kernelSize: t.k, stride: t.stride,
+                                  padding: t.pad, bias: t.bias, backend: .onednn, layout: &layouts.0)
+            let slow = try Conv2d(name: "conv", inChannels: t.c, outChannels: t.out, kernelSize: t.k, stride: t.stride,
+                                  padding: t.pad, bias: t.bias, backend: .im2col, layout: &layouts.1)
+            let stores = (ParameterStore(layout: layouts.0), ParameterStore(layout: layouts.1))
+            randomize(stores.0, &g)
+            stores.1.values.update(from: stores.0.values, count: stores.0.count)
+            let what = "C\(t.c) \(t.h)x\(t.h) → \(t.out) k\(t.k) s\(t.stride) p\(t.pad) bias \(t.bias) [\(fast.implementation)]"
+            for (batch, inputGradient) in [(5, true), (2, false), (5, true)] {
+                fast.computesInputGradient = inputGradient
+                slow.computesInputGradient = inputGradient
+                let x = randomTensor([batch, t.c, t.h, t.h], &g)
+                let y = (fast.forward(x, parameters: stores.0, training: true).array,
+                         slow.forward(x, parameters: stores.1, training: true).array)
+                let dy = randomTensor(fast.outputShape, &g)
+                stores.0.zeroGradients()
+                stores.1.zeroGradients()
+                let dx = (fast.backward(dy, parameters: stores.0).array, slow.backward(dy, parameters: stores.1).array)
+                let dp = (stores.0.gradientsArray(), stores.1.gradientsArray())
+                #expect(relativeDifference(y.0, y.1) < 1e-5, "output, \(what), batch \(batch)")
+                #expect(relativeDifference(dp.0, dp.1) < 1e-5, "parameter gradients, \(what), batch \(batch)")
+                if inputGradient { #expect(relativeDifference(dx.0, dx.1) < 1e-5, "input gradient, \(what), batch \(batch)") }
+                #expect(dp.0.contains { $0 != 0 })
+            }
+        }
+    }
+
+    /// max |a − b| / max(1, max |b|).
+    private func relativeDifference(_ a: [Float], _ b: [Float]) -> Float {
+        precondition(a.count == b.count)
+        let scale = max(1, b.map { abs($0) }.max() ?? 0)
+        return zip(a, b).map { abs($0 - $1) }.max().map { $0 / scale } ?? 0
     }
 
     @Test("ReLU")

@@ -1,11 +1,22 @@
 import A2QCore
 import A2QQuant
+import ConvKernels
 import NNKernels
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// 2-D convolution over NCHW inputs with square stride and padding, weight
 /// `[out, in, kh, kw]`, bias `[out]`, and a pluggable per-channel weight quantizer.
 ///
-/// Implementation: the batch is processed in chunks of images whose im2col columns
+/// Two implementations (`Conv2d.Backend`; the process default is set by `A2Q_CONV`):
+///
+/// **oneDNN** (the default): forward, backward-data and backward-weights primitives per input
+/// shape (`ConvKernels`), which run direct convolutions in oneDNN's blocked layouts; the NCHW
+/// activations and OIHW weights are reordered in and out around them, so the layer's interface
+/// and every other layer stay plain NCHW.
+///
+/// **im2col**: the batch is processed in chunks of images whose im2col columns
 /// `[K, chunk·Ho·Wo]` (`K = in·kh·kw`) fit in the core's L2 cache (about 512 KiB): per chunk one
 /// im2col and one `sgemm` `W_q [out, K] · columns` into the chunk's columns of the product
 /// `[out, N·Ho·Wo]`, then one scatter into NCHW with the bias. Backward recomputes each chunk's
@@ -24,6 +35,8 @@ public final class Conv2d: Layer, @unchecked Sendable {
     public let quantizer: WeightQuantizer
     public var computesInputGradient = true
     public var hasParameters: Bool { true }
+    /// The implementation this layer asks for (`defaultBackend` unless given at init).
+    public let backend: Backend
 
     private let output = Tensor(shape: [0])
     private let inputGradient = Tensor(shape: [0])
@@ -36,6 +49,31 @@ public final class Conv2d: Layer, @unchecked Sendable {
     private var chunk = 1
     static let chunkFloats = 131_072
     private var cachedInputShape: [Int] = []
+    /// oneDNN primitives by batch size (training and evaluation batches differ); `primitives`
+    /// is the current shape's, nil on the im2col path.
+    private var primitivesByBatch: [Int: OpaquePointer] = [:]
+    private var primitives: OpaquePointer?
+
+    /// The convolution implementation of this process.
+    public enum Backend: String, Sendable {
+        /// oneDNN's convolution primitives (blocked layouts inside the layer).
+        case onednn
+        /// a2q's im2col + sgemm over L2-sized chunks of images.
+        case im2col
+    }
+
+    /// The process's default, from `A2Q_CONV` (default oneDNN).
+    public static let defaultBackend: Backend = {
+        guard let value = getenv("A2Q_CONV").map({ String(cString: $0) }), !value.isEmpty else { return .onednn }
+        return Backend(rawValue: value.lowercased()) ?? .onednn
+    }()
+
+    /// What runs this layer's convolutions at its current shape: oneDNN's implementations
+    /// ("forward / backward data / backward weights") or "im2col + sgemm".
+    public var implementation: String {
+        guard let primitives else { return "im2col + sgemm" }
+        return String(cString: a2qc_conv_implementation(primitives))
+    }
 
     /// `[N, out, Ho, Wo]` of the last forward pass (empty before the first).
     public var outputShape: [Int] { output.shape }
@@ -45,7 +83,8 @@ public final class Conv2d: Layer, @unchecked Sendable {
 
     public init(name: String, inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int = 1,
                 padding: Int = 0, bias: Bool = true, quantizer spec: WeightQuantizerSpec = .float,
-                input format: InputFormat? = nil, layout: inout ParameterLayout) throws {
+                input format: InputFormat? = nil, backend: Backend = Conv2d.defaultBackend,
+                layout: inout ParameterLayout) throws {
         precondition(kernelSize > 0 && stride > 0 && padding >= 0, "\(name): bad conv geometry")
         self.name = name
         self.inChannels = inChannels
@@ -54,6 +93,7 @@ public final class Conv2d: Layer, @unchecked Sendable {
         kernelWidth = kernelSize
         self.stride = stride
         self.padding = padding
+        self.backend = backend
         weight = layout.declare("\(name).weight", shape: [outChannels, inChannels, kernelSize, kernelSize], role: .weight)
         self.bias = bias ? layout.declare("\(name).bias", shape: [outChannels], role: .bias) : nil
         quantizer = try WeightQuantizer(spec: spec, layerName: name, weight: weight, outChannels: outChannels,
@@ -82,19 +122,51 @@ public final class Conv2d: Layer, @unchecked Sendable {
         let (ho, wo) = outputSize(height: shape[2], width: shape[3])
         precondition(ho > 0 && wo > 0, "\(name): input \(describe(shape)) is smaller than the \(kernelHeight)×\(kernelWidth) kernel")
         geometry = (shape[0], shape[2], shape[3], ho, wo)
-        chunk = max(1, min(shape[0], Conv2d.chunkFloats / max(fanIn * ho * wo, 1)))
         output.reshape([shape[0], outChannels, ho, wo])
-        columns.reshape([fanIn, chunk * ho * wo])
-        product.reshape([outChannels, shape[0] * ho * wo])
         inputGradient.reshape(shape)
         cachedInputShape = shape
+        primitives = backend == .onednn ? oneDNNPrimitives(batch: shape[0]) : nil
+        if primitives == nil {
+            chunk = max(1, min(shape[0], Conv2d.chunkFloats / max(fanIn * ho * wo, 1)))
+            columns.reshape([fanIn, chunk * ho * wo])
+            product.reshape([outChannels, shape[0] * ho * wo])
+        }
     }
+
+    /// The primitives for this batch size, built on first use (at most four shapes are kept).
+    /// nil, after one warning, if oneDNN cannot build them: the layer then runs on im2col.
+    private func oneDNNPrimitives(batch: Int) -> OpaquePointer? {
+        if let cached = primitivesByBatch[batch] { return cached }
+        if primitivesByBatch.count >= 4 { releasePrimitives() }
+        var message = [CChar](repeating: 0, count: 512)
+        guard let created = a2qc_conv_create(Int64(batch), Int64(inChannels), Int64(geometry.height), Int64(geometry.width),
+                                             Int64(outChannels), Int64(kernelHeight), Int64(stride), Int64(padding),
+                                             bias == nil ? 0 : 1, &message, Int64(message.count)) else {
+            let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            printError("warning: \(name): \(reason); this layer runs on im2col + sgemm")
+            return nil
+        }
+        primitivesByBatch[batch] = created
+        return created
+    }
+
+    private func releasePrimitives() {
+        for primitives in primitivesByBatch.values { a2qc_conv_destroy(primitives) }
+        primitivesByBatch.removeAll()
+    }
+
+    deinit { releasePrimitives() }
 
     public func forward(_ input: Tensor, parameters: ParameterStore, training: Bool) -> Tensor {
         if input.shape != cachedInputShape { configure(for: input.shape) }
         self.input = input
         let w = quantizer.forward(parameters)
         effectiveWeight = w
+        if let primitives {
+            let status = a2qc_conv_forward(primitives, input.data, w, bias.map { UnsafePointer(parameters.value($0)) }, output.data)
+            precondition(status == 0, "\(name): oneDNN convolution forward failed with status \(status)")
+            return output
+        }
         let (batch, _, _, ho, wo) = geometry
         let plane = ho * wo, columnsCount = batch * plane
         var first = 0
@@ -114,6 +186,15 @@ public final class Conv2d: Layer, @unchecked Sendable {
         guard let input, let w = effectiveWeight else { preconditionFailure("\(name): backward before forward") }
         precondition(outputGradient.shape == output.shape,
                      "\(name): gradient \(describe(outputGradient.shape)) does not match output \(describe(output.shape))")
+        if let primitives {
+            let target = quantizer.weightGradientTarget(parameters)
+            let status = a2qc_conv_backward(primitives, outputGradient.data, w, target.pointer, target.accumulate ? 1 : 0,
+                                            bias.map { parameters.gradient($0) },
+                                            computesInputGradient ? inputGradient.data : nil)
+            precondition(status == 0, "\(name): oneDNN convolution backward failed with status \(status)")
+            quantizer.backward(parameters)
+            return inputGradient
+        }
         let (batch, _, _, ho, wo) = geometry
         let plane = ho * wo, columnsCount = batch * plane
         // dY [out, N·plane] from NCHW, and the bias gradient on the way.

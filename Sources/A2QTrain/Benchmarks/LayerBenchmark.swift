@@ -32,23 +32,31 @@ public enum LayerBenchmark {
                             gflops: flops > 0 ? flops / median / 1e9 : 0, note: note)
     }
 
-    /// Conv2d 32→64, 3×3, pad 1 on [64, 32, 14, 14]: forward + backward vs the same sgemms.
+    /// Conv2d 32→64, 3×3, pad 1 on [64, 32, 14, 14]: forward + backward with each backend
+    /// (oneDNN's primitives, im2col + sgemm) vs the same three products as plain sgemms.
     static func convolution(repeats: Int) throws -> [BenchmarkRow] {
         let (n, cIn, cOut, h, w, k) = (64, 32, 64, 14, 14, 3)
-        var layout = ParameterLayout()
-        let conv = try Conv2d(name: "conv2", inChannels: cIn, outChannels: cOut, kernelSize: k, padding: 1, layout: &layout)
-        let store = ParameterStore(layout: layout)
         var g = Xoshiro256(seed: 1)
-        conv.initialize(store, generator: &g)
         let x = Tensor(shape: [n, cIn, h, w])
         for i in 0..<x.count { x[i] = g.uniform(-1, 1) }
         let dy = Tensor(shape: [n, cOut, h, w])
         for i in 0..<dy.count { dy[i] = g.uniform(-1, 1) }
         let kk = cIn * k * k, columns = n * h * w
         let flops = 3 * 2 * Double(cOut) * Double(kk) * Double(columns)
-        let layerTimes = measure(repeats: repeats) {
-            _ = conv.forward(x, parameters: store, training: true)
-            _ = conv.backward(dy, parameters: store)
+        var layers: [BenchmarkRow] = []
+        for backend in [Conv2d.Backend.onednn, .im2col] {
+            var layout = ParameterLayout()
+            let conv = try Conv2d(name: "conv2", inChannels: cIn, outChannels: cOut, kernelSize: k, padding: 1,
+                                  backend: backend, layout: &layout)
+            let store = ParameterStore(layout: layout)
+            var generator = Xoshiro256(seed: 1)
+            conv.initialize(store, generator: &generator)
+            let times = measure(repeats: repeats) {
+                _ = conv.forward(x, parameters: store, training: true)
+                _ = conv.backward(dy, parameters: store)
+            }
+            layers.append(row("conv2d fwd+bwd [64,32,14,14] 3x3 p1 → 64, \(backend.rawValue)", times, flops: flops,
+                              note: conv.implementation))
         }
         // The same three products as raw sgemm calls on preallocated matrices.
         let a = Tensor(shape: [cOut, kk]), b = Tensor(shape: [kk, columns]), c = Tensor(shape: [cOut, columns])
@@ -62,13 +70,16 @@ public enum LayerBenchmark {
             BLAS.gemm(transposeA: true, transposeB: false, m: kk, n: columns, k: cOut,
                       a: a.data, lda: kk, b: c.data, ldb: columns, beta: 0, c: dcol.data, ldc: columns)
         }
-        let layer = row("conv2d fwd+bwd [64,32,14,14] 3x3 p1 → 64", layerTimes, flops: flops)
         let gemm = row("sgemm, same 3 products", gemmTimes, flops: flops)
-        var ratio = layer
-        ratio.name = "conv2d / sgemm rate"
-        ratio.note = String(format: "%.0f%%", 100 * layer.gflops / gemm.gflops)
-        ratio.gflops = 0
-        return [layer, gemm, ratio]
+        var rows = layers + [gemm]
+        for layer in layers {
+            var ratio = layer
+            ratio.name = "conv2d (\(layer.name.split(separator: ",").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "")) / sgemm rate"
+            ratio.note = String(format: "%.0f%%", 100 * layer.gflops / gemm.gflops)
+            ratio.gflops = 0
+            rows.append(ratio)
+        }
+        return rows
     }
 
     /// fc1 (3136 → 128) at batch 64: quantizer forward + backward vs the layer's matmuls.

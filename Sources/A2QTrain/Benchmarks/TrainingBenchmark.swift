@@ -24,6 +24,8 @@ public enum TrainingBenchmark {
         /// Floating-point operations of one training image in the convolutions and linear
         /// layers: 2·MACs forward, twice that backward (input and weight gradients).
         public var flopsPerImage: Double
+        /// What ran the convolutions: each distinct `Conv2d.implementation` with its layer count.
+        public var convolutions: [String]
         /// `flopsPerImage · images/s`: the GEMM work rate the whole step sustains.
         public var gflops: Double { flopsPerImage * imagesPerSecond / 1e9 }
 
@@ -31,6 +33,7 @@ public enum TrainingBenchmark {
             case model, quantizer, ranks, batchPerRank = "batch_per_rank", steps, imagesPerSecond = "images_per_second"
             case secondsPerStep = "seconds_per_step", allreduceShare = "allreduce_share"
             case quantizerSecondsPerStep = "quantizer_seconds_per_step", flopsPerImage = "flops_per_image"
+            case convolutions
         }
     }
 
@@ -75,7 +78,19 @@ public enum TrainingBenchmark {
         return Result(model: model.rawValue, quantizer: quantizer.rawValue, ranks: communicator.worldSize,
                       batchPerRank: batchPerRank, steps: steps, imagesPerSecond: summary.imagesPerSecond,
                       secondsPerStep: perStep, allreduceShare: (perStep["allreduce"] ?? 0) / max(stepSeconds, 1e-12),
-                      quantizerSecondsPerStep: quantizerSeconds, flopsPerImage: trainingFlopsPerImage(trainer.model))
+                      quantizerSecondsPerStep: quantizerSeconds, flopsPerImage: trainingFlopsPerImage(trainer.model),
+                      convolutions: convolutionImplementations(trainer.model))
+    }
+
+    /// "N × implementation" for each distinct implementation among the model's convolutions.
+    static func convolutionImplementations(_ model: Model) -> [String] {
+        var counts: [(String, Int)] = []
+        for case let conv as Conv2d in model.network.leaves {
+            if let i = counts.firstIndex(where: { $0.0 == conv.implementation }) { counts[i].1 += 1 } else {
+                counts.append((conv.implementation, 1))
+            }
+        }
+        return counts.map { "\($0.1) × \($0.0)" }
     }
 
     /// 3 × 2 × the multiply-adds of every convolution and linear layer for one image (shapes of
