@@ -22,8 +22,13 @@ public final class BatchNorm: Layer, @unchecked Sendable {
 
     private let output = Tensor(shape: [0])
     private let inputGradient = Tensor(shape: [0])
-    private let normalized = Tensor(shape: [0])
+    /// The last forward's input (x̂ is recomputed from it in backward rather than stored).
+    private var input: Tensor?
+    private var inputShape: [Int] = []
+    /// Mean and 1/sqrt(var + ε) the last forward used, and 2·C doubles for the kernels' sums.
+    private var mean: [Float]
     private var inverseStd: [Float]
+    private var scratch: [Double]
     private var lastTraining = true
 
     public init(name: String, channels: Int, epsilon: Float = 1e-5, momentum: Float = 0.1,
@@ -37,7 +42,9 @@ public final class BatchNorm: Layer, @unchecked Sendable {
         runningMean = Tensor(shape: [channels])
         runningVariance = Tensor(shape: [channels])
         runningVariance.fill(1)
+        mean = Array(repeating: 0, count: channels)
         inverseStd = Array(repeating: 1, count: channels)
+        scratch = Array(repeating: 0, count: 2 * channels)
     }
 
     public var buffers: [(name: String, tensor: Tensor)] {
@@ -56,28 +63,26 @@ public final class BatchNorm: Layer, @unchecked Sendable {
         precondition((shape.count == 2 || shape.count == 4) && shape[1] == channels,
                      "\(name): input \(describe(shape)) does not fit BatchNorm(\(channels)), expected [N, \(channels)] or [N, \(channels), H, W]")
         output.reshape(shape)
-        normalized.reshape(shape)
+        self.input = input
+        inputShape = shape
         lastTraining = training
         let batch = shape[0], plane = shape.count == 4 ? shape[2] * shape[3] : 1
-        inverseStd.withUnsafeMutableBufferPointer { inv in
-            a2qn_batchnorm_forward(input.data, output.data, normalized.data, parameters.value(scale), parameters.value(shift),
-                                   runningMean.data, runningVariance.data, inv.baseAddress, Int64(batch), Int64(channels),
-                                   Int64(plane), epsilon, momentum, training ? 1 : 0)
-        }
+        a2qn_batchnorm_forward(input.data, output.data, parameters.value(scale), parameters.value(shift),
+                               runningMean.data, runningVariance.data, &mean, &inverseStd, &scratch, Int64(batch),
+                               Int64(channels), Int64(plane), epsilon, momentum, training ? 1 : 0)
         return output
     }
 
     public func backward(_ outputGradient: Tensor, parameters: ParameterStore) -> Tensor {
-        let shape = normalized.shape
-        precondition(outputGradient.shape == shape,
+        guard let input else { preconditionFailure("\(name): backward before forward") }
+        let shape = inputShape
+        precondition(outputGradient.shape == shape && input.shape == shape,
                      "\(name): gradient \(describe(outputGradient.shape)) does not match output \(describe(shape))")
         inputGradient.reshape(shape)
         let batch = shape[0], plane = shape.count == 4 ? shape[2] * shape[3] : 1
-        inverseStd.withUnsafeBufferPointer { inv in
-            a2qn_batchnorm_backward(outputGradient.data, normalized.data, inputGradient.data, parameters.value(scale),
-                                    inv.baseAddress, parameters.gradient(scale), parameters.gradient(shift), Int64(batch),
-                                    Int64(channels), Int64(plane), lastTraining ? 1 : 0, computesInputGradient ? 1 : 0)
-        }
+        a2qn_batchnorm_backward(outputGradient.data, input.data, inputGradient.data, parameters.value(scale), mean,
+                                inverseStd, parameters.gradient(scale), parameters.gradient(shift), &scratch, Int64(batch),
+                                Int64(channels), Int64(plane), lastTraining ? 1 : 0, computesInputGradient ? 1 : 0)
         return inputGradient
     }
 }

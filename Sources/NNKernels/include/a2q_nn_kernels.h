@@ -29,14 +29,18 @@ void a2qn_rows_to_nchw(const float *rows, const float *bias, float *y, int64_t b
 void a2qn_nchw_to_rows(const float *dy, float *rows, float *bias_gradient, int64_t batch, int64_t channels, int64_t plane);
 
 /// BatchNorm over NCHW (plane = H·W, 1 for [N, C]): training mode uses the batch mean and
-/// biased variance (two passes) and updates the running statistics (unbiased variance);
-/// evaluation uses the running statistics. Writes y, xhat = (x − mean)·inverse_std, inverse_std.
-void a2qn_batchnorm_forward(const float *x, float *y, float *xhat, const float *gamma, const float *beta,
-                            float *running_mean, float *running_var, float *inverse_std, int64_t batch,
-                            int64_t channels, int64_t plane, float eps, float momentum, int32_t training);
-/// Its backward: adds Σ dy·xhat and Σ dy to dgamma, dbeta; writes dx when input_gradient.
-void a2qn_batchnorm_backward(const float *dy, const float *xhat, float *dx, const float *gamma,
-                             const float *inverse_std, float *dgamma, float *dbeta, int64_t batch,
-                             int64_t channels, int64_t plane, int32_t training, int32_t input_gradient);
+/// biased variance (one shifted pass) and updates the running statistics (unbiased variance);
+/// evaluation uses the running statistics. Writes y, and the mean and inverse_std it used.
+/// `scratch` holds 2·channels doubles.
+void a2qn_batchnorm_forward(const float *x, float *y, const float *gamma, const float *beta,
+                            float *running_mean, float *running_var, float *mean, float *inverse_std,
+                            double *scratch, int64_t batch, int64_t channels, int64_t plane, float eps,
+                            float momentum, int32_t training);
+/// Its backward from the forward's input x (x̂ recomputed): adds Σ dy·x̂ and Σ dy to dgamma,
+/// dbeta; writes dx when input_gradient.
+void a2qn_batchnorm_backward(const float *dy, const float *x, float *dx, const float *gamma, const float *mean,
+                             const float *inverse_std, float *dgamma, float *dbeta, double *scratch,
+                             int64_t batch, int64_t channels, int64_t plane, int32_t training,
+                             int32_t input_gradient);
 
 #endif
