@@ -258,6 +258,40 @@ struct LayerGradientTests {
         #expect(abs(y[0] - expected) < 1e-5)
     }
 
+    /// The statistics come from one pass of shifted sums: with a mean 10⁵ times the standard
+    /// deviation, the batch variance and the normalised output still match a Float64 two-pass
+    /// reference (plain Σx² − (Σx)²/m in float would lose every digit here).
+    @Test("BatchNorm statistics when |mean| ≫ std match a Float64 two-pass reference")
+    func batchNormLargeMean() {
+        var layout = ParameterLayout()
+        let (n, c, h) = (6, 3, 5)
+        let layer = BatchNorm(name: "bn", channels: c, momentum: 1, layout: &layout)
+        let store = ParameterStore(layout: layout)
+        var g = Xoshiro256(seed: 5)
+        layer.initialize(store, generator: &g)
+        let x = Tensor(shape: [n, c, h, h])
+        for i in 0..<x.count { x[i] = 1e3 * Float((i / (h * h)) % c + 1) + g.uniform(-0.01, 0.01) }
+        let y = layer.forward(x, parameters: store, training: true).array
+        let plane = h * h, m = Double(n * plane)
+        for channel in 0..<c {
+            var values: [Double] = []
+            for image in 0..<n { for i in 0..<plane { values.append(Double(x[(image * c + channel) * plane + i])) } }
+            let mean = values.reduce(0, +) / m
+            let centred = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +)
+            let unbiased = centred / (m - 1)
+            #expect(abs(Double(layer.runningVariance[channel]) - unbiased) < 1e-3 * unbiased,
+                    "channel \(channel): variance \(layer.runningVariance[channel]) vs \(unbiased)")
+            let inverse = 1 / (centred / m + 1e-5).squareRoot()
+            for image in 0..<n {
+                for i in 0..<plane {
+                    let k = (image * c + channel) * plane + i
+                    // The mean is kept in float (an ulp of 3·10³ is 2.4·10⁻⁴, 0.04 std here): 0.1 of tolerance on y ∈ ±1.7.
+                    #expect(abs(Double(y[k]) - (Double(x[k]) - mean) * inverse) < 0.1, "y[\(k)]")
+                }
+            }
+        }
+    }
+
     @Test("Softmax cross-entropy gradient and stability")
     func crossEntropy() {
         let loss = SoftmaxCrossEntropy()
