@@ -1,6 +1,7 @@
 import A2QCheckpoint
 import A2QCore
 import A2QDistributed
+import A2QNN
 import A2QTrain
 import ArgumentParser
 
@@ -31,6 +32,7 @@ struct EnvCommand: ParsableCommand {
             "openblas: core \(BLAS.coreName), threads \(BLAS.threads)",
             "openblas kernel set: \(BLAS.kernelSelection)",
             "gemm: \(BLAS.backend == .onednn ? "oneDNN \(BLAS.oneDNNVersion) dnnl_sgemm, threads \(BLAS.gemmThreads)" : "OpenBLAS cblas_sgemm") (A2Q_GEMM=onednn|openblas)",
+            "convolutions: \(Conv2d.defaultBackend == .onednn ? "oneDNN \(BLAS.oneDNNVersion) convolution primitives (blocked layouts inside)" : "im2col + sgemm") (A2Q_CONV=onednn|im2col)",
             "openblas config: \(BLAS.configuration)",
         ]
         // One block per rank, in rank order.
