@@ -1,18 +1,23 @@
 #include "a2q_conv_kernels.h"
 
 #include <dnnl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-// One process-wide CPU engine and in-order stream (oneDNN's OpenMP threads do the parallelism).
+// One process-wide CPU engine (created once, thread-safe) and an in-order stream per thread (tests
+// run layers on several threads at once; oneDNN's OpenMP threads do the parallelism inside).
 static dnnl_engine_t engine;
-static dnnl_stream_t stream;
+static dnnl_status_t engine_status = dnnl_runtime_error;
+static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+static _Thread_local dnnl_stream_t stream;
+
+static void create_engine(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
 
 static dnnl_status_t runtime(void) {
-    if (stream) return dnnl_success;
-    dnnl_status_t s = dnnl_engine_create(&engine, dnnl_cpu, 0);
-    if (s != dnnl_success) return s;
+    pthread_once(&engine_once, create_engine);
+    if (engine_status != dnnl_success || stream) return engine_status;
     return dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
 }
 
@@ -202,6 +207,7 @@ const char *a2qc_conv_implementation(const a2qc_conv *c) { return c->implementat
 #define RUN(call) do { dnnl_status_t status_ = (call); if (status_ != dnnl_success) return (int32_t)status_; } while (0)
 
 int32_t a2qc_conv_forward(a2qc_conv *c, const float *x, const float *weight, const float *bias, float *y) {
+    RUN(runtime());
     RUN(argument_in(&c->f_src, x));
     RUN(argument_in(&c->f_weights, weight));
     RUN(dnnl_memory_set_data_handle(c->f_dst.user, y));
@@ -221,6 +227,7 @@ int32_t a2qc_conv_forward(a2qc_conv *c, const float *x, const float *weight, con
 
 int32_t a2qc_conv_backward(a2qc_conv *c, const float *dy, const float *weight, float *weight_gradient,
                            int32_t accumulate, float *bias_gradient, float *input_gradient) {
+    RUN(runtime());
     RUN(argument_in(&c->d_diff_dst, dy));
     // Weight (and bias) gradient.
     dnnl_memory_t src = argument_memory(&c->f_src), diff_dst = argument_memory(&c->d_diff_dst);
