@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # The overlapped all-reduce against the fused one, over an emulated link between two test
-# hosts (Launch/netns-hosts.sh; needs root): cnn A2Q+, R=2, one float and one quantized epoch
-# on 6,000 synthetic images, each setting run twice. Prints images/s and the step's exposed
-# all-reduce time.
+# hosts (Launch/netns-hosts.sh; needs root): A2Q+, R=2 (one rank per host), one float and one
+# quantized epoch on 6,000 synthetic images, each setting run twice. Prints images/s and the
+# step's exposed all-reduce time. A2Q_MODEL picks the network (default cnn; e.g. resnet20).
 #
 #   Launch/bench-overlap.sh [RATE] [BUCKET_MB...]     (default: 1gbit, buckets 0 (fused) 0.25 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-1gbit}; shift || true
 buckets=("$@"); [ ${#buckets[@]} -gt 0 ] || buckets=(0 0.25 1)
+model=${A2Q_MODEL:-cnn}
 swift build -c release --product a2q 2>&1 | tail -n 1
-echo "link: $rate (tbf, both directions); $(.build/release/a2q env | grep -E '^cpu|kernel set' | tr '\n' ' ')"
+echo "model: $model; link: $rate (tbf, both directions); $(.build/release/a2q env | grep -E '^cpu|kernel set' | tr '\n' ' ')"
 printf '%-12s %12s %16s\n' bucket_mb images/s allreduce_s
 for bucket in "${buckets[@]}"; do
   for _ in 1 2; do
     out=$(mktemp -d /tmp/a2q-overlap.XXXXXX)
     A2Q_NETNS_RATE=$rate Launch/netns-hosts.sh run 2 -- -np 2 -x OPENBLAS_NUM_THREADS=1 .build/release/a2q train \
-      --model cnn --quantizer a2q+ --data synthetic --train-subset 6000 --batch-size 64 --float-epochs 1 --epochs 1 \
+      --model "$model" --quantizer a2q+ --data synthetic --train-subset 6000 --batch-size 64 --float-epochs 1 --epochs 1 \
       --calibration-batches 2 --log-every 100000 --check-every 100000 --allreduce-bucket-mb "$bucket" --out "$out" --json 2>/dev/null \
       | tail -n 1 | python3 -c '
 import json, sys
