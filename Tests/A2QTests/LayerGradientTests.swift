@@ -92,7 +92,7 @@ struct LayerGradientTests {
     /// The ResNets' shapes (16–64 channels, where oneDNN runs its blocked-layout kernels), odd ones
     /// and random ones: oneDNN's convolution equals im2col + sgemm (checked above against finite
     /// differences) up to summation order, with and without bias and input gradient, and across
-    /// batch sizes that switch between cached primitives.
+    /// batch and image sizes that switch between cached primitives.
     @Test("Conv2d: oneDNN's primitives agree with im2col + sgemm on the ResNet shapes and random ones")
     func conv2dBackendsAgree() throws {
         var g = Xoshiro256(seed: 41)
@@ -115,10 +115,11 @@ struct LayerGradientTests {
             randomize(stores.0, &g)
             stores.1.values.update(from: stores.0.values, count: stores.0.count)
             let what = "C\(t.c) \(t.h)x\(t.h) → \(t.out) k\(t.k) s\(t.stride) p\(t.pad) bias \(t.bias) [\(fast.implementation)]"
-            for (batch, inputGradient) in [(5, true), (2, false), (5, true)] {
+            // Batch sizes and image sizes that switch between cached primitives, and back.
+            for (batch, grow, inputGradient) in [(5, 0, true), (2, 0, false), (5, 2, true), (5, 0, true)] {
                 fast.computesInputGradient = inputGradient
                 slow.computesInputGradient = inputGradient
-                let x = randomTensor([batch, t.c, t.h, t.h], &g)
+                let x = randomTensor([batch, t.c, t.h + grow, t.h + grow], &g)
                 let y = (fast.forward(x, parameters: stores.0, training: true).array,
                          slow.forward(x, parameters: stores.1, training: true).array)
                 let dy = randomTensor(fast.outputShape, &g)
@@ -126,7 +127,7 @@ struct LayerGradientTests {
                 stores.1.zeroGradients()
                 let dx = (fast.backward(dy, parameters: stores.0).array, slow.backward(dy, parameters: stores.1).array)
                 let dp = (stores.0.gradientsArray(), stores.1.gradientsArray())
-                #expect(relativeDifference(y.0, y.1) < 1e-5, "output, \(what), batch \(batch)")
+                #expect(relativeDifference(y.0, y.1) < 1e-5, "output, \(what), batch \(batch), +\(grow)")
                 #expect(relativeDifference(dp.0, dp.1) < 1e-5, "parameter gradients, \(what), batch \(batch)")
                 if inputGradient { #expect(relativeDifference(dx.0, dx.1) < 1e-5, "input gradient, \(what), batch \(batch)") }
                 #expect(dp.0.contains { $0 != 0 })

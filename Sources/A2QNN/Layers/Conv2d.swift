@@ -49,9 +49,9 @@ public final class Conv2d: Layer, @unchecked Sendable {
     private var chunk = 1
     static let chunkFloats = 131_072
     private var cachedInputShape: [Int] = []
-    /// oneDNN primitives by batch size (training and evaluation batches differ); `primitives`
+    /// oneDNN primitives by input shape (training and evaluation batches differ); `primitives`
     /// is the current shape's, nil on the im2col path.
-    private var primitivesByBatch: [Int: OpaquePointer] = [:]
+    private var primitivesByShape: [[Int]: OpaquePointer] = [:]
     private var primitives: OpaquePointer?
 
     /// The convolution implementation of this process.
@@ -125,7 +125,7 @@ public final class Conv2d: Layer, @unchecked Sendable {
         output.reshape([shape[0], outChannels, ho, wo])
         inputGradient.reshape(shape)
         cachedInputShape = shape
-        primitives = backend == .onednn ? oneDNNPrimitives(batch: shape[0]) : nil
+        primitives = backend == .onednn ? oneDNNPrimitives(shape: shape) : nil
         if primitives == nil {
             chunk = max(1, min(shape[0], Conv2d.chunkFloats / max(fanIn * ho * wo, 1)))
             columns.reshape([fanIn, chunk * ho * wo])
@@ -133,11 +133,12 @@ public final class Conv2d: Layer, @unchecked Sendable {
         }
     }
 
-    /// The primitives for this batch size, built on first use (at most four shapes are kept).
+    /// The primitives for this input shape, built on first use (at most four shapes are kept).
     /// nil, after one warning, if oneDNN cannot build them: the layer then runs on im2col.
-    private func oneDNNPrimitives(batch: Int) -> OpaquePointer? {
-        if let cached = primitivesByBatch[batch] { return cached }
-        if primitivesByBatch.count >= 4 { releasePrimitives() }
+    private func oneDNNPrimitives(shape: [Int]) -> OpaquePointer? {
+        if let cached = primitivesByShape[shape] { return cached }
+        if primitivesByShape.count >= 4 { releasePrimitives() }
+        let batch = shape[0]
         var message = [CChar](repeating: 0, count: 512)
         guard let created = a2qc_conv_create(Int64(batch), Int64(inChannels), Int64(geometry.height), Int64(geometry.width),
                                              Int64(outChannels), Int64(kernelHeight), Int64(stride), Int64(padding),
@@ -146,13 +147,13 @@ public final class Conv2d: Layer, @unchecked Sendable {
             printError("warning: \(name): \(reason); this layer runs on im2col + sgemm")
             return nil
         }
-        primitivesByBatch[batch] = created
+        primitivesByShape[shape] = created
         return created
     }
 
     private func releasePrimitives() {
-        for primitives in primitivesByBatch.values { a2qc_conv_destroy(primitives) }
-        primitivesByBatch.removeAll()
+        for primitives in primitivesByShape.values { a2qc_conv_destroy(primitives) }
+        primitivesByShape.removeAll()
     }
 
     deinit { releasePrimitives() }
