@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The overlapped all-reduce against the fused one, over an emulated link between two test
-# hosts (Launch/netns-hosts.sh; needs root): A2Q+, R=2 (one rank per host), one float and one
-# quantized epoch on 6,000 synthetic images, each setting run twice. Prints images/s and the
-# step's exposed all-reduce time. A2Q_MODEL picks the network (default cnn; e.g. resnet20).
+# hosts (Launch/netns-hosts.sh; needs root): A2Q+, one rank per host, 32 images per rank and
+# step, one float and one quantized epoch on 6,000 synthetic images, each setting run twice.
+# Prints images/s, steps/s and the run's exposed all-reduce time. A2Q_MODEL picks the network
+# (default cnn; e.g. resnet20), A2Q_HOSTS the number of test hosts (default 2; 3 works too).
 #
 #   Launch/bench-overlap.sh [RATE] [BUCKET_MB...]     (default: 1gbit, buckets 0 (fused) 0.25 1)
 set -euo pipefail
@@ -10,20 +11,22 @@ cd "$(dirname "$0")/.."
 rate=${1:-1gbit}; shift || true
 buckets=("$@"); [ ${#buckets[@]} -gt 0 ] || buckets=(0 0.25 1)
 model=${A2Q_MODEL:-cnn}
+hosts=${A2Q_HOSTS:-2}
+batch=$((32 * hosts))
 swift build -c release --product a2q 2>&1 | tail -n 1
-echo "model: $model; link: $rate (tbf, both directions); $(.build/release/a2q env | grep -E '^cpu|kernel set' | tr '\n' ' ')"
-printf '%-12s %12s %16s\n' bucket_mb images/s allreduce_s
+echo "model: $model; hosts: $hosts, global batch $batch; link: $rate (tbf, both directions); $(.build/release/a2q env | grep -E '^cpu|kernel set' | tr '\n' ' ')"
+printf '%-12s %12s %10s %16s\n' bucket_mb images/s steps/s allreduce_s
 for bucket in "${buckets[@]}"; do
   for _ in 1 2; do
     out=$(mktemp -d /tmp/a2q-overlap.XXXXXX)
-    A2Q_NETNS_RATE=$rate Launch/netns-hosts.sh run 2 -- -np 2 -x OPENBLAS_NUM_THREADS=1 .build/release/a2q train \
-      --model "$model" --quantizer a2q+ --data synthetic --train-subset 6000 --batch-size 64 --float-epochs 1 --epochs 1 \
+    A2Q_NETNS_RATE=$rate Launch/netns-hosts.sh run "$hosts" -- -np "$hosts" -x OPENBLAS_NUM_THREADS=1 .build/release/a2q train \
+      --model "$model" --quantizer a2q+ --data synthetic --train-subset 6000 --batch-size "$batch" --float-epochs 1 --epochs 1 \
       --calibration-batches 2 --log-every 100000 --check-every 100000 --allreduce-bucket-mb "$bucket" --out "$out" --json 2>/dev/null \
       | tail -n 1 | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
 rate, exposed = r["images_per_second"], r["phase_seconds"]["allreduce"]
-print(f"{sys.argv[1]:<12} {rate:12.0f} {exposed:16.2f}")' "$bucket"
+print(f"{sys.argv[1]:<12} {rate:12.0f} {rate / int(sys.argv[2]):10.2f} {exposed:16.2f}")' "$bucket" "$batch"
     rm -rf "$out"
   done
 done
