@@ -24,7 +24,6 @@ public final class BatchNorm: Layer, @unchecked Sendable {
     private let inputGradient = Tensor(shape: [0])
     /// The last forward's input (x̂ is recomputed from it in backward rather than stored).
     private var input: Tensor?
-    private var inputShape: [Int] = []
     /// Mean and 1/sqrt(var + ε) the last forward used, and 2·C doubles for the kernels' sums.
     private var mean: [Float]
     private var inverseStd: [Float]
@@ -64,7 +63,6 @@ public final class BatchNorm: Layer, @unchecked Sendable {
                      "\(name): input \(describe(shape)) does not fit BatchNorm(\(channels)), expected [N, \(channels)] or [N, \(channels), H, W]")
         output.reshape(shape)
         self.input = input
-        inputShape = shape
         lastTraining = training
         let batch = shape[0], plane = shape.count == 4 ? shape[2] * shape[3] : 1
         a2qn_batchnorm_forward(input.data, output.data, parameters.value(scale), parameters.value(shift),
@@ -75,7 +73,7 @@ public final class BatchNorm: Layer, @unchecked Sendable {
 
     public func backward(_ outputGradient: Tensor, parameters: ParameterStore) -> Tensor {
         guard let input else { preconditionFailure("\(name): backward before forward") }
-        let shape = inputShape
+        let shape = output.shape
         precondition(outputGradient.shape == shape && input.shape == shape,
                      "\(name): gradient \(describe(outputGradient.shape)) does not match output \(describe(shape))")
         inputGradient.reshape(shape)

@@ -138,9 +138,8 @@ public final class Conv2d: Layer, @unchecked Sendable {
     private func oneDNNPrimitives(shape: [Int]) -> OpaquePointer? {
         if let cached = primitivesByShape[shape] { return cached }
         if primitivesByShape.count >= 4 { releasePrimitives() }
-        let batch = shape[0]
         var message = [CChar](repeating: 0, count: 512)
-        guard let created = a2qc_conv_create(Int64(batch), Int64(inChannels), Int64(geometry.height), Int64(geometry.width),
+        guard let created = a2qc_conv_create(Int64(shape[0]), Int64(inChannels), Int64(shape[2]), Int64(shape[3]),
                                              Int64(outChannels), Int64(kernelHeight), Int64(stride), Int64(padding),
                                              bias == nil ? 0 : 1, &message, Int64(message.count)) else {
             let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

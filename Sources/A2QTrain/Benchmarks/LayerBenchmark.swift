@@ -43,7 +43,7 @@ public enum LayerBenchmark {
         for i in 0..<dy.count { dy[i] = g.uniform(-1, 1) }
         let kk = cIn * k * k, columns = n * h * w
         let flops = 3 * 2 * Double(cOut) * Double(kk) * Double(columns)
-        var layers: [BenchmarkRow] = []
+        var layers: [(backend: Conv2d.Backend, row: BenchmarkRow)] = []
         for backend in [Conv2d.Backend.onednn, .im2col] {
             var layout = ParameterLayout()
             let conv = try Conv2d(name: "conv2", inChannels: cIn, outChannels: cOut, kernelSize: k, padding: 1,
@@ -55,8 +55,8 @@ public enum LayerBenchmark {
                 _ = conv.forward(x, parameters: store, training: true)
                 _ = conv.backward(dy, parameters: store)
             }
-            layers.append(row("conv2d fwd+bwd [64,32,14,14] 3x3 p1 → 64, \(backend.rawValue)", times, flops: flops,
-                              note: conv.implementation))
+            layers.append((backend, row("conv2d fwd+bwd [64,32,14,14] 3x3 p1 → 64, \(backend.rawValue)", times, flops: flops,
+                                        note: conv.implementation)))
         }
         // The same three products as raw sgemm calls on preallocated matrices.
         let a = Tensor(shape: [cOut, kk]), b = Tensor(shape: [kk, columns]), c = Tensor(shape: [cOut, columns])
@@ -71,10 +71,10 @@ public enum LayerBenchmark {
                       a: a.data, lda: kk, b: c.data, ldb: columns, beta: 0, c: dcol.data, ldc: columns)
         }
         let gemm = row("sgemm, same 3 products", gemmTimes, flops: flops)
-        var rows = layers + [gemm]
-        for layer in layers {
+        var rows = layers.map(\.row) + [gemm]
+        for (backend, layer) in layers {
             var ratio = layer
-            ratio.name = "conv2d (\(layer.name.split(separator: ",").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "")) / sgemm rate"
+            ratio.name = "conv2d (\(backend.rawValue)) / sgemm rate"
             ratio.note = String(format: "%.0f%%", 100 * layer.gflops / gemm.gflops)
             ratio.gflops = 0
             rows.append(ratio)
