@@ -5,7 +5,10 @@
 # Prints images/s, steps/s and the run's exposed all-reduce time. A2Q_MODEL picks the network
 # (default cnn; e.g. resnet20), A2Q_HOSTS the number of test hosts (default 2; 3 works too).
 #
-#   Launch/bench-overlap.sh [RATE] [BUCKET_MB...]     (default: 1gbit, buckets 0 (fused) 0.25 1)
+# A setting is BUCKET_MB or BUCKET_MB:PROGRESS (thread, the default, or layers; see
+# --allreduce-progress), e.g. `0 1 1:layers`.
+#
+#   Launch/bench-overlap.sh [RATE] [SETTING...]     (default: 1gbit, settings 0 (fused) 0.25 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-1gbit}; shift || true
@@ -15,18 +18,20 @@ hosts=${A2Q_HOSTS:-2}
 batch=$((32 * hosts))
 swift build -c release --product a2q 2>&1 | tail -n 1
 echo "model: $model; hosts: $hosts, global batch $batch; link: $rate (tbf, both directions); $(.build/release/a2q env | grep -E '^cpu|kernel set' | tr '\n' ' ')"
-printf '%-12s %12s %10s %16s\n' bucket_mb images/s steps/s allreduce_s
-for bucket in "${buckets[@]}"; do
+printf '%-14s %12s %10s %16s\n' bucket_mb images/s steps/s allreduce_s
+for setting in "${buckets[@]}"; do
+  bucket=${setting%%:*}
+  progress=thread; [[ $setting == *:* ]] && progress=${setting#*:}
   for _ in 1 2; do
     out=$(mktemp -d /tmp/a2q-overlap.XXXXXX)
     A2Q_NETNS_RATE=$rate Launch/netns-hosts.sh run "$hosts" -- -np "$hosts" -x OPENBLAS_NUM_THREADS=1 .build/release/a2q train \
       --model "$model" --quantizer a2q+ --data synthetic --train-subset 6000 --batch-size "$batch" --float-epochs 1 --epochs 1 \
-      --calibration-batches 2 --log-every 100000 --check-every 100000 --allreduce-bucket-mb "$bucket" --out "$out" --json 2>/dev/null \
+      --calibration-batches 2 --log-every 100000 --check-every 100000 --allreduce-bucket-mb "$bucket" --allreduce-progress "$progress" --out "$out" --json 2>/dev/null \
       | tail -n 1 | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
 rate, exposed = r["images_per_second"], r["phase_seconds"]["allreduce"]
-print(f"{sys.argv[1]:<12} {rate:12.0f} {rate / int(sys.argv[2]):10.2f} {exposed:16.2f}")' "$bucket" "$batch"
+print(f"{sys.argv[1]:<14} {rate:12.0f} {rate / int(sys.argv[2]):10.2f} {exposed:16.2f}")' "$setting" "$batch"
     rm -rf "$out"
   done
 done

@@ -22,7 +22,12 @@ public protocol Communicator: AnyObject, Sendable {
     /// Starts an in-place sum over ranks and returns at once with a handle for `finish`
     /// (the overlapped all-reduce); `buffer` must stay untouched until then.
     func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Int
-    /// Lets started sums advance without waiting (call it while computing).
+    /// How started sums advance: `true`, a progress thread advances them while this thread
+    /// computes; `false`, only `progress()` and `finish` do. Returns whether the requested way
+    /// is in effect (a thread needs the MPI library's MPI_THREAD_SERIALIZED).
+    func useProgressThread(_ enabled: Bool) -> Bool
+    /// Lets started sums advance without waiting (call it while computing; nothing to do when
+    /// a progress thread does it).
     func progress() throws
     /// Waits, under the watchdog, for a sum started with `startAllReduceSum`.
     func finish(_ handle: Int) throws
@@ -60,6 +65,7 @@ public final class SingleProcessCommunicator: Communicator, @unchecked Sendable 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {}
     public func barrier() throws {}
     public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Int { 0 }
+    public func useProgressThread(_ enabled: Bool) -> Bool { true }
     public func progress() throws {}
     public func finish(_ handle: Int) throws {}
     public func abort(_ message: String, code: Int32) -> Never {

@@ -99,9 +99,11 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Int {
         guard let base = buffer.baseAddress else { return -1 }
         var handle: Int32 = -1
-        try check(a2q_mpi_iallreduce_sum_f32(base, Int64(buffer.count), &handle), "starting an all-reduce (sum, float)")
+        try check(a2q_mpi_iallreduce_sum_f32(base, Int64(buffer.count), timeout, &handle), "starting an all-reduce (sum, float)")
         return Int(handle)
     }
+
+    public func useProgressThread(_ enabled: Bool) -> Bool { a2q_mpi_set_progress_thread(enabled ? 1 : 0) == 1 }
 
     public func progress() throws { try check(a2q_mpi_progress(), "progress of the started all-reduces") }
 

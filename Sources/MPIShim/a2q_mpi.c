@@ -1,18 +1,24 @@
 #include "a2q_mpi.h"
-#include <mpi.h>
+#include "shim_internal.h"
 #include <limits.h>
 #include <string.h>
 #include <time.h>
 
 static const int64_t chunk_limit = INT_MAX / 8;
+int a2q_mpi_thread_level = MPI_THREAD_SINGLE;
 
 int a2q_mpi_init(int32_t *rank, int32_t *size) {
     int flag = 0, rc = MPI_Initialized(&flag);
     if (rc != MPI_SUCCESS) return rc;
     if (!flag) {
+        // Serialized: the overlapped all-reduce's progress thread makes MPI calls while the
+        // main thread computes, never at the same time as it (a2q_progress_thread_quiesce).
         int provided = 0;
-        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS) return rc;
+        a2q_mpi_thread_level = provided;
+    } else {
+        MPI_Query_thread(&a2q_mpi_thread_level);
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     int r = 0, s = 1;
@@ -29,8 +35,14 @@ int a2q_mpi_is_initialized(void) {
     return flag && !finalized;
 }
 
-int a2q_mpi_finalize(void) { return MPI_Finalize(); }
-void a2q_mpi_abort(int32_t code) { MPI_Abort(MPI_COMM_WORLD, code); }
+int a2q_mpi_finalize(void) {
+    a2q_progress_thread_stop();
+    return MPI_Finalize();
+}
+void a2q_mpi_abort(int32_t code) {
+    a2q_progress_thread_halt(1.0);
+    MPI_Abort(MPI_COMM_WORLD, code);
+}
 double a2q_mpi_wtime(void) { return MPI_Wtime(); }
 
 void a2q_mpi_error_string(int32_t code, char *buffer, int32_t capacity) {
@@ -64,7 +76,7 @@ void a2q_mpi_library_version(char *buffer, int32_t capacity) {
 enum { PING_TAG = 0x2a51, PONG_TAG = 0x2a52 };
 
 /// Answers every pending roll-call question (a 1-byte eager send per question).
-static void answer_roll_call(void) {
+void a2q_answer_roll_call(void) {
     for (;;) {
         int flag = 0;
         MPI_Status status;
@@ -78,9 +90,7 @@ static void answer_roll_call(void) {
     }
 }
 
-/// Waits for a non-blocking request, polling, so that a dead or stalled peer
-/// turns into A2Q_MPI_TIMEOUT instead of a hang.
-static int wait_with_deadline(MPI_Request *request, double timeout_seconds) {
+int a2q_wait_with_deadline(MPI_Request *request, double timeout_seconds) {
     if (timeout_seconds <= 0) return MPI_Wait(request, MPI_STATUS_IGNORE);
     double deadline = MPI_Wtime() + timeout_seconds;
     int done = 0;
@@ -91,7 +101,7 @@ static int wait_with_deadline(MPI_Request *request, double timeout_seconds) {
         if (done) return MPI_SUCCESS;
         if (MPI_Wtime() > deadline) return A2Q_MPI_TIMEOUT;
         if (++spins > 1000) {  // back off once the collective is clearly not immediate
-            answer_roll_call();
+            a2q_answer_roll_call();
             struct timespec pause = {0, 50000};
             nanosleep(&pause, NULL);
         }
@@ -99,6 +109,7 @@ static int wait_with_deadline(MPI_Request *request, double timeout_seconds) {
 }
 
 int32_t a2q_mpi_roll_call(double wait_seconds, int32_t *missing, int32_t capacity) {
+    a2q_progress_thread_quiesce();
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -118,7 +129,7 @@ int32_t a2q_mpi_roll_call(double wait_seconds, int32_t *missing, int32_t capacit
     double deadline = MPI_Wtime() + wait_seconds;
     int pending = peers - 1;
     while (pending > 0 && MPI_Wtime() < deadline) {
-        answer_roll_call();
+        a2q_answer_roll_call();
         for (int r = 0; r < peers; r++) {
             if (answered[r] || replies[r] == MPI_REQUEST_NULL) continue;
             int done = 0;
@@ -149,14 +160,16 @@ int a2q_mpi_processor_names(char *names, int32_t width) {
 }
 
 int a2q_mpi_barrier(double timeout_seconds) {
+    a2q_progress_thread_quiesce();
     MPI_Request request;
     int rc = MPI_Ibarrier(MPI_COMM_WORLD, &request);
     if (rc != MPI_SUCCESS) return rc;
-    return wait_with_deadline(&request, timeout_seconds);
+    return a2q_wait_with_deadline(&request, timeout_seconds);
 }
 
 static int allreduce(void *data, int64_t count, MPI_Datatype type, int64_t element_size,
                      MPI_Op op, double timeout_seconds) {
+    a2q_progress_thread_quiesce();
     char *bytes = (char *)data;
     for (int64_t offset = 0; offset < count; offset += chunk_limit) {
         int64_t n = count - offset < chunk_limit ? count - offset : chunk_limit;
@@ -164,7 +177,7 @@ static int allreduce(void *data, int64_t count, MPI_Datatype type, int64_t eleme
         int rc = MPI_Iallreduce(MPI_IN_PLACE, bytes + offset * element_size, (int)n, type, op,
                                 MPI_COMM_WORLD, &request);
         if (rc != MPI_SUCCESS) return rc;
-        if ((rc = wait_with_deadline(&request, timeout_seconds)) != MPI_SUCCESS) return rc;
+        if ((rc = a2q_wait_with_deadline(&request, timeout_seconds)) != MPI_SUCCESS) return rc;
     }
     return MPI_SUCCESS;
 }
@@ -182,50 +195,14 @@ int a2q_mpi_allreduce_minmax_i64(int64_t *data, int64_t count, int32_t op, doubl
 }
 
 int a2q_mpi_broadcast_bytes(void *data, int64_t count, int32_t root, double timeout_seconds) {
+    a2q_progress_thread_quiesce();
     char *bytes = (char *)data;
     for (int64_t offset = 0; offset < count; offset += chunk_limit) {
         int64_t n = count - offset < chunk_limit ? count - offset : chunk_limit;
         MPI_Request request;
         int rc = MPI_Ibcast(bytes + offset, (int)n, MPI_BYTE, root, MPI_COMM_WORLD, &request);
         if (rc != MPI_SUCCESS) return rc;
-        if ((rc = wait_with_deadline(&request, timeout_seconds)) != MPI_SUCCESS) return rc;
+        if ((rc = a2q_wait_with_deadline(&request, timeout_seconds)) != MPI_SUCCESS) return rc;
     }
     return MPI_SUCCESS;
-}
-
-// Non-blocking sums for the overlapped all-reduce: gradient buckets are started while the
-// backward pass goes on and finished before the optimizer step.
-enum { MAX_PENDING = 256 };
-static MPI_Request pending[MAX_PENDING];
-static int pending_used[MAX_PENDING];
-
-int a2q_mpi_iallreduce_sum_f32(float *data, int64_t count, int32_t *handle) {
-    if (count > INT_MAX) return MPI_ERR_COUNT;
-    for (int i = 0; i < MAX_PENDING; i++) {
-        if (pending_used[i]) continue;
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending[i]);
-        if (rc != MPI_SUCCESS) return rc;
-        pending_used[i] = 1;
-        *handle = i;
-        return MPI_SUCCESS;
-    }
-    return MPI_ERR_PENDING;
-}
-
-int a2q_mpi_progress(void) {
-    for (int i = 0; i < MAX_PENDING; i++) {
-        if (!pending_used[i] || pending[i] == MPI_REQUEST_NULL) continue;
-        int done = 0;
-        int rc = MPI_Test(&pending[i], &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) return rc;
-    }
-    answer_roll_call();
-    return MPI_SUCCESS;
-}
-
-int a2q_mpi_wait_handle(int32_t handle, double timeout_seconds) {
-    if (handle < 0 || handle >= MAX_PENDING || !pending_used[handle]) return MPI_ERR_REQUEST;
-    int rc = pending[handle] == MPI_REQUEST_NULL ? MPI_SUCCESS : wait_with_deadline(&pending[handle], timeout_seconds);
-    pending_used[handle] = 0;
-    return rc;
 }

@@ -37,13 +37,37 @@ enum MPIRun {
         process.standardError = pipe
         let start = Date()
         try process.run()
+        // SIGTERM at the timeout; whatever of the process tree is left 15 s later gets SIGKILL
+        // (a rank stuck where SIGTERM cannot end it must not hang the test run).
+        let pid = process.processIdentifier
         let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        let reaper = DispatchWorkItem { killProcessTree(pid) }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout + 15, execute: reaper)
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         killer.cancel()
+        reaper.cancel()
         return Result(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self),
                       seconds: Date().timeIntervalSince(start))
+    }
+
+    /// SIGKILL to `root` and every process below it (found through /proc's parent links).
+    static func killProcessTree(_ root: Int32) {
+        var parents: [Int32: Int32] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, let parent = Int32(fields[1]) { parents[pid] = parent }
+        }
+        var tree: Set<Int32> = [root]
+        var grew = true
+        while grew {
+            grew = false
+            for (pid, parent) in parents where tree.contains(parent) && !tree.contains(pid) { tree.insert(pid); grew = true }
+        }
+        for pid in tree { kill(pid, SIGKILL) }
     }
 
     /// Common arguments of a short synthetic mlp run.
@@ -130,13 +154,16 @@ struct MPITests {
         #expect(result.seconds < 50)
     }
 
-    @Test("a rank that hangs is caught by the watchdog: the job aborts, and the roll call names the hanging rank")
-    func hangingRank() throws {
+    @Test("a rank that hangs is caught by the watchdog (fused all-reduce, or overlapped with the progress thread keeping the watchdog): the job aborts, and the roll call names the hanging rank",
+          arguments: ["0", "0.0625"])
+    func hangingRank(bucketMB: String) throws {
         let folder = temporaryFolder("mpi-hang")
         let result = try MPIRun.run(ranks: 2, MPIRun.trainArguments(out: folder, extra: [
-            "--test-fail-rank", "1", "--test-fail-step", "5", "--test-fail-hang", "--watchdog-seconds", "5"]), timeout: 60)
+            "--test-fail-rank", "1", "--test-fail-step", "5", "--test-fail-hang", "--watchdog-seconds", "5",
+            "--allreduce-bucket-mb", bucketMB]), timeout: 60)
         #expect(result.status != 0)
         #expect(result.output.contains("rank 0") && result.output.contains("watchdog"), "\(result.output)")
+        if bucketMB != "0" { #expect(result.output.contains("all-reduce (sum, float, overlapped) did not complete"), "\(result.output)") }
         #expect(result.output.contains("rank 1 (host") && result.output.contains("did not answer a roll call"), "\(result.output)")
         #expect(result.seconds < 50)
     }
@@ -160,26 +187,30 @@ struct MPITests {
         #expect(!FileManager.default.fileExists(atPath: folder + "/final.h5"))
     }
 
-    @Test("the overlapped all-reduce (64 KiB buckets started during the backward pass): R=2 and R=3 replicas bitwise identical, and equal to the fused all-reduce",
+    @Test("the overlapped all-reduce (64 KiB buckets started during the backward pass, advanced by a progress thread or between layers): R=2 and R=3 replicas bitwise identical, and equal to the fused all-reduce",
           arguments: [2, 3])
     func overlappedAllReduce(ranks: Int) throws {
         var dumps: [Data] = []
-        for bucket in ["0", "0.0625"] {
+        for (bucket, progress) in [("0", "thread"), ("0.0625", "thread"), ("0.0625", "layers")] {
             let folder = temporaryFolder("mpi-overlap")
             let result = try MPIRun.run(ranks: ranks, MPIRun.trainArguments(out: folder, extra: [
-                "--allreduce-bucket-mb", bucket, "--test-dump-parameters", folder + "/dump"]))
+                "--allreduce-bucket-mb", bucket, "--allreduce-progress", progress, "--test-dump-parameters", folder + "/dump"]))
             #expect(result.status == 0, "\(result.output)")
             if bucket != "0" {
                 #expect(result.output.contains("overlapped all-reduce: ") && !result.output.contains("overlapped all-reduce: 1 bucket"),
                         "\(result.output)")
+                let by = progress == "thread" ? "progressed by a progress thread" : "progressed between layers"
+                #expect(result.output.contains(by), "\(result.output)")
             }
             let reference = try MPIRun.parameters(folder + "/dump", rank: 0)
             for rank in 1..<ranks { #expect(try MPIRun.parameters(folder + "/dump", rank: rank) == reference, "rank \(rank) differs") }
             dumps.append(reference)
         }
         // Each element is the sum of the same R values; Open MPI 4.1's libnbc sums them in the
-        // same order for a bucket as for the whole buffer, so the runs agree bit for bit.
-        #expect(dumps.count == 2 && dumps[0] == dumps[1], "overlapped and fused all-reduce differ")
+        // same order for a bucket as for the whole buffer, so the runs agree bit for bit (and
+        // both progress mechanisms run the same MPI_Iallreduce calls).
+        #expect(dumps.count == 3 && dumps[1] == dumps[0], "overlapped (progress thread) and fused all-reduce differ")
+        #expect(dumps.count == 3 && dumps[2] == dumps[0], "overlapped (between layers) and fused all-reduce differ")
     }
 
     @Test("a batch size not divisible by R is refused once, by rank 0")

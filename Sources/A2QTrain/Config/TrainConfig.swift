@@ -59,6 +59,13 @@ public enum FirstLastPolicy: String, CaseIterable, Sendable, Codable {
 
 public enum OptimizerName: String, CaseIterable, Sendable, Codable { case sgd, adam, adamw }
 public enum ScheduleName: String, CaseIterable, Sendable, Codable { case constant, step, cosine }
+/// What advances the overlapped all-reduce's started sums while the backward pass computes.
+public enum AllReduceProgress: String, CaseIterable, Sendable, Codable {
+    /// A progress thread tests them every 50 µs (the overlap is real over TCP).
+    case thread
+    /// The training thread, between two layers' backward (no extra thread).
+    case layers
+}
 
 /// Everything that defines a training run. Each setting is a property with its default here
 /// and one entry in `TrainConfig.options` (its flag, config-file key and help); flags override
@@ -105,6 +112,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     /// Overlap the gradient all-reduce with the backward pass in buckets of this many MiB
     /// (0: one fused all-reduce after the backward pass).
     public var allreduceBucketMB: Double = 0
+    /// What advances the overlapped all-reduce's sums during the backward pass.
+    public var allreduceProgress: AllReduceProgress = .thread
     public var checkpointEvery: Int?
     public var keepCheckpoints = 3
     /// Save a checkpoint and stop after this global step, leaving the schedule untouched (for

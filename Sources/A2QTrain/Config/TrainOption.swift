@@ -42,6 +42,7 @@ extension WeightInitMethod: OptionChoice {}
 extension FirstLastPolicy: OptionChoice {}
 extension OptimizerName: OptionChoice {}
 extension ScheduleName: OptionChoice {}
+extension AllReduceProgress: OptionChoice {}
 extension ModelName: OptionValue {
     public init?(word: String) { self.init(validating: word) }
     public static var valueName: String { (builtIn.map(\.rawValue) + ["PATH.json"]).joined(separator: "|") }
@@ -163,6 +164,7 @@ extension TrainConfig {
         .value("check-every", \.checkEvery, "Compare parameter checksums across ranks every N steps."),
         .value("watchdog-seconds", \.watchdogSeconds, "Abort a collective that takes longer than this (seconds, 0 = never)."),
         .value("allreduce-bucket-mb", \.allreduceBucketMB, "Overlap the gradient all-reduce with the backward pass in buckets of this many MiB (0 = one fused all-reduce after it)."),
+        .value("allreduce-progress", \.allreduceProgress, "What advances the overlapped all-reduce during the backward pass: thread (a progress thread, default) or layers (the training thread between layers)."),
         .value("checkpoint-every", \.checkpointEvery, "Save a checkpoint every N steps (and always at each epoch end)."),
         .value("keep-checkpoints", \.keepCheckpoints, "Keep the newest N periodic checkpoints (final.h5 is always kept)."),
         .value("resume", \.resume, "Continue from a checkpoint: a path, or 'auto' for the newest valid one in --out."),

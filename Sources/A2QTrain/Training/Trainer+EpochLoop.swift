@@ -64,6 +64,16 @@ extension Trainer {
         if communicator.worldSize > 1 && config.allreduceBucketMB > 0 && overlap == nil {
             progress.line("warning: the parameters are not in layer order; using the fused all-reduce")
         }
+        var progressBy = "between layers"
+        if overlap != nil {
+            let thread = config.allreduceProgress == .thread
+            if communicator.useProgressThread(thread) {
+                if thread { progressBy = "by a progress thread" }
+            } else {
+                _ = communicator.useProgressThread(false)
+                progress.line("warning: the MPI library does not provide MPI_THREAD_SERIALIZED; the overlapped all-reduce progresses between layers")
+            }
+        }
         let startStep = state.step
         let phaseStart = monotonicSeconds()
         var windowStart = phaseStart, windowSteps = 0
@@ -114,7 +124,7 @@ extension Trainer {
                         model.addRegularizer(weight: config.regularizer)
                         if !overlapReported, let buckets = overlap?.bucketsStarted {
                             overlapReported = true
-                            progress.line("overlapped all-reduce: \(buckets) bucket(s) per step (each at least \(config.allreduceBucketMB) MiB but the last), started during the backward pass")
+                            progress.line("overlapped all-reduce: \(buckets) bucket(s) per step (each at least \(config.allreduceBucketMB) MiB but the last), started during the backward pass, progressed \(progressBy)")
                         }
                     } else if communicator.worldSize > 1 {
                         try communicator.allReduceSum(gradients)

@@ -32,9 +32,15 @@ int32_t a2q_mpi_roll_call(double wait_seconds, int32_t *missing, int32_t capacit
 /// Every rank's MPI processor name (host), `width` bytes per rank, NUL-padded (collective).
 int a2q_mpi_processor_names(char *names, int32_t width);
 
-/// Starts an in-place float sum over ranks (count ≤ INT_MAX) and returns a handle at once.
-int a2q_mpi_iallreduce_sum_f32(float *data, int64_t count, int32_t *handle);
-/// Advances every started sum (MPI_Test) without waiting; answers roll calls.
+/// The overlapped all-reduce (overlap.c). `enable` = 1: a progress thread starts and advances
+/// the sums while the caller computes (needs MPI_THREAD_SERIALIZED); 0: they advance only in
+/// a2q_mpi_progress and a2q_mpi_wait_handle. Returns 1 when the requested mode is in effect.
+int32_t a2q_mpi_set_progress_thread(int32_t enable);
+/// Starts an in-place float sum over ranks (count <= INT_MAX) and returns a handle at once;
+/// the watchdog `timeout_seconds` runs from the moment the sum is started.
+int a2q_mpi_iallreduce_sum_f32(float *data, int64_t count, double timeout_seconds, int32_t *handle);
+/// Advances every started sum (MPI_Test) without waiting and answers roll calls; nothing when
+/// the progress thread does it.
 int a2q_mpi_progress(void);
 /// Waits for a started sum under the watchdog and frees its handle.
 int a2q_mpi_wait_handle(int32_t handle, double timeout_seconds);

@@ -1,0 +1,256 @@
+#define _GNU_SOURCE  // pthread_timedjoin_np
+// Non-blocking sums for the overlapped all-reduce: gradient buckets are started while the
+// backward pass goes on and finished before the optimizer step.
+//
+// Over TCP a started MPI_Iallreduce moves only while some thread is inside the MPI library
+// (Open MPI has no asynchronous progress for the tcp BTL): each round of libnbc's schedule
+// needs a call that sees the previous round's messages arrive. Two ways to give it those calls:
+//
+//   * between layers: the main thread calls a2q_mpi_progress() after each layer's backward;
+//   * a progress thread: the main thread hands buckets over (a2q_mpi_iallreduce_sum_f32) and
+//     makes no MPI call until it has waited for them; the thread starts them in the order they
+//     came (every rank starts the same collectives in the same order) and tests them every
+//     `poll_interval_ns` until they finish. MPI_THREAD_SERIALIZED is enough, because the two
+//     threads never call MPI at the same time: the main thread's other MPI calls start with
+//     a2q_progress_thread_quiesce().
+//
+// Both ways run the same MPI_Iallreduce calls on the same buckets, so they give the same bits.
+#include "a2q_mpi.h"
+#include "shim_internal.h"
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+enum { MAX_PENDING = 256 };
+enum BucketState { FREE, QUEUED, ACTIVE, DONE };
+
+typedef struct {
+    float *data;
+    int count;
+    double timeout;
+    double deadline;
+    MPI_Request request;
+    int rc;
+    enum BucketState state;
+} Bucket;
+
+static Bucket buckets[MAX_PENDING];
+
+// --- Progress thread state (guarded by `lock`) ----------------------------------------------
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work_ready = PTHREAD_COND_INITIALIZER;  // main → thread: buckets queued, or stop
+static pthread_cond_t work_done = PTHREAD_COND_INITIALIZER;   // thread → main: a bucket finished, or failure
+static int use_thread = 0;
+static int thread_running = 0;
+static int stop_requested = 0;
+static pthread_t thread;
+static int queue[MAX_PENDING];  // FIFO of QUEUED bucket indices, in submission order
+static int queue_head = 0, queue_length = 0;
+static int unfinished = 0;      // QUEUED + ACTIVE buckets
+static int failure = MPI_SUCCESS;  // the first error; the thread then stops calling MPI
+
+/// How long the progress thread sleeps between tests of its started sums. 1 Gbit/s drains a
+/// 64 KiB socket buffer in ~0.5 ms, so 50 µs keeps the link busy at a few % of a core.
+static const long poll_interval_ns = 50000;
+/// How much longer than the watchdog the main thread waits for the progress thread's verdict.
+static const int main_thread_grace_seconds = 5;
+
+static void *progress_thread_main(void *unused) {
+    (void)unused;
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  // sleep 50 µs, not 50 µs + the default 50 µs slack
+    int active[MAX_PENDING];
+    int active_count = 0;
+    pthread_mutex_lock(&lock);
+    for (;;) {
+        while (!stop_requested && (failure != MPI_SUCCESS || (queue_length == 0 && active_count == 0))) {
+            pthread_cond_wait(&work_ready, &lock);
+        }
+        if (stop_requested) break;
+        // Start what was queued, in the order it came.
+        int to_start[MAX_PENDING];
+        int starting = 0;
+        while (queue_length > 0) {
+            int index = queue[queue_head];
+            queue_head = (queue_head + 1) % MAX_PENDING;
+            queue_length--;
+            buckets[index].state = ACTIVE;
+            to_start[starting++] = index;
+        }
+        pthread_mutex_unlock(&lock);
+
+        int rc = MPI_SUCCESS;
+        for (int i = 0; i < starting && rc == MPI_SUCCESS; i++) {
+            Bucket *b = &buckets[to_start[i]];
+            rc = MPI_Iallreduce(MPI_IN_PLACE, b->data, b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &b->request);
+            b->deadline = b->timeout > 0 ? MPI_Wtime() + b->timeout : 0;
+            active[active_count++] = to_start[i];
+        }
+        int finished[MAX_PENDING];
+        int finished_count = 0;
+        for (int i = 0; i < active_count && rc == MPI_SUCCESS; i++) {
+            Bucket *b = &buckets[active[i]];
+            int done = 0;
+            rc = MPI_Test(&b->request, &done, MPI_STATUS_IGNORE);
+            if (rc != MPI_SUCCESS) break;
+            if (done) {
+                finished[finished_count++] = i;
+            } else if (b->deadline > 0 && MPI_Wtime() > b->deadline) {
+                rc = A2Q_MPI_TIMEOUT;
+            }
+        }
+        if (rc == MPI_SUCCESS) a2q_answer_roll_call();
+
+        pthread_mutex_lock(&lock);
+        for (int k = finished_count - 1; k >= 0; k--) {  // from the back: earlier positions stay valid
+            int position = finished[k];
+            buckets[active[position]].state = DONE;
+            unfinished--;
+            for (int j = position; j + 1 < active_count; j++) active[j] = active[j + 1];
+            active_count--;
+        }
+        if (rc != MPI_SUCCESS) failure = rc;
+        if (finished_count > 0 || rc != MPI_SUCCESS) pthread_cond_broadcast(&work_done);
+        if (failure == MPI_SUCCESS && active_count > 0 && queue_length == 0) {
+            pthread_mutex_unlock(&lock);
+            struct timespec pause = {0, poll_interval_ns};
+            nanosleep(&pause, NULL);
+            pthread_mutex_lock(&lock);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return NULL;
+}
+
+int32_t a2q_mpi_set_progress_thread(int32_t enable) {
+    pthread_mutex_lock(&lock);
+    int ok = 1;
+    if (enable && a2q_mpi_thread_level >= MPI_THREAD_SERIALIZED) {
+        if (!thread_running) {
+            stop_requested = 0;
+            thread_running = pthread_create(&thread, NULL, progress_thread_main, NULL) == 0;
+        }
+        use_thread = thread_running;
+        ok = thread_running;
+    } else {
+        use_thread = 0;
+        ok = !enable;
+    }
+    pthread_mutex_unlock(&lock);
+    return ok;
+}
+
+void a2q_progress_thread_quiesce(void) {
+    pthread_mutex_lock(&lock);
+    while (thread_running && unfinished > 0 && failure == MPI_SUCCESS) pthread_cond_wait(&work_done, &lock);
+    pthread_mutex_unlock(&lock);
+}
+
+void a2q_progress_thread_stop(void) {
+    pthread_mutex_lock(&lock);
+    if (!thread_running) { pthread_mutex_unlock(&lock); return; }
+    while (unfinished > 0 && failure == MPI_SUCCESS) pthread_cond_wait(&work_done, &lock);
+    stop_requested = 1;
+    pthread_cond_broadcast(&work_ready);
+    pthread_mutex_unlock(&lock);
+    pthread_join(thread, NULL);
+    pthread_mutex_lock(&lock);
+    thread_running = 0;
+    use_thread = 0;
+    pthread_mutex_unlock(&lock);
+}
+
+void a2q_progress_thread_halt(double seconds) {
+    pthread_mutex_lock(&lock);
+    if (!thread_running) { pthread_mutex_unlock(&lock); return; }
+    stop_requested = 1;
+    pthread_cond_broadcast(&work_ready);
+    pthread_mutex_unlock(&lock);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)seconds;
+    until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+    if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+    if (pthread_timedjoin_np(thread, NULL, &until) == 0) {
+        pthread_mutex_lock(&lock);
+        thread_running = 0;
+        use_thread = 0;
+        pthread_mutex_unlock(&lock);
+    }
+}
+
+int a2q_mpi_iallreduce_sum_f32(float *data, int64_t count, double timeout_seconds, int32_t *handle) {
+    if (count > INT_MAX) return MPI_ERR_COUNT;
+    pthread_mutex_lock(&lock);
+    int index = -1;
+    for (int i = 0; i < MAX_PENDING; i++) {
+        if (buckets[i].state == FREE) { index = i; break; }
+    }
+    if (index < 0) { pthread_mutex_unlock(&lock); return MPI_ERR_PENDING; }
+    Bucket *b = &buckets[index];
+    b->data = data;
+    b->count = (int)count;
+    b->timeout = timeout_seconds;
+    b->rc = MPI_SUCCESS;
+    int rc = MPI_SUCCESS;
+    if (use_thread) {
+        if (failure != MPI_SUCCESS) { rc = failure; }
+        else {
+            b->state = QUEUED;
+            queue[(queue_head + queue_length) % MAX_PENDING] = index;
+            queue_length++;
+            unfinished++;
+            pthread_cond_signal(&work_ready);
+        }
+    } else {
+        rc = MPI_Iallreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &b->request);
+        if (rc == MPI_SUCCESS) b->state = ACTIVE;
+    }
+    pthread_mutex_unlock(&lock);
+    if (rc == MPI_SUCCESS) *handle = index;
+    return rc;
+}
+
+int a2q_mpi_progress(void) {
+    if (use_thread) return MPI_SUCCESS;  // the thread does it (and the main thread must not call MPI)
+    for (int i = 0; i < MAX_PENDING; i++) {
+        if (buckets[i].state != ACTIVE || buckets[i].request == MPI_REQUEST_NULL) continue;
+        int done = 0;
+        int rc = MPI_Test(&buckets[i].request, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return rc;
+    }
+    a2q_answer_roll_call();
+    return MPI_SUCCESS;
+}
+
+int a2q_mpi_wait_handle(int32_t handle, double timeout_seconds) {
+    if (handle < 0 || handle >= MAX_PENDING) return MPI_ERR_REQUEST;
+    pthread_mutex_lock(&lock);
+    Bucket *b = &buckets[handle];
+    int rc;
+    if (b->state == FREE) {
+        rc = MPI_ERR_REQUEST;
+    } else if (b->state == QUEUED || (b->state == ACTIVE && use_thread) || b->state == DONE) {
+        // The thread's bucket: wait for it to finish or for the thread to fail (the thread keeps
+        // the watchdog: its deadline is set when it starts the sum).
+        // Its own deadline, a little later, guards against the thread itself not reporting.
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)timeout_seconds + main_thread_grace_seconds;
+        while (b->state != DONE && failure == MPI_SUCCESS) {
+            if (timeout_seconds <= 0) { pthread_cond_wait(&work_done, &lock); continue; }
+            if (pthread_cond_timedwait(&work_done, &lock, &until) == ETIMEDOUT && b->state != DONE && failure == MPI_SUCCESS) {
+                failure = A2Q_MPI_TIMEOUT;  // the thread parks at its next look at the state
+            }
+        }
+        rc = b->state == DONE ? b->rc : failure;
+    } else {
+        pthread_mutex_unlock(&lock);
+        rc = b->request == MPI_REQUEST_NULL ? MPI_SUCCESS : a2q_wait_with_deadline(&b->request, timeout_seconds);
+        pthread_mutex_lock(&lock);
+    }
+    if (rc == MPI_SUCCESS || b->state == DONE) b->state = FREE;
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
