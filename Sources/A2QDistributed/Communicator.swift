@@ -1,4 +1,5 @@
 import A2QCore
+import Foundation
 
 /// What data-parallel training needs from a process group: who am I, sum gradients,
 /// agree on values, share rank 0's state, and stop everyone on a fatal error.
@@ -8,6 +9,8 @@ import A2QCore
 public protocol Communicator: AnyObject, Sendable {
     var rank: Int { get }
     var worldSize: Int { get }
+    /// Every rank's host name, by rank.
+    var hosts: [String] { get }
     /// Watchdog for collectives, seconds (0 = none).
     var timeout: Double { get set }
     /// In-place sum over ranks.
@@ -56,6 +59,7 @@ extension Communicator {
 public final class SingleProcessCommunicator: Communicator, @unchecked Sendable {
     public let rank = 0
     public let worldSize = 1
+    public var hosts: [String] { [ProcessInfo.processInfo.hostName] }
     public var timeout: Double = 0
     public init() {}
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}

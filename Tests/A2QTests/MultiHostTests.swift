@@ -58,15 +58,17 @@ enum TestHosts {
 
 @Suite("Several hosts over TCP (network namespaces)", .serialized)
 struct MultiHostTests {
-    @Test("2 and 3 hosts over TCP end bitwise identical to the same rank count over shared memory; no process or namespace is left",
+    @Test("2 and 3 hosts over TCP (overlapped all-reduce, on by default across hosts) end bitwise identical to the same rank count over shared memory (fused, the default on one host); no process or namespace is left",
           arguments: [2, 3])
     func overTCP(hosts: Int) throws {
         let network = temporaryFolder("hosts-tcp"), local = temporaryFolder("hosts-shm")
         let tcp = try TestHosts.run(hosts: hosts, MPIRun.trainArguments(out: network, extra: ["--test-dump-parameters", network + "/dump"]))
         #expect(tcp.status == 0, "\(tcp.output)")
         #expect(TestHosts.leftovers(tcp.output) == 0, "\(tcp.output)")
+        #expect(tcp.output.contains("overlapped all-reduce: ") && tcp.output.contains("progressed by a progress thread"), "\(tcp.output)")
         let shm = try MPIRun.run(ranks: hosts, MPIRun.trainArguments(out: local, extra: ["--test-dump-parameters", local + "/dump"]))
         #expect(shm.status == 0, "\(shm.output)")
+        #expect(!shm.output.contains("overlapped all-reduce"), "\(shm.output)")
         let reference = try MPIRun.parameters(local + "/dump", rank: 0)
         for rank in 0..<hosts {
             #expect(try MPIRun.parameters(network + "/dump", rank: rank) == reference, "host \(rank + 1) differs from shared memory")

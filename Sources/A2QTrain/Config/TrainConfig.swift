@@ -110,8 +110,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var checkEvery = 100
     public var watchdogSeconds: Double = 120
     /// Overlap the gradient all-reduce with the backward pass in buckets of this many MiB
-    /// (0: one fused all-reduce after the backward pass).
-    public var allreduceBucketMB: Double = 0
+    /// (0: one fused all-reduce after the backward pass; nil: `bucketMB(hostCount:)` decides).
+    public var allreduceBucketMB: Double?
     /// What advances the overlapped all-reduce's sums during the backward pass.
     public var allreduceProgress: AllReduceProgress = .thread
     public var checkpointEvery: Int?
@@ -245,7 +245,7 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         try check(trainSubset.map { $0 > 0 } ?? true, "--train-subset must be positive")
         try check(logEvery > 0 && checkEvery > 0, "--log-every and --check-every must be positive")
         try check(watchdogSeconds >= 0, "--watchdog-seconds must not be negative")
-        try check(allreduceBucketMB >= 0 && allreduceBucketMB <= 4096, "--allreduce-bucket-mb must be between 0 (fused) and 4096")
+        try check(allreduceBucketMB.map { $0 >= 0 && $0 <= 4096 } ?? true, "--allreduce-bucket-mb must be between 0 (fused) and 4096")
         try check(checkpointEvery.map { $0 > 0 } ?? true, "--checkpoint-every must be positive")
         try check(keepCheckpoints > 0, "--keep-checkpoints must be positive")
         try check(stopAfterSteps.map { $0 > 0 } ?? true, "--stop-after-steps must be positive")
@@ -259,6 +259,13 @@ public struct TrainConfig: Sendable, Codable, Equatable {
             try check(batchSize <= trainCount, "--batch-size \(batchSize) is larger than the training set (\(trainCount) examples)",
                       "use a smaller --batch-size or a larger --train-subset")
         }
+    }
+
+    /// The all-reduce's bucket size in MiB for ranks spread over `hostCount` hosts: the one
+    /// asked for, or by default 1 MiB across hosts (the overlap hides network time) and 0
+    /// (fused) on one host (shared memory is fast; the progress thread would only cost).
+    public func bucketMB(hostCount: Int) -> Double {
+        allreduceBucketMB ?? (hostCount > 1 ? 1 : 0)
     }
 
     /// A stable hash of everything that must agree across ranks (FNV-1a over the JSON; the

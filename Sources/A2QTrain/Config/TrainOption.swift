@@ -163,7 +163,7 @@ extension TrainConfig {
         .value("log-every", \.logEvery, "Log every N steps."),
         .value("check-every", \.checkEvery, "Compare parameter checksums across ranks every N steps."),
         .value("watchdog-seconds", \.watchdogSeconds, "Abort a collective that takes longer than this (seconds, 0 = never)."),
-        .value("allreduce-bucket-mb", \.allreduceBucketMB, "Overlap the gradient all-reduce with the backward pass in buckets of this many MiB (0 = one fused all-reduce after it)."),
+        .value("allreduce-bucket-mb", \.allreduceBucketMB, "Overlap the gradient all-reduce with the backward pass in buckets of this many MiB (0 = one fused all-reduce after it; default 1 when the ranks span several hosts, 0 on one host)."),
         .value("allreduce-progress", \.allreduceProgress, "What advances the overlapped all-reduce during the backward pass: thread (a progress thread, default) or layers (the training thread between layers)."),
         .value("checkpoint-every", \.checkpointEvery, "Save a checkpoint every N steps (and always at each epoch end)."),
         .value("keep-checkpoints", \.keepCheckpoints, "Keep the newest N periodic checkpoints (final.h5 is always kept)."),

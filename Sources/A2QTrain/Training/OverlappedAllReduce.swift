@@ -26,9 +26,12 @@ struct OverlappedAllReduce {
     private var failure: (any Error)?
     /// Buckets started in the last step (for the log and the tests).
     private(set) var bucketsStarted = 0
+    /// The bucket size asked for, MiB, and what advances the sums (for the log).
+    private let bucketMB: Double
+    private let progressedBy: String
 
     /// Nil when the parameters do not lie in layer order (then the fused all-reduce is used).
-    init?(network: Network, bucketBytes: Int) {
+    init?(network: Network, bucketMB: Double, progressedBy: String) {
         let store = network.parameters
         var starts: [Int?] = []
         var previous = -1
@@ -41,9 +44,17 @@ struct OverlappedAllReduce {
         }
         layerStart = starts
         count = store.count
-        bucketElements = max(bucketBytes / MemoryLayout<Float>.stride, 1)
+        bucketElements = max(Int(bucketMB * 1_048_576) / MemoryLayout<Float>.stride, 1)
+        self.bucketMB = bucketMB
+        self.progressedBy = progressedBy
         gradients = store.gradients
         handles.reserveCapacity(count / bucketElements + 2)
+    }
+
+    /// One line for the log, after the first step.
+    var summary: String {
+        "overlapped all-reduce: \(bucketsStarted) bucket(s) per step (each at least \(bucketMB) MiB but the last), "
+            + "started during the backward pass, progressed \(progressedBy)"
     }
 
     /// Call before the backward pass.
@@ -82,5 +93,27 @@ struct OverlappedAllReduce {
         handles.append(try communicator.startAllReduceSum(bucket))
         startedFrom = offset
         bucketsStarted += 1
+    }
+}
+
+extension Trainer {
+    /// The overlapped all-reduce this run uses, or nil for the fused one: `--allreduce-bucket-mb`
+    /// (by default 1 MiB when the ranks span several hosts, fused on one host, where the
+    /// progress thread's polling costs more than the overlap saves), and `--allreduce-progress`.
+    func makeOverlappedAllReduce(_ network: Network) -> OverlappedAllReduce? {
+        let bucketMB = config.bucketMB(hostCount: Set(communicator.hosts).count)
+        guard communicator.worldSize > 1, bucketMB > 0 else { return nil }
+        let wantThread = config.allreduceProgress == .thread
+        var progressedBy = wantThread ? "by a progress thread" : "between layers"
+        if !communicator.useProgressThread(wantThread) {
+            _ = communicator.useProgressThread(false)
+            progressedBy = "between layers"
+            progress.line("warning: the MPI library does not provide MPI_THREAD_SERIALIZED; the overlapped all-reduce progresses between layers")
+        }
+        guard let overlap = OverlappedAllReduce(network: network, bucketMB: bucketMB, progressedBy: progressedBy) else {
+            progress.line("warning: the parameters are not in layer order; using the fused all-reduce")
+            return nil
+        }
+        return overlap
     }
 }

@@ -58,22 +58,8 @@ extension Trainer {
         let schedule = makeSchedule(base: learningRate, totalSteps: totalSteps)
         let gradients = UnsafeMutableBufferPointer(start: parameters.gradients, count: parameters.count)
         let inverseWorld = 1 / Float(communicator.worldSize)
-        var overlap = communicator.worldSize > 1 && config.allreduceBucketMB > 0
-            ? OverlappedAllReduce(network: model.network, bucketBytes: Int(config.allreduceBucketMB * 1_048_576)) : nil
+        var overlap = makeOverlappedAllReduce(model.network)
         var overlapReported = false
-        if communicator.worldSize > 1 && config.allreduceBucketMB > 0 && overlap == nil {
-            progress.line("warning: the parameters are not in layer order; using the fused all-reduce")
-        }
-        var progressBy = "between layers"
-        if overlap != nil {
-            let thread = config.allreduceProgress == .thread
-            if communicator.useProgressThread(thread) {
-                if thread { progressBy = "by a progress thread" }
-            } else {
-                _ = communicator.useProgressThread(false)
-                progress.line("warning: the MPI library does not provide MPI_THREAD_SERIALIZED; the overlapped all-reduce progresses between layers")
-            }
-        }
         let startStep = state.step
         let phaseStart = monotonicSeconds()
         var windowStart = phaseStart, windowSteps = 0
@@ -122,9 +108,9 @@ extension Trainer {
                         try overlap?.finish(communicator: communicator)
                         for i in 0..<gradients.count { gradients[i] *= inverseWorld }
                         model.addRegularizer(weight: config.regularizer)
-                        if !overlapReported, let buckets = overlap?.bucketsStarted {
+                        if !overlapReported, let overlap {
                             overlapReported = true
-                            progress.line("overlapped all-reduce: \(buckets) bucket(s) per step (each at least \(config.allreduceBucketMB) MiB but the last), started during the backward pass, progressed \(progressBy)")
+                            progress.line(overlap.summary)
                         }
                     } else if communicator.worldSize > 1 {
                         try communicator.allReduceSum(gradients)
