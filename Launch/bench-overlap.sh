@@ -3,7 +3,8 @@
 # hosts (Launch/netns-hosts.sh; needs root): A2Q+, one rank per host, 32 images per rank and
 # step, one float and one quantized epoch on 6,000 synthetic images, each setting run twice.
 # Prints images/s, steps/s and the run's exposed all-reduce time. A2Q_MODEL picks the network
-# (default cnn; e.g. resnet20), A2Q_HOSTS the number of test hosts (default 2; 3 works too).
+# (default cnn; e.g. resnet20), A2Q_HOSTS the number of test hosts (default 2; 3 works too),
+# A2Q_NETNS_DELAY a delay on every host's outgoing frames (e.g. 0.5ms; see netns-hosts.sh).
 #
 # A setting is BUCKET_MB or BUCKET_MB:PROGRESS (thread, the default, or layers; see
 # --allreduce-progress), e.g. `0 1 1:layers`.
@@ -17,8 +18,10 @@ model=${A2Q_MODEL:-cnn}
 hosts=${A2Q_HOSTS:-2}
 batch=$((32 * hosts))
 swift build -c release --product a2q 2>&1 | tail -n 1
-echo "model: $model; hosts: $hosts, global batch $batch; link: $rate (tbf, both directions); $(.build/release/a2q env | grep -E '^cpu|kernel set' | tr '\n' ' ')"
-printf '%-14s %12s %10s %16s\n' bucket_mb images/s steps/s allreduce_s
+echo "model: $model; hosts: $hosts, global batch $batch; link: $rate (tbf, both directions), delay ${A2Q_NETNS_DELAY:-none} (A2Q_NETNS_DELAY); $(.build/release/a2q env | grep -E '^cpu|kernel set' | tr '\n' ' ')"
+# images/s is the whole run's (with evaluation, calibration, checkpoints); steps/s and ms/step
+# are the training loop's own (data, forward, backward, exposed all-reduce, optimizer).
+printf '%-14s %10s %10s %9s %13s %12s\n' setting images/s steps/s ms/step allreduce_s backward_s
 for setting in "${buckets[@]}"; do
   bucket=${setting%%:*}
   progress=thread; [[ $setting == *:* ]] && progress=${setting#*:}
@@ -30,8 +33,10 @@ for setting in "${buckets[@]}"; do
       | tail -n 1 | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
-rate, exposed = r["images_per_second"], r["phase_seconds"]["allreduce"]
-print(f"{sys.argv[1]:<14} {rate:12.0f} {rate / int(sys.argv[2]):10.2f} {exposed:16.2f}")' "$setting" "$batch"
+seconds = r["phase_seconds"]
+step_ms = 1000 * sum(seconds.values()) / r["steps"]
+rate, allreduce, backward = r["images_per_second"], seconds["allreduce"], seconds["backward"]
+print(f"{sys.argv[1]:<14} {rate:10.0f} {1000 / step_ms:10.2f} {step_ms:9.2f} {allreduce:13.2f} {backward:12.2f}")' "$setting"
     rm -rf "$out"
   done
 done

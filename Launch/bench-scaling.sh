@@ -9,7 +9,10 @@
 # floats) at 2…256 ranks with the per-step compute time COMPUTE_S (seconds; `a2q bench train`,
 # R = 1).
 #
-#   Launch/bench-scaling.sh [COMPUTE_S] [RATE...]    (default: 0.035, rates 1gbit 10gbit)
+# A link is RATE or RATE+DELAY: 1gbit+0.5ms adds a 0.5 ms delay to every host's outgoing
+# frames (A2Q_NETNS_DELAY; a round trip between two hosts gains 1 ms), as `tc netem` would.
+#
+#   Launch/bench-scaling.sh [COMPUTE_S] [LINK...]    (default: 0.035, links 1gbit 10gbit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 compute=${1:-0.035}; shift || true
@@ -19,7 +22,9 @@ swift build -c release --product a2q 2>&1 | tail -n 1
 echo "$(.build/release/a2q env | grep -E '^cpu|^openblas kernel' | tr '\n' ' ')"
 for rate in "${rates[@]}"; do
   for hosts in 2 3; do
-    env_rate=(); [ "$rate" != none ] && env_rate=(A2Q_NETNS_RATE="$rate")
+    link_rate=${rate%%+*}
+    env_rate=(); [ "$link_rate" != none ] && env_rate=(A2Q_NETNS_RATE="$link_rate")
+    [[ $rate == *+* ]] && env_rate+=(A2Q_NETNS_DELAY="${rate#*+}")
     env "${env_rate[@]}" Launch/netns-hosts.sh run "$hosts" -- -np "$hosts" -x OPENBLAS_NUM_THREADS=1 \
       .build/release/a2q bench allreduce --repeats 15 --json 2>/dev/null | tail -n 1 > "/tmp/a2q-scaling-$rate-$hosts.json"
   done

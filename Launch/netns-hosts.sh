@@ -13,6 +13,11 @@
 #       mpirun ends the host is thawed with SIGCONT and gets 10 s to let its processes end).
 #       With A2Q_FAULT_AFTER=PATH the SECONDS count from the moment PATH exists.
 #       With A2Q_NETNS_RATE=1gbit (tc's units) every host's link is limited to that rate.
+#       With A2Q_NETNS_DELAY=0.5ms (or 50us) every host's outgoing frames are delayed by that
+#       much (a round trip between two hosts takes twice the delay more), as `tc netem delay`
+#       on each host's interface would do: a delay line (Launch/delay-line.c, compiled on first
+#       use with cc) between two TAP devices replaces the host's veth pair, since netem is not
+#       in every kernel.
 #       It prints the fault's and mpirun's end times, then "netns: leftover processes: N"
 #       (processes still running on any test host, killed before teardown).
 #   Launch/netns-hosts.sh run HOSTS [--unreachable H] --shell -- COMMAND...
@@ -32,6 +37,7 @@ ns_name() { echo "a2q$1h$2"; }         # run id, host index
 
 clean_run() { # run id
   local id=$1 dir=$state_root/$1
+  [ -f "$dir/delay.pids" ] && kill -KILL $(cat "$dir/delay.pids") 2>/dev/null || true
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^a2q${id}h" || true); do
     local pids
     pids=$(ip netns pids "$ns" 2>/dev/null || true)
@@ -43,6 +49,27 @@ clean_run() { # run id
     ip link del "$link" 2>/dev/null || true
   done
   rm -rf "$dir"
+}
+
+# The delay line's binary, compiled once from Launch/delay-line.c (again when the source changes).
+delay_line() {
+  local binary=$state_root/delay-line source=$here/delay-line.c
+  if [ ! -x "$binary" ] || [ "$source" -nt "$binary" ]; then
+    local compiler=${CC:-$(command -v cc || command -v gcc || command -v clang || true)}
+    [ -n "$compiler" ] || { echo "netns: A2Q_NETNS_DELAY needs a C compiler (cc) for $source" >&2; return 1; }
+    mkdir -p "$state_root"
+    "$compiler" -O2 -o "$binary.tmp" "$source" && mv "$binary.tmp" "$binary"
+  fi
+  echo "$binary"
+}
+
+# A delay in tc's units (500us, 0.5ms, 1ms) in microseconds.
+delay_microseconds() {
+  case "$1" in
+    *us) echo "${1%us}" ;;
+    *ms) awk -v v="${1%ms}" 'BEGIN { printf "%g", v * 1000 }' ;;
+    *) echo "netns: A2Q_NETNS_DELAY=$1: give it with a unit, e.g. 0.5ms or 50us" >&2; return 1 ;;
+  esac
 }
 
 case "${1:-}" in
@@ -97,6 +124,10 @@ run)
   trap 'status=$?; [ -n "$fault_pid" ] && { kill "$fault_pid" 2>/dev/null || true; }; clean_run '"$id"' || true; exit $status' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
+  if [ -n "${A2Q_NETNS_DELAY:-}" ]; then
+    delay_us=$(delay_microseconds "$A2Q_NETNS_DELAY")
+    delay_binary=$(delay_line)
+  fi
   bridge="a2q${id}b"
   ip link add "$bridge" type bridge
   ip addr add "$subnet.1/24" dev "$bridge"
@@ -105,7 +136,17 @@ run)
   for h in $(seq 1 "$hosts"); do
     ns=$(ns_name "$id" "$h")
     ip netns add "$ns"
-    ip link add "a2q${id}v$h" type veth peer name eth0 netns "$ns"
+    if [ -n "${A2Q_NETNS_DELAY:-}" ]; then
+      # Host side a2q<id>e<h> (moved into the namespace as eth0), bridge side a2q<id>v<h>.
+      "$delay_binary" "a2q${id}e$h" "a2q${id}v$h" "$delay_us" > "$dir/delay$h.log" 2>&1 &
+      echo $! >> "$dir/delay.pids"
+      for _ in $(seq 1 50); do grep -q ready "$dir/delay$h.log" 2>/dev/null && break; sleep 0.1; done
+      grep -q ready "$dir/delay$h.log" || { echo "netns: the delay line did not start: $(cat "$dir/delay$h.log")" >&2; exit 1; }
+      ip link set "a2q${id}e$h" netns "$ns"
+      ip -n "$ns" link set "a2q${id}e$h" name eth0
+    else
+      ip link add "a2q${id}v$h" type veth peer name eth0 netns "$ns"
+    fi
     ip link set "a2q${id}v$h" master "$bridge" up
     ip -n "$ns" addr add "$subnet.$((10 + h))/24" dev eth0
     ip -n "$ns" link set eth0 up
@@ -180,7 +221,7 @@ run)
   exit $status
   ;;
 *)
-  sed -n '2,22p' "$0" >&2
+  sed -n '2,31p' "$0" >&2
   exit 2
   ;;
 esac

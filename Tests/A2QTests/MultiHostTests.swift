@@ -12,12 +12,21 @@ enum TestHosts {
 
     /// Runs `mpirun ARGS` over `hosts` test hosts (one rank each), with an optional fault.
     /// `after`: the fault's delay counts from the moment this file exists.
+    /// `environment`: more variables for the harness (A2Q_NETNS_DELAY, A2Q_NETNS_RATE).
     static func run(hosts: Int, fault: (kind: String, host: Int, seconds: Int)? = nil, after: String? = nil, _ arguments: [String],
-                    timeout: Double = 180) throws -> MPIRun.Result {
+                    environment: [String: String] = [:], timeout: Double = 180) throws -> MPIRun.Result {
         let faultArguments = fault.map { ["--fault", $0.kind, "\($0.host)", "\($0.seconds)"] } ?? []
+        var env: [String: String?] = ["A2Q_ABORT_GRACE": "8", "A2Q_FAULT_AFTER": after]
+        for (key, value) in environment { env[key] = value }
         return try MPIRun.runProcess("/bin/bash", [script, "run", "\(hosts)"] + faultArguments
                                      + ["--", "-np", "\(hosts)", "-x", "OPENBLAS_NUM_THREADS=1", MPIRun.binary] + arguments,
-                                     timeout: timeout, environment: ["A2Q_ABORT_GRACE": "8", "A2Q_FAULT_AFTER": after])
+                                     timeout: timeout, environment: env)
+    }
+
+    /// Delay-line processes of the harness still running (it must stop its own).
+    static func delayLines() throws -> Int {
+        try MPIRun.runProcess("/usr/bin/pgrep", ["-c", "-f", "a2q-netns/delay-line"], timeout: 10).output
+            .trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").first.flatMap { Int($0) } ?? 0
     }
 
     /// Seconds from the injected fault to the end of mpirun, from the harness's time stamps.
@@ -73,6 +82,25 @@ struct MultiHostTests {
         for rank in 0..<hosts {
             #expect(try MPIRun.parameters(network + "/dump", rank: rank) == reference, "host \(rank + 1) differs from shared memory")
         }
+        #expect(try TestHosts.namespaces().isEmpty)
+    }
+
+    @Test("an emulated link delay (A2Q_NETNS_DELAY=2ms on every host's outgoing frames, the harness's delay line) adds 2 ms to a small all-reduce between 2 hosts; the delay lines end with the run")
+    func emulatedDelay() throws {
+        func median(_ environment: [String: String]) throws -> Double {
+            let result = try TestHosts.run(hosts: 2, ["bench", "allreduce", "--bytes", "4096", "--repeats", "15", "--json"],
+                                           environment: environment, timeout: 120)
+            #expect(result.status == 0, "\(result.output)")
+            let line = result.output.split(separator: "\n").first { $0.hasPrefix("[") } ?? ""
+            let rows = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [[String: Any]]
+            return try #require(rows?.first?["median_seconds"] as? Double)
+        }
+        let bare = try median([:])
+        let delayed = try median(["A2Q_NETNS_DELAY": "2ms"])
+        // Two ranks exchange once (recursive doubling), each message delayed 2 ms on its way out;
+        // the timed call also absorbs up to one delay of skew from the barrier before it.
+        #expect(delayed - bare > 1.5e-3 && delayed - bare < 6e-3, "median \(delayed * 1e3) ms with the delay, \(bare * 1e3) ms without")
+        #expect(try TestHosts.delayLines() == 0)
         #expect(try TestHosts.namespaces().isEmpty)
     }
 
