@@ -1,5 +1,4 @@
 import A2QCore
-import Foundation
 
 /// What data-parallel training needs from a process group: who am I, sum gradients,
 /// agree on values, share rank 0's state, and stop everyone on a fatal error.
@@ -59,7 +58,11 @@ extension Communicator {
 public final class SingleProcessCommunicator: Communicator, @unchecked Sendable {
     public let rank = 0
     public let worldSize = 1
-    public var hosts: [String] { [ProcessInfo.processInfo.hostName] }
+    public var hosts: [String] {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        return [String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)]
+    }
     public var timeout: Double = 0
     public init() {}
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}

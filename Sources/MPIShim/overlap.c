@@ -50,6 +50,7 @@ static int queue[MAX_PENDING];  // FIFO of QUEUED bucket indices, in submission 
 static int queue_head = 0, queue_length = 0;
 static int unfinished = 0;      // QUEUED + ACTIVE buckets
 static int failure = MPI_SUCCESS;  // the first error; the thread then stops calling MPI
+static int in_mpi = 0;          // the thread is between MPI calls with the lock released
 
 /// How long the progress thread sleeps between tests of its started sums. 1 Gbit/s drains a
 /// 64 KiB socket buffer in ~0.5 ms, so 50 µs keeps the link busy at a few % of a core.
@@ -78,6 +79,7 @@ static void *progress_thread_main(void *unused) {
             buckets[index].state = ACTIVE;
             to_start[starting++] = index;
         }
+        in_mpi = 1;
         pthread_mutex_unlock(&lock);
 
         int rc = MPI_SUCCESS;
@@ -103,6 +105,7 @@ static void *progress_thread_main(void *unused) {
         if (rc == MPI_SUCCESS) a2q_answer_roll_call();
 
         pthread_mutex_lock(&lock);
+        in_mpi = 0;
         for (int k = finished_count - 1; k >= 0; k--) {  // from the back: earlier positions stay valid
             int position = finished[k];
             buckets[active[position]].state = DONE;
@@ -111,7 +114,7 @@ static void *progress_thread_main(void *unused) {
             active_count--;
         }
         if (rc != MPI_SUCCESS) failure = rc;
-        if (finished_count > 0 || rc != MPI_SUCCESS) pthread_cond_broadcast(&work_done);
+        if (finished_count > 0 || failure != MPI_SUCCESS) pthread_cond_broadcast(&work_done);
         if (failure == MPI_SUCCESS && active_count > 0 && queue_length == 0) {
             pthread_mutex_unlock(&lock);
             struct timespec pause = {0, poll_interval_ns};
@@ -144,6 +147,14 @@ int32_t a2q_mpi_set_progress_thread(int32_t enable) {
 void a2q_progress_thread_quiesce(void) {
     pthread_mutex_lock(&lock);
     while (thread_running && unfinished > 0 && failure == MPI_SUCCESS) pthread_cond_wait(&work_done, &lock);
+    // After a failure the thread parks at its next look at the state; let it leave MPI first
+    // (MPI calls return promptly, so a second is plenty).
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    while (thread_running && in_mpi) {
+        if (pthread_cond_timedwait(&work_done, &lock, &until) == ETIMEDOUT) break;
+    }
     pthread_mutex_unlock(&lock);
 }
 

@@ -101,8 +101,9 @@ extension Trainer {
     /// (by default 1 MiB when the ranks span several hosts, fused on one host, where the
     /// progress thread's polling costs more than the overlap saves), and `--allreduce-progress`.
     func makeOverlappedAllReduce(_ network: Network) -> OverlappedAllReduce? {
+        guard communicator.worldSize > 1 else { return nil }
         let bucketMB = config.bucketMB(hostCount: Set(communicator.hosts).count)
-        guard communicator.worldSize > 1, bucketMB > 0 else { return nil }
+        guard bucketMB > 0 else { return nil }
         let wantThread = config.allreduceProgress == .thread
         var progressedBy = wantThread ? "by a progress thread" : "between layers"
         if !communicator.useProgressThread(wantThread) {
