@@ -4,7 +4,9 @@
 set -euo pipefail
 
 packages=(libopenmpi-dev openmpi-bin libhdf5-dev libopenblas-dev libdnnl-dev pkg-config
-          zlib1g-dev hdf5-tools dataset-fashion-mnist iproute2)
+          zlib1g-dev hdf5-tools dataset-fashion-mnist iproute2 gcc)
+# iproute2: the multi-host tests' network namespaces; gcc: their link delay line
+# (Launch/delay-line.c, compiled on first use).
 
 missing=()
 for p in "${packages[@]}"; do
