@@ -2,7 +2,8 @@
 # The overlapped all-reduce against the fused one, over an emulated link between two test
 # hosts (Launch/netns-hosts.sh; needs root): A2Q+, one rank per host, 32 images per rank and
 # step, one float and one quantized epoch on 6,000 synthetic images, each setting run twice.
-# Prints images/s, steps/s and the run's exposed all-reduce time. A2Q_MODEL picks the network
+# Prints the run's images/s, the training loop's steps/s and ms/step, and the run's exposed
+# all-reduce and backward seconds. A2Q_MODEL picks the network
 # (default cnn; e.g. resnet20), A2Q_HOSTS the number of test hosts (default 2; 3 works too),
 # A2Q_NETNS_DELAY a delay on every host's outgoing frames (e.g. 0.5ms; see netns-hosts.sh).
 #

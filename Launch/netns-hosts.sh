@@ -58,7 +58,8 @@ delay_line() {
     local compiler=${CC:-$(command -v cc || command -v gcc || command -v clang || true)}
     [ -n "$compiler" ] || { echo "netns: A2Q_NETNS_DELAY needs a C compiler (cc) for $source" >&2; return 1; }
     mkdir -p "$state_root"
-    "$compiler" -O2 -o "$binary.tmp" "$source" && mv "$binary.tmp" "$binary"
+    "$compiler" -O2 -o "$binary.tmp" "$source" || { echo "netns: $compiler could not compile $source" >&2; return 1; }
+    mv "$binary.tmp" "$binary"
   fi
   echo "$binary"
 }

@@ -26,7 +26,8 @@ public protocol Communicator: AnyObject, Sendable {
     func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Int
     /// How started sums advance: `true`, a progress thread advances them while this thread
     /// computes; `false`, only `progress()` and `finish` do. Returns whether the requested way
-    /// is in effect (a thread needs the MPI library's MPI_THREAD_SERIALIZED).
+    /// is in effect (a thread needs the MPI library's MPI_THREAD_SERIALIZED); when a thread
+    /// cannot be had, the sums progress the other way.
     func useProgressThread(_ enabled: Bool) -> Bool
     /// Lets started sums advance without waiting (call it while computing; nothing to do when
     /// a progress thread does it).

@@ -106,10 +106,9 @@ extension Trainer {
         guard bucketMB > 0 else { return nil }
         let wantThread = config.allreduceProgress == .thread
         var progressedBy = wantThread ? "by a progress thread" : "between layers"
-        if !communicator.useProgressThread(wantThread) {
-            _ = communicator.useProgressThread(false)
+        if !communicator.useProgressThread(wantThread) {  // then the sums progress between layers
             progressedBy = "between layers"
-            progress.line("warning: the MPI library does not provide MPI_THREAD_SERIALIZED; the overlapped all-reduce progresses between layers")
+            progress.line("warning: no progress thread (the MPI library does not provide MPI_THREAD_SERIALIZED, or the thread could not start); the overlapped all-reduce progresses between layers")
         }
         guard let overlap = OverlappedAllReduce(network: network, bucketMB: bucketMB, progressedBy: progressedBy) else {
             progress.line("warning: the parameters are not in layer order; using the fused all-reduce")
