@@ -4,9 +4,10 @@
 set -euo pipefail
 
 packages=(libopenmpi-dev openmpi-bin libhdf5-dev libopenblas-dev libdnnl-dev pkg-config
-          zlib1g-dev hdf5-tools dataset-fashion-mnist iproute2 gcc)
+          zlib1g-dev hdf5-tools dataset-fashion-mnist iproute2 gcc procps util-linux)
 # iproute2: the multi-host tests' network namespaces; gcc: their link delay line
-# (Launch/delay-line.c, compiled on first use).
+# (Launch/delay-line.c, compiled on first use); procps: `pgrep` (tests that check no process is
+# left behind); util-linux: `unshare` (the test hosts' namespaces).
 
 missing=()
 for p in "${packages[@]}"; do
