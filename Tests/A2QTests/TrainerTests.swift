@@ -26,8 +26,19 @@ func quickConfig(_ model: ModelName = .mlp, quantizer: WeightQuantizerKind = .a2
     return c
 }
 
+/// The root of the tests' scratch files: `$A2Q_TEST_SCRATCH` (Launch/test.sh makes one per run
+/// and removes it when the run ends), else `$TMPDIR/a2q-tests/run-<pid>`, removed when the test
+/// process exits normally.
+let testScratchRoot: String = {
+    if let root = ProcessInfo.processInfo.environment["A2Q_TEST_SCRATCH"], !root.isEmpty { return root }
+    let root = NSTemporaryDirectory() + "a2q-tests/run-\(getpid())"
+    try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "a2q-tests/run-\(getpid())") }
+    return root
+}()
+
 func temporaryFolder(_ name: String) -> String {
-    let path = NSTemporaryDirectory() + "a2q-tests/\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let path = testScratchRoot + "/\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
