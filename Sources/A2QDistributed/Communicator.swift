@@ -29,6 +29,8 @@ public protocol Communicator: AnyObject, Sendable {
     /// is in effect (a thread needs the MPI library's MPI_THREAD_SERIALIZED); when a thread
     /// cannot be had, the sums progress the other way.
     func useProgressThread(_ enabled: Bool) -> Bool
+    /// Sets how the sums from now on associate their terms (`SumOrder.fixed` unless told).
+    func setSumOrder(_ order: SumOrder)
     /// Lets started sums advance without waiting (call it while computing; nothing to do when
     /// a progress thread does it).
     func progress() throws
@@ -74,6 +76,7 @@ public final class SingleProcessCommunicator: Communicator, @unchecked Sendable 
     public func barrier() throws {}
     public func startAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> Int { 0 }
     public func useProgressThread(_ enabled: Bool) -> Bool { true }
+    public func setSumOrder(_ order: SumOrder) {}
     public func progress() throws {}
     public func finish(_ handle: Int) throws {}
     public func abort(_ message: String, code: Int32) -> Never {

@@ -105,6 +105,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     public func useProgressThread(_ enabled: Bool) -> Bool { a2q_mpi_set_progress_thread(enabled ? 1 : 0) == 1 }
 
+    public func setSumOrder(_ order: SumOrder) {
+        _ = a2q_mpi_set_sum_order(order == .fixed ? A2Q_SUM_ORDER_FIXED : A2Q_SUM_ORDER_LIBRARY)
+    }
+
     public func progress() throws { try check(a2q_mpi_progress(), "progress of the started all-reduces") }
 
     public func finish(_ handle: Int) throws {

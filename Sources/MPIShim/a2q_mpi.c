@@ -21,6 +21,7 @@ int a2q_mpi_init(int32_t *rank, int32_t *size) {
         MPI_Query_thread(&a2q_mpi_thread_level);
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    if ((rc = a2q_ordered_sum_init_comms()) != MPI_SUCCESS) return rc;
     int r = 0, s = 1;
     if ((rc = MPI_Comm_rank(MPI_COMM_WORLD, &r)) != MPI_SUCCESS) return rc;
     if ((rc = MPI_Comm_size(MPI_COMM_WORLD, &s)) != MPI_SUCCESS) return rc;
@@ -37,6 +38,7 @@ int a2q_mpi_is_initialized(void) {
 
 int a2q_mpi_finalize(void) {
     a2q_progress_thread_stop();
+    a2q_ordered_sum_free_comms();
     return MPI_Finalize();
 }
 void a2q_mpi_abort(int32_t code) {
@@ -100,12 +102,14 @@ int a2q_wait_with_deadline(MPI_Request *request, double timeout_seconds) {
         if (rc != MPI_SUCCESS) return rc;
         if (done) return MPI_SUCCESS;
         if (MPI_Wtime() > deadline) return A2Q_MPI_TIMEOUT;
-        if (++spins > 1000) {  // back off once the collective is clearly not immediate
-            a2q_answer_roll_call();
-            struct timespec pause = {0, 50000};
-            nanosleep(&pause, NULL);
-        }
+        if (++spins > 1000) a2q_idle_poll();  // back off once the collective is clearly not immediate
     }
+}
+
+void a2q_idle_poll(void) {
+    a2q_answer_roll_call();
+    struct timespec pause = {0, 50000};
+    nanosleep(&pause, NULL);
 }
 
 int32_t a2q_mpi_roll_call(double wait_seconds, int32_t *missing, int32_t capacity) {
@@ -167,6 +171,30 @@ int a2q_mpi_barrier(double timeout_seconds) {
     return a2q_wait_with_deadline(&request, timeout_seconds);
 }
 
+/// The blocking sums: the ordered sum (ordered_sum.c) on chunks of at most chunk_limit elements.
+static int sum_over_ranks(void *data, int64_t count, MPI_Datatype type, int64_t element_size,
+                          double timeout_seconds) {
+    static OrderedSum sum;  // its buffers are kept from call to call
+    a2q_progress_thread_quiesce();
+    char *bytes = (char *)data;
+    for (int64_t offset = 0; offset < count; offset += chunk_limit) {
+        int64_t n = count - offset < chunk_limit ? count - offset : chunk_limit;
+        int rc = a2q_ordered_sum_start(&sum, bytes + offset * element_size, (int)n, type);
+        if (rc != MPI_SUCCESS) return rc;
+        if ((rc = a2q_ordered_sum_wait(&sum, timeout_seconds)) != MPI_SUCCESS) return rc;
+    }
+    return MPI_SUCCESS;
+}
+
+int a2q_mpi_allreduce_sum_f32(float *data, int64_t count, double timeout_seconds) {
+    return sum_over_ranks(data, count, MPI_FLOAT, 4, timeout_seconds);
+}
+
+int a2q_mpi_allreduce_sum_f64(double *data, int64_t count, double timeout_seconds) {
+    return sum_over_ranks(data, count, MPI_DOUBLE, 8, timeout_seconds);
+}
+
+/// Min and max are exact in any order: MPI's own all-reduce.
 static int allreduce(void *data, int64_t count, MPI_Datatype type, int64_t element_size,
                      MPI_Op op, double timeout_seconds) {
     a2q_progress_thread_quiesce();
@@ -180,14 +208,6 @@ static int allreduce(void *data, int64_t count, MPI_Datatype type, int64_t eleme
         if ((rc = a2q_wait_with_deadline(&request, timeout_seconds)) != MPI_SUCCESS) return rc;
     }
     return MPI_SUCCESS;
-}
-
-int a2q_mpi_allreduce_sum_f32(float *data, int64_t count, double timeout_seconds) {
-    return allreduce(data, count, MPI_FLOAT, 4, MPI_SUM, timeout_seconds);
-}
-
-int a2q_mpi_allreduce_sum_f64(double *data, int64_t count, double timeout_seconds) {
-    return allreduce(data, count, MPI_DOUBLE, 8, MPI_SUM, timeout_seconds);
 }
 
 int a2q_mpi_allreduce_minmax_i64(int64_t *data, int64_t count, int32_t op, double timeout_seconds) {

@@ -14,7 +14,10 @@
 //     threads never call MPI at the same time: the main thread's other MPI calls start with
 //     a2q_progress_thread_quiesce().
 //
-// Both ways run the same MPI_Iallreduce calls on the same buckets, so they give the same bits.
+// Each bucket is an ordered sum (ordered_sum.c): an exchange, a2q's own sum in rank order, a
+// gather. Its bits do not depend on the bucket boundaries, so fused, bucketed and both progress
+// modes give the same result. A bucket's gather starts only after every earlier bucket's gather
+// has started (advance_in_order): every rank then starts its gathers in bucket order.
 #include "a2q_mpi.h"
 #include "shim_internal.h"
 #include <errno.h>
@@ -31,12 +34,48 @@ typedef struct {
     int count;
     double timeout;
     double deadline;
-    MPI_Request request;
+    OrderedSum sum;  // its buffers stay with the slot, reused by the next step's bucket
     int rc;
     enum BucketState state;
 } Bucket;
 
 static Bucket buckets[MAX_PENDING];
+
+/// Advances the started buckets `order[0..<count]` (in the order they were started) without
+/// waiting; writes 1 into `finished[i]` for the ones complete. A bucket still in its exchange
+/// blocks the later buckets' exchanges from completing into a gather, so gathers start in bucket
+/// order on every rank. Checks each bucket's watchdog.
+static int advance_in_order(const int *order, int count, int *finished) {
+    int blocked = 0;
+    for (int i = 0; i < count; i++) {
+        Bucket *b = &buckets[order[i]];
+        finished[i] = 0;
+        if (blocked && b->sum.phase == ORDERED_SUM_EXCHANGE) continue;
+        int rc = a2q_ordered_sum_test(&b->sum, &finished[i]);
+        if (rc != MPI_SUCCESS) return rc;
+        if (b->sum.phase == ORDERED_SUM_EXCHANGE) blocked = 1;
+        if (!finished[i] && b->deadline > 0 && MPI_Wtime() > b->deadline) return A2Q_MPI_TIMEOUT;
+    }
+    return MPI_SUCCESS;
+}
+
+// --- Between layers (no progress thread): the started buckets in start order -----------------
+static int started[MAX_PENDING];
+static int started_count = 0;
+
+/// Advances the started buckets; the finished ones leave the list as DONE.
+static int advance_started(void) {
+    int finished[MAX_PENDING];
+    int rc = advance_in_order(started, started_count, finished);
+    if (rc != MPI_SUCCESS) return rc;
+    int kept = 0;
+    for (int i = 0; i < started_count; i++) {
+        if (finished[i]) buckets[started[i]].state = DONE;
+        else started[kept++] = started[i];
+    }
+    started_count = kept;
+    return MPI_SUCCESS;
+}
 
 // --- Progress thread state (guarded by `lock`) ----------------------------------------------
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -85,22 +124,16 @@ static void *progress_thread_main(void *unused) {
         int rc = MPI_SUCCESS;
         for (int i = 0; i < starting && rc == MPI_SUCCESS; i++) {
             Bucket *b = &buckets[to_start[i]];
-            rc = MPI_Iallreduce(MPI_IN_PLACE, b->data, b->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &b->request);
+            rc = a2q_ordered_sum_start(&b->sum, b->data, b->count, MPI_FLOAT);
             b->deadline = b->timeout > 0 ? MPI_Wtime() + b->timeout : 0;
             active[active_count++] = to_start[i];
         }
+        int done[MAX_PENDING];
         int finished[MAX_PENDING];
         int finished_count = 0;
+        if (rc == MPI_SUCCESS) rc = advance_in_order(active, active_count, done);
         for (int i = 0; i < active_count && rc == MPI_SUCCESS; i++) {
-            Bucket *b = &buckets[active[i]];
-            int done = 0;
-            rc = MPI_Test(&b->request, &done, MPI_STATUS_IGNORE);
-            if (rc != MPI_SUCCESS) break;
-            if (done) {
-                finished[finished_count++] = i;
-            } else if (b->deadline > 0 && MPI_Wtime() > b->deadline) {
-                rc = A2Q_MPI_TIMEOUT;
-            }
+            if (done[i]) finished[finished_count++] = i;
         }
         if (rc == MPI_SUCCESS) a2q_answer_roll_call();
 
@@ -215,8 +248,12 @@ int a2q_mpi_iallreduce_sum_f32(float *data, int64_t count, double timeout_second
             pthread_cond_signal(&work_ready);
         }
     } else {
-        rc = MPI_Iallreduce(MPI_IN_PLACE, data, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &b->request);
-        if (rc == MPI_SUCCESS) b->state = ACTIVE;
+        rc = a2q_ordered_sum_start(&b->sum, data, (int)count, MPI_FLOAT);
+        b->deadline = timeout_seconds > 0 ? MPI_Wtime() + timeout_seconds : 0;
+        if (rc == MPI_SUCCESS) {
+            b->state = ACTIVE;
+            started[started_count++] = index;
+        }
     }
     pthread_mutex_unlock(&lock);
     if (rc == MPI_SUCCESS) *handle = index;
@@ -225,12 +262,8 @@ int a2q_mpi_iallreduce_sum_f32(float *data, int64_t count, double timeout_second
 
 int a2q_mpi_progress(void) {
     if (use_thread) return MPI_SUCCESS;  // the thread does it (and the main thread must not call MPI)
-    for (int i = 0; i < MAX_PENDING; i++) {
-        if (buckets[i].state != ACTIVE || buckets[i].request == MPI_REQUEST_NULL) continue;
-        int done = 0;
-        int rc = MPI_Test(&buckets[i].request, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) return rc;
-    }
+    int rc = advance_started();
+    if (rc != MPI_SUCCESS) return rc;
     a2q_answer_roll_call();
     return MPI_SUCCESS;
 }
@@ -257,8 +290,15 @@ int a2q_mpi_wait_handle(int32_t handle, double timeout_seconds) {
         }
         rc = b->state == DONE ? b->rc : failure;
     } else {
+        // Between layers: advance every started bucket in order until this one is done (the
+        // earlier ones' gathers must start first). The watchdog runs from the bucket's start.
         pthread_mutex_unlock(&lock);
-        rc = b->request == MPI_REQUEST_NULL ? MPI_SUCCESS : a2q_wait_with_deadline(&b->request, timeout_seconds);
+        long spins = 0;
+        rc = MPI_SUCCESS;
+        while (rc == MPI_SUCCESS && b->state != DONE) {
+            rc = advance_started();
+            if (rc == MPI_SUCCESS && b->state != DONE && ++spins > 1000) a2q_idle_poll();
+        }
         pthread_mutex_lock(&lock);
     }
     if (rc == MPI_SUCCESS || b->state == DONE) b->state = FREE;

@@ -12,7 +12,8 @@ struct A2QCommand: ParsableCommand {
         abstract: "Accumulator-aware quantized training (A2Q / A2Q+) for integer hardware.",
         version: a2qVersion,
         subcommands: [TrainCommand.self, EvalCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self,
-                      QuantizeCommand.self, ReportCommand.self, EnvCommand.self, BenchCommand.self, ModelCommand.self])
+                      QuantizeCommand.self, ReportCommand.self, EnvCommand.self, BenchCommand.self, ModelCommand.self,
+                      SelfTestCommand.self])
 }
 
 /// `a2q env`: what this process sees of MPI, HDF5 and OpenBLAS.

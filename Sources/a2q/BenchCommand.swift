@@ -209,16 +209,23 @@ struct AllReduceBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allreduce", abstract: "Sum all-reduce time against message size, median of repeats (run under mpirun, R ≥ 2).")
 
+    enum Orders: String, ExpressibleByArgument, CaseIterable { case fixed, library, both }
+
     @Option(help: "Message sizes in bytes.") var bytes: [Int] = [4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216]
     @Option(help: "Timed repeats per size (after 3 warm-up calls).") var repeats = 20
+    @Option(help: "Sum order: fixed (the trainer's default: rank order, by a2q after an all-to-all), library (MPI_Allreduce's own), or both (interleaved, one row each).")
+    var order: Orders = .fixed
     @Flag(help: "Print JSON.") var json = false
 
     struct Row: Codable {
         var bytes: Int
         var ranks: Int
+        var order: String
         var medianSeconds: Double
         var minimumSeconds: Double
-        enum CodingKeys: String, CodingKey { case bytes, ranks, medianSeconds = "median_seconds", minimumSeconds = "minimum_seconds" }
+        enum CodingKeys: String, CodingKey {
+            case bytes, ranks, order, medianSeconds = "median_seconds", minimumSeconds = "minimum_seconds"
+        }
     }
 
     func validate() throws {
@@ -227,30 +234,41 @@ struct AllReduceBench: ParsableCommand {
 
     func run() throws {
         let communicator = try MPICommunicator()
+        let orders: [SumOrder] = order == .both ? [.fixed, .library] : [order == .fixed ? .fixed : .library]
         var rows: [Row] = []
         for size in bytes {
             var buffer = [Float](repeating: 1, count: size / 4)
-            var times: [Double] = []
+            // Interleaved repeats: both orders see the same machine load.
+            var times = [[Double]](repeating: [], count: orders.count)
             for i in 0..<(repeats + 3) {
-                try communicator.barrier()
-                let start = monotonicSeconds()
-                try buffer.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
-                // Every rank takes the slowest rank's time: the collective ends when all have it.
-                var elapsed = [Int64((monotonicSeconds() - start) * 1e9)]
-                try elapsed.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
-                if i >= 3 { times.append(Double(elapsed[0]) / 1e9) }
+                for (o, sumOrder) in orders.enumerated() {
+                    communicator.setSumOrder(sumOrder)
+                    try communicator.barrier()
+                    let start = monotonicSeconds()
+                    try buffer.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+                    // Every rank takes the slowest rank's time: the collective ends when all have it.
+                    var elapsed = [Int64((monotonicSeconds() - start) * 1e9)]
+                    try elapsed.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
+                    if i >= 3 { times[o].append(Double(elapsed[0]) / 1e9) }
+                }
             }
-            times.sort()
-            rows.append(Row(bytes: size, ranks: communicator.worldSize, medianSeconds: times[times.count / 2], minimumSeconds: times[0]))
+            for (o, sumOrder) in orders.enumerated() {
+                let sorted = times[o].sorted()
+                rows.append(Row(bytes: size, ranks: communicator.worldSize, order: sumOrder.rawValue,
+                                medianSeconds: sorted[sorted.count / 2], minimumSeconds: sorted[0]))
+            }
         }
+        communicator.setSumOrder(.fixed)
         if communicator.isRoot {
             if json { try printJSON(rows) } else {
                 printLine("a2q bench allreduce — \(communicator.worldSize) ranks on \(Set(communicator.hosts).count) host(s)")
-                printLine(["bytes", "median ms", "min ms", "GB/s (median)"].enumerated()
-                    .map { String(repeating: " ", count: max(($0.offset == 0 ? 12 : 15) - $0.element.count, 0)) + $0.element }.joined())
+                printLine(["bytes", "order", "median ms", "min ms", "GB/s (median)"].enumerated()
+                    .map { String(repeating: " ", count: max(($0.offset == 0 ? 12 : $0.offset == 1 ? 9 : 15) - $0.element.count, 0)) + $0.element }.joined())
                 for row in rows {
-                    printLine(String(format: "%12d %15.3f %15.3f %15.3f", row.bytes, row.medianSeconds * 1e3, row.minimumSeconds * 1e3,
-                                     Double(row.bytes) / row.medianSeconds / 1e9))
+                    let order = String(repeating: " ", count: max(9 - row.order.count, 0)) + row.order
+                    printLine(String(format: "%12d", row.bytes) + order
+                        + String(format: "%15.3f %15.3f %15.3f", row.medianSeconds * 1e3, row.minimumSeconds * 1e3,
+                                 Double(row.bytes) / row.medianSeconds / 1e9))
                 }
             }
         }

@@ -1,5 +1,6 @@
 import A2QCore
 import A2QData
+import A2QDistributed
 import A2QQuant
 import Foundation
 
@@ -114,6 +115,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var allreduceBucketMB: Double?
     /// What advances the overlapped all-reduce's sums during the backward pass.
     public var allreduceProgress: AllReduceProgress = .thread
+    /// How the gradient sums over ranks associate their terms (fixed: bitwise the same for any
+    /// bucket size, transport and MPI algorithm).
+    public var allreduceOrder: SumOrder = .fixed
     public var checkpointEvery: Int?
     public var keepCheckpoints = 3
     /// Save a checkpoint and stop after this global step, leaving the schedule untouched (for

@@ -1,4 +1,5 @@
 import A2QCore
+import A2QDistributed
 import A2QQuant
 import Foundation
 
@@ -43,6 +44,7 @@ extension FirstLastPolicy: OptionChoice {}
 extension OptimizerName: OptionChoice {}
 extension ScheduleName: OptionChoice {}
 extension AllReduceProgress: OptionChoice {}
+extension SumOrder: OptionChoice {}
 extension ModelName: OptionValue {
     public init?(word: String) { self.init(validating: word) }
     public static var valueName: String { (builtIn.map(\.rawValue) + ["PATH.json"]).joined(separator: "|") }
@@ -165,6 +167,7 @@ extension TrainConfig {
         .value("watchdog-seconds", \.watchdogSeconds, "Abort a collective that takes longer than this (seconds, 0 = never)."),
         .value("allreduce-bucket-mb", \.allreduceBucketMB, "Overlap the gradient all-reduce with the backward pass in buckets of this many MiB (0 = one fused all-reduce after it; default 1 when the ranks span several hosts, 0 on one host)."),
         .value("allreduce-progress", \.allreduceProgress, "What advances the overlapped all-reduce during the backward pass: thread (a progress thread, default) or layers (the training thread between layers)."),
+        .value("allreduce-order", \.allreduceOrder, "How the sums over ranks associate their terms: fixed (default; rank order, summed by a2q after an all-to-all: the same bits for any bucket size, transport and MPI algorithm) or library (MPI_Allreduce's own order: can be cheaper, but the last bits can change with bucket size, rank count and transport)."),
         .value("checkpoint-every", \.checkpointEvery, "Save a checkpoint every N steps (and always at each epoch end)."),
         .value("keep-checkpoints", \.keepCheckpoints, "Keep the newest N periodic checkpoints (final.h5 is always kept)."),
         .value("resume", \.resume, "Continue from a checkpoint: a path, or 'auto' for the newest valid one in --out."),

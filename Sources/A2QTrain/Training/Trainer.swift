@@ -64,6 +64,7 @@ public final class Trainer: @unchecked Sendable {
         localBatch = config.batchSize / communicator.worldSize
         labels = Array(repeating: 0, count: localBatch)
         communicator.timeout = config.watchdogSeconds
+        communicator.setSumOrder(config.allreduceOrder)
         if communicator.isRoot {
             output = try Trainer.chooseOutputFolder(config)
             try FileSystem.ensureWritableFolder(output)

@@ -18,6 +18,17 @@ void a2q_mpi_library_version(char *buffer, int32_t capacity);
 double a2q_mpi_wtime(void);
 
 int a2q_mpi_barrier(double timeout_seconds);
+
+/// How the float sums over ranks associate their R terms (ordered_sum.c).
+/// FIXED (the default): element by element in rank order, ((x0 + x1) + x2) + ..., computed by
+/// a2q after an all-to-all exchange: the same bits whatever the buffer is cut into, the transport
+/// and the MPI library's algorithm choice. LIBRARY: MPI_Allreduce's own order, which can differ
+/// in the last bits between bucket sizes, rank counts and transports.
+#define A2Q_SUM_ORDER_FIXED 0
+#define A2Q_SUM_ORDER_LIBRARY 1
+/// Sets the order for the sums started from now on; returns 0 for an unknown value.
+int32_t a2q_mpi_set_sum_order(int32_t order);
+
 /// In-place sum over ranks; counts above INT_MAX are chunked. timeout <= 0 waits forever.
 int a2q_mpi_allreduce_sum_f32(float *data, int64_t count, double timeout_seconds);
 int a2q_mpi_allreduce_sum_f64(double *data, int64_t count, double timeout_seconds);
