@@ -6,8 +6,8 @@ import ONNXProto
 import SwiftProtobuf
 
 /// Writes an `IntegerModel` as an ONNX model that other tools run as it is: QONNX (FINN's
-/// input, with `Quant` nodes of the `qonnx.custom_op.general` domain) or plain ONNX with
-/// `QuantizeLinear`/`DequantizeLinear` (onnxruntime, no custom ops).
+/// input, with `Quant` nodes of the `qonnx.custom_op.general` domain) or plain ONNX of standard
+/// float32 ops over integer-valued tensors (onnxruntime, no custom ops, no integer kernels).
 ///
 /// The graph computes what a2q's integer engine computes, in the same float32 operations, so
 /// that running it gives the engine's class scores: the activations between layers are
@@ -84,7 +84,7 @@ public enum ONNXExport {
         let verdicts = LayerVerdict.verify(model)
         var entries = [
             entry("a2q.format", dialect.rawValue), entry("a2q.format_version", "1"), entry("a2q.model", model.model),
-            entry("a2q.source", source), entry("a2q.classes", "\(model.classes)"),
+            entry("a2q.source", (source as NSString).lastPathComponent), entry("a2q.classes", "\(model.classes)"),
             entry("a2q.input", "\(inputName): raw pixel values 0…255 as float32, [batch, \(model.inputShape.map(String.init).joined(separator: ", "))]"),
             entry("a2q.layers", String(decoding: try encoder.encode(verdicts.map(\.name)), as: UTF8.self)),
             entry("a2q.overflow_free", verdicts.allSatisfy(\.overflowFree) ? "1" : "0"),
@@ -92,7 +92,74 @@ public enum ONNXExport {
         for verdict in verdicts {
             entries.append(entry("a2q.layer.\(verdict.name)", String(decoding: try encoder.encode(verdict), as: UTF8.self)))
         }
+        let exactness = Exactness.of(model)
+        entries.append(entry("a2q.float32_exact", exactness.allSatisfy(\.float32Exact) ? "1" : "0"))
+        entries.append(entry("a2q.exactness", Exactness.statement))
+        for layer in exactness {
+            entries.append(entry("a2q.exactness.\(layer.name)", String(decoding: try encoder.encode(layer), as: UTF8.self)))
+        }
         return entries
+    }
+
+    /// What makes the file's float32 graph compute the engine's integers exactly, per sum.
+    public struct Exactness: Sendable, Codable {
+        public var name: String
+        /// The largest magnitude any partial sum of the layer's dot products (any subset of its
+        /// terms, so any summation order) can reach over every possible input.
+        public var partialSumBound: Int64
+        /// `partialSumBound ≤ 2^24`: float32 holds every partial sum exactly, whatever the order
+        /// and the kernel (FMA or not): the sum is the exact integer.
+        public var float32Exact: Bool
+        /// The largest magnitude of two of the layer's products added together.
+        public var pairSumBound: Int64
+        /// `pairSumBound ≤ 32767`: an integer kernel that adds pairs of 8-bit products in 16-bit
+        /// lanes (onnxruntime's u8s8 on AVX2 without VNNI, `vpmaddubsw`) cannot saturate.
+        public var int16PairsFit: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case name, partialSumBound = "partial_sum_bound", float32Exact = "float32_exact"
+            case pairSumBound = "pair_sum_bound", int16PairsFit = "int16_pairs_fit"
+        }
+
+        public static let statement = """
+            Every tensor between layers holds integers in float32; each Conv/Gemm multiplies them with integer \
+            weights (DequantizeLinear of int8, scale 1) and each pool sums them (ReduceSum). With no \
+            DequantizeLinear on the activations, onnxruntime has no pattern to fuse into its integer kernels: \
+            the sums run in float32 and are the exact integers, on any CPU and in any order, where \
+            a2q.exactness.<layer>.float32_exact is true (every partial sum below 2^24 in magnitude, bounded from \
+            the weights over every possible input). The multipliers, offsets, residual adds and the quantizers \
+            (Mul, Round half to even, Clip) are single float32 operations, as in a2q's engine \
+            (docs/CHECKPOINT.md, the integer model). int16_pairs_fit says whether an integer kernel adding pairs \
+            of 8-bit products in 16-bit lanes could run this layer without saturating.
+            """
+
+        /// The weight layers' and pools' bounds, in the integer model's order.
+        public static func of(_ model: IntegerModel) -> [Exactness] {
+            let layers = model.layers.map { layer -> Exactness in
+                let report = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
+                                                    accumulatorBits: layer.accumulatorBits)
+                // 0 lies in every input range, so each term's extreme has the sign of the full
+                // sum's extreme: any subset of the terms stays within [min, max] of the whole.
+                let bound = max(abs(report.minimums.min() ?? 0), abs(report.maximums.max() ?? 0))
+                let inputMagnitude = Int64(max(abs(layer.input.minimum), abs(layer.input.maximum)))
+                let weightMagnitude = Int64(layer.weights.map { abs(Int($0)) }.max() ?? 0)
+                return Exactness(name: layer.name, partialSumBound: bound, pairSumBound: min(bound, 2 * weightMagnitude * inputMagnitude))
+            }
+            let pools = zip(model.pools, model.poolInputs).map { pool, input -> Exactness in
+                let magnitude = Int64(max(abs(input.format.minimum), abs(input.format.maximum)))
+                let bound = Int64(input.count) * magnitude
+                return Exactness(name: pool.name, partialSumBound: bound, pairSumBound: min(bound, 2 * magnitude))
+            }
+            return layers + pools
+        }
+
+        init(name: String, partialSumBound: Int64, pairSumBound: Int64) {
+            self.name = name
+            self.partialSumBound = partialSumBound
+            self.pairSumBound = pairSumBound
+            float32Exact = partialSumBound <= 1 << 24
+            int16PairsFit = pairSumBound <= Int64(Int16.max)
+        }
     }
 
     /// Adds the ops of an integer model to a graph, one dialect.
@@ -200,7 +267,15 @@ public enum ONNXExport {
         }
 
         /// The integers of `format` nearest to `input` (round half to even, then clip): a
-        /// scale-1 `Quant`, or `Clip` + `QuantizeLinear` + `DequantizeLinear`.
+        /// scale-1 `Quant`, or `Round` + `Clip` in float32.
+        ///
+        /// The ONNX form keeps the activations float32 tensors holding integers, not
+        /// `QuantizeLinear`/`DequantizeLinear` pairs: a `DequantizeLinear` in front of a `Conv` or
+        /// `Gemm` lets onnxruntime fuse the layer into its integer kernels (`QGemm`,
+        /// `QLinearConv`, `MatMulIntegerToFloat`), whose u8s8 path on AVX2 without VNNI adds pairs
+        /// of products in saturating 16-bit lanes — another overflow, of the runtime's own. Without
+        /// it every dot product runs as a float32 convolution or GEMM over integers, exact while
+        /// its partial sums stay below 2^24 (the `float32_exact` metadata), on any CPU.
         mutating func integers(_ input: String, format: InputFormat, name: String) throws -> String {
             let output = "\(name).int"
             let datatype = (format.signed ? "INT" : "UINT") + "\(format.bits)"
@@ -213,16 +288,12 @@ public enum ONNXExport {
                                           ONNXGraphBuilder.attribute("rounding_mode", string: "ROUND")])
             case .onnx:
                 guard format.bits <= 8 else {
-                    throw A2QError("\(name): \(format.bits)-bit activations do not fit ONNX's 8-bit QuantizeLinear",
+                    throw A2QError("\(name): \(format.bits)-bit activations do not fit the ONNX export's 8-bit activation tensors",
                                    remedy: "export with --format qonnx, or train with --act-bits ≤ 8")
                 }
                 let lo = Float(format.minimum), hi = Float(format.maximum)
-                let clipped = builder.node("Clip", [input, scalar(lo, "\(datatype).min"), scalar(hi, "\(datatype).max")],
-                                           output: "\(name).clipped")
-                let zero = builder.integerConstant("\(name).zero_point", [0], shape: [], type: format.signed ? .int8 : .uint8)
-                let quantized = builder.node("QuantizeLinear", [clipped, scalar(1, "one"), zero], output: "\(name).q")
-                builder.node("DequantizeLinear", [quantized, scalar(1, "one"), zero], output: output)
-                builder.annotate(quantized, datatype: datatype)
+                let rounded = builder.node("Round", [input], output: "\(name).rounded")  // half to even, as the engine
+                builder.node("Clip", [rounded, scalar(lo, "\(datatype).min"), scalar(hi, "\(datatype).max")], output: output)
             }
             builder.annotate(output, datatype: datatype)
             self.datatype = datatype

@@ -60,6 +60,13 @@ struct ExportCommand: ParsableCommand {
         let verdicts = LayerVerdict.verify(integer)
         printLine("exported \(integer.model) (\(integer.layers.count) integer layers, \(format)) from \(checkpoint) → \(output)")
         printLine(LayerVerdict.table(verdicts))
+        if format == ONNXExport.Dialect.onnx.rawValue {
+            let inexact = ONNXExport.Exactness.of(integer).filter { !$0.float32Exact }
+            if !inexact.isEmpty {
+                printLine("warning: \(inexact.map { "\($0.name) (partial sums up to \($0.partialSumBound))" }.joined(separator: ", ")) can exceed 2^24: "
+                          + "float32 may round those sums, so a runtime's scores can differ from the engine's in the last bits (a2q.float32_exact = 0)")
+            }
+        }
     }
 }
 
@@ -167,6 +174,9 @@ struct EvalCommand: ParsableCommand {
                 }
                 let (_, integerPredictions) = engine.evaluate(test)
                 try integerPredictions.map(String.init).joined(separator: "\n").write(toFile: dump + ".integer", atomically: true, encoding: .utf8)
+                // Every image's class scores, float32 little-endian, [images, classes].
+                let scores = test.images.withUnsafeBufferPointer { engine.logits(pixels: $0, count: test.count) }
+                try scores.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: dump + ".scores")) }
             }
             let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: bits, kernels: kernels)
             let start = monotonicSeconds()  // the engine's throughput, without loading and packing

@@ -1,10 +1,12 @@
 """Runs a2q's QONNX and ONNX exports in the tools users deploy with (tests only) and compares
 them with a2q's integer engine.
 
-    python3 onnx_interop.py QONNX ONNX DATA_DIR N PREDICTIONS ACCUMULATORS OUT.json
+    python3 onnx_interop.py QONNX ONNX DATA_DIR N PREDICTIONS ACCUMULATORS OUT.json [SCORES]
 
 PREDICTIONS: the engine's predictions for the first N test images, one per line;
-ACCUMULATORS: the engine's last-layer int64 accumulators for the first 64 images.
+ACCUMULATORS: the engine's last-layer int64 accumulators for the first 64 images;
+SCORES: the engine's float32 class scores for the N images (default: PREDICTIONS with the
+suffix .scores instead of .integer).
 Writes a JSON report; exits 1 with the reasons when a check fails.
 """
 import gzip
@@ -21,6 +23,7 @@ from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.basic import calculate_matvec_accumulator_range
 
 qonnx_path, onnx_path, data, count, predictions_path, accumulators_path, out = sys.argv[1:8]
+scores_path = sys.argv[8] if len(sys.argv) > 8 else predictions_path.rsplit(".", 1)[0] + ".scores"
 count = int(count)
 failures = []
 report = {}
@@ -100,10 +103,37 @@ qonnx_predictions = np.argmax(context["scores"], axis=1)
 last = weight_layers[-1]
 qonnx_accumulators = context[f"{last}.acc"][:64].astype(np.int64).reshape(-1)
 
-# 5. onnxruntime runs the ONNX file (default session options, as users would).
-session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+# 5. onnxruntime runs the ONNX file (default session options, as users would), and gives the
+#    engine's class scores bit for bit. The optimised graph it runs holds no integer kernel
+#    (whose u8s8 path on AVX2 without VNNI saturates pairs of products in 16-bit lanes) and keeps
+#    every layer's multiplier a separate Mul (not folded into the weights).
+options = onnxruntime.SessionOptions()
+optimized_path = os.path.join(os.path.dirname(out), "onnxruntime-optimized.onnx")
+options.optimized_model_filepath = optimized_path
+session = onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
 ort_scores = session.run(["scores"], {"image": images})[0]
 ort_predictions = np.argmax(ort_scores, axis=1)
+optimized = onnx.load(optimized_path)
+integer_ops = sorted({n.op_type for n in optimized.graph.node
+                      if n.op_type in ("QGemm", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                                       "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QAttention", "MatMulNBits")
+                      or (n.op_type == "QuantizeLinear")})
+report["onnxruntime_integer_ops"] = integer_ops
+if integer_ops:
+    failures.append(f"onnxruntime's optimised graph runs integer kernels: {integer_ops}")
+multipliers = {n.input[1] for n in optimized.graph.node if n.op_type == "Mul" and len(n.input) > 1}
+folded = [name for name in weight_layers if f"{name}.multiplier" not in multipliers]
+report["onnxruntime_folded_multipliers"] = folded
+if folded:
+    failures.append(f"onnxruntime folded the multipliers of {folded} into other ops (not the engine's two roundings)")
+onnx_meta = {p.key: p.value for p in onnx.load(onnx_path).metadata_props}
+report["float32_exact"] = onnx_meta.get("a2q.float32_exact")
+engine_scores = np.fromfile(scores_path, dtype=np.float32).reshape(ort_scores.shape)
+different = np.nonzero(np.any(ort_scores.view(np.uint32) != engine_scores.view(np.uint32), axis=1))[0]
+report["onnxruntime_scores_differing"] = [int(i) for i in different]
+if onnx_meta.get("a2q.float32_exact") == "1" and len(different):
+    failures.append(f"onnxruntime's scores differ from the engine's on {len(different)} of {count} images "
+                    f"(first: {different[:5].tolist()}) though every sum is float32-exact")
 
 for label, predictions in (("qonnx", qonnx_predictions), ("onnxruntime", ort_predictions)):
     agree = float((predictions == engine).mean())
