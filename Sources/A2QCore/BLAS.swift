@@ -85,6 +85,22 @@ public enum BLAS {
         return "\(v.pointee.major).\(v.pointee.minor).\(v.pointee.patch)"
     }
 
+    /// The instruction set oneDNN's kernels use (its effective ISA: the CPU's, capped by
+    /// `ONEDNN_MAX_CPU_ISA`, which `A2Q_CPU_FEATURES_LIMIT` sets).
+    public static var oneDNNISA: String {
+        switch dnnl_get_effective_cpu_isa() {
+        case dnnl_cpu_isa_sse41: "sse41"
+        case dnnl_cpu_isa_avx: "avx"
+        case dnnl_cpu_isa_avx2: "avx2"
+        case dnnl_cpu_isa_avx2_vnni: "avx2_vnni"
+        case dnnl_cpu_isa_avx512_core: "avx512_core"
+        case dnnl_cpu_isa_avx512_core_vnni: "avx512_core_vnni"
+        case dnnl_cpu_isa_avx512_core_bf16: "avx512_core_bf16"
+        case dnnl_cpu_isa_avx512_core_amx: "avx512_core_amx"
+        case let other: "isa 0x\(String(other.rawValue, radix: 16))"
+        }
+    }
+
     /// OpenBLAS's build configuration string.
     public static var configuration: String {
         guard let config = openblas_get_config() else { return "unknown" }

@@ -42,9 +42,23 @@ static const char *best_core(const a2q_cpu_features *f) {
     return NULL;
 }
 
+/// A2Q_CPU_FEATURES_LIMIT also caps oneDNN (its own switch, read at its first use), unless the
+/// user set oneDNN's limit themselves.
+static void limit_onednn(const a2q_cpu_features *f) {
+    if (!f->limited) return;
+    const char *own = getenv("ONEDNN_MAX_CPU_ISA"), *old = getenv("DNNL_MAX_CPU_ISA");
+    if ((own && *own) || (old && *old)) return;
+    const char *isa = f->tier == A2Q_TIER_AVX2 ? "AVX2" : f->tier == A2Q_TIER_BASELINE ? "SSE41" : NULL;
+    if (isa) {
+        setenv("ONEDNN_MAX_CPU_ISA", isa, 1);
+        setenv("DNNL_MAX_CPU_ISA", isa, 1);
+    }
+}
+
 __attribute__((constructor(101))) static void a2q_select_blas_kernels(int argc, char **argv, char **envp) {
     (void)argc; (void)envp;
     const a2q_cpu_features *f = a2q_cpu();
+    limit_onednn(f);
     const char *core = openblas_get_corename();
     const char *user = getenv("OPENBLAS_CORETYPE");
     const char *auto_choice = getenv(marker);
@@ -52,7 +66,7 @@ __attribute__((constructor(101))) static void a2q_select_blas_kernels(int argc, 
         size_t length = strlen(user);
         if (auto_choice && !strncmp(auto_choice, user, length) && auto_choice[length] == ' ') {
             snprintf(selection, sizeof selection,
-                     "chosen by a2q: OpenBLAS had detected %s, a generic kernel set, on a CPU with %s; "
+                     "chosen by a2q: OpenBLAS had detected %s, not the kernel set for a CPU with %s; "
                      "a2q set OPENBLAS_CORETYPE=%s and re-executed", auto_choice + length + 1, tier_name(f->tier), user);
             return;
         }
@@ -69,7 +83,8 @@ __attribute__((constructor(101))) static void a2q_select_blas_kernels(int argc, 
     }
     const char *best = best_core(f);
     int have = a2q_blas_core_tier(core);
-    if (!best || (have >= 0 && have >= f->tier)) {
+    // Under A2Q_CPU_FEATURES_LIMIT the kernel set must not use more than the limit either.
+    if (!best || (have >= 0 && (f->limited ? have == f->tier : have >= f->tier))) {
         snprintf(selection, sizeof selection, "OpenBLAS's own detection (the best tier for a CPU with %s)",
                  tier_name(f->tier));
         return;

@@ -34,6 +34,7 @@ struct EnvCommand: ParsableCommand {
             "openblas kernel set: \(BLAS.kernelSelection)",
             "gemm: \(BLAS.backend == .onednn ? "oneDNN \(BLAS.oneDNNVersion) dnnl_sgemm, threads \(BLAS.gemmThreads)" : "OpenBLAS cblas_sgemm") (A2Q_GEMM=onednn|openblas)",
             "convolutions: \(Conv2d.defaultBackend == .onednn ? "oneDNN \(BLAS.oneDNNVersion) convolution primitives (blocked layouts inside)" : "im2col + sgemm") (A2Q_CONV=onednn|im2col)",
+            "onednn isa: \(BLAS.oneDNNISA) (ONEDNN_MAX_CPU_ISA\(getenv("ONEDNN_MAX_CPU_ISA").map { "=" + String(cString: $0) } ?? " unset"))",
             "openblas config: \(BLAS.configuration)",
         ]
         // One block per rank, in rank order.
