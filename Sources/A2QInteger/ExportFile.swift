@@ -11,6 +11,7 @@ public enum ExportFile {
     public static let readableVersions = 1...2
 
     /// Writes `model` atomically to `path`; `config` is the training configuration as JSON.
+    /// `source` is the checkpoint's path: only its file name is stored, not the writer's folders.
     public static func write(_ model: IntegerModel, to path: String, source: String, config: String?) throws {
         let temporary = path + ".tmp"
         do {
@@ -20,7 +21,7 @@ public enum ExportFile {
             try file.setAttribute("software_version", "a2q \(a2qVersion)")
             try file.setAttribute("model", model.model)
             try file.setAttribute("classes", model.classes)
-            try file.setAttribute("source", source)
+            try file.setAttribute("source", (source as NSString).lastPathComponent)
             if let config { try file.setAttribute("config", config) }
             try file.write("input_shape", model.inputShape.map(Int64.init), shape: [model.inputShape.count])
             try file.setAttribute("topology", try topologyJSON(model))
@@ -108,15 +109,19 @@ public enum ExportFile {
         }
         let layers = try file.openGroup("layers")
         var budget = maxOps
-        let ops = try readOps(topology, layers: layers, path: path, depth: 0, budget: &budget)
+        var scale: Float?
+        let ops = try readOps(topology, layers: layers, path: path, depth: 0, budget: &budget, scale: &scale)
         let shape = try file.read("input_shape", as: Int64.self, shape: [nil], maxElements: 3).values.map(Int.init)
         return try IntegerModel(model: try file.stringAttribute("model"), classes: try file.intAttribute("classes", in: 1...65536),
                                 inputShape: shape, ops: ops)
     }
 
     /// Reads one list of topology entries (recursing into residual branches, at most 64 deep
-    /// and `maxOps` entries in all).
-    static func readOps(_ topology: [[String: Any]], layers: HDF5Group, path: String, depth: Int, budget: inout Int) throws -> [IntegerOp] {
+    /// and `maxOps` entries in all). A layer entry's `shape` (and a conv2d's `stride` and
+    /// `padding`) must equal its group's weights and attributes, and its `input_scale` the scale
+    /// of the `input` or `quantize` op that makes its integers (`scale`, the current one).
+    static func readOps(_ topology: [[String: Any]], layers: HDF5Group, path: String, depth: Int, budget: inout Int,
+                        scale: inout Float?) throws -> [IntegerOp] {
         guard depth <= 64 else { throw A2QError("\(path): residual blocks nest deeper than 64 levels") }
         budget -= topology.count
         guard budget >= 0 else { throw A2QError("\(path): the topology has more than \(maxOps) ops") }
@@ -128,9 +133,11 @@ public enum ExportFile {
             case "input":
                 let (f, s) = try entry.format()
                 ops.append(.input(format: f, scale: s))
+                scale = s
             case "quantize":
                 let (f, s) = try entry.format()
                 ops.append(.quantize(name: item["name"] as? String ?? "", format: f, scale: s))
+                scale = s
             case "relu": ops.append(.relu)
             case "flatten": ops.append(.flatten)
             case "maxpool":
@@ -140,20 +147,31 @@ public enum ExportFile {
                 guard layers.contains(name) else {
                     throw A2QError("\(path): the topology names layer \(name) but /layers/\(name) is missing", remedy: "the file was altered or is incomplete")
                 }
-                ops.append(.layer(try readLayer(layers, name: name, op: op, path: path)))
+                let layer = try readLayer(layers, name: name, op: op, path: path)
+                try entry.matches(layer)
+                if let scale, layer.inputScale != scale {
+                    throw A2QError("\(path): layer \(name) has input_scale \(layer.inputScale), but the integers it takes are at scale \(scale) (the input or quantize op before it)",
+                                   remedy: "the file was altered or is not a2q's")
+                }
+                ops.append(.layer(layer))
+                scale = nil
             case "globalavgpool":
                 ops.append(.globalAvgPool(name: item["name"] as? String ?? "", accumulatorBits: try entry.integer("accumulator_bits", in: 2...62)))
+                scale = nil
             case "residual":
                 guard let body = item["body"] as? [[String: Any]] else {
                     throw A2QError("\(path): topology entry \(index) (residual) has no list of body entries")
                 }
                 var shortcut: [IntegerOp]?
+                var bodyScale = scale, shortcutScale = scale
                 if let value = item["shortcut"] {
                     guard let list = value as? [[String: Any]] else { throw A2QError("\(path): topology entry \(index) (residual): shortcut is not a list") }
-                    shortcut = try readOps(list, layers: layers, path: path, depth: depth + 1, budget: &budget)
+                    shortcut = try readOps(list, layers: layers, path: path, depth: depth + 1, budget: &budget, scale: &shortcutScale)
                 }
-                ops.append(.residual(name: item["name"] as? String ?? "", body: try readOps(body, layers: layers, path: path, depth: depth + 1, budget: &budget),
+                ops.append(.residual(name: item["name"] as? String ?? "",
+                                     body: try readOps(body, layers: layers, path: path, depth: depth + 1, budget: &budget, scale: &bodyScale),
                                      shortcut: shortcut))
+                scale = nil
             default:
                 throw A2QError("\(path): unknown op '\(op)' in topology entry \(index)",
                                remedy: "this a2q knows input, quantize, conv2d, linear, relu, maxpool, flatten, globalavgpool and residual")
@@ -164,8 +182,6 @@ public enum ExportFile {
 
     /// The most ops a topology may list.
     static let maxOps = 10_000
-    /// The most weights one layer may hold (2^26).
-    static let maxLayerWeights = 1 << 26
 
     /// One object of the topology list, with checked accessors.
     struct TopologyEntry {
@@ -179,6 +195,26 @@ public enum ExportFile {
                 throw A2QError("\(path): topology entry \(index) (\(op)) needs an integer \(key) in \(range.lowerBound)...\(range.upperBound), found \(item[key].map { "\($0)" } ?? "none")")
             }
             return value
+        }
+
+        /// A `linear`/`conv2d` entry describes `layer`: `shape` equal to its weights' shape and,
+        /// for conv2d, `stride` and `padding` equal to its group's attributes.
+        func matches(_ layer: IntegerLayer) throws {
+            guard let declared = item["shape"] as? [Int] else {
+                throw A2QError("\(path): topology entry \(index) (\(op) \(layer.name)) needs a shape (a list of integers), found \(item["shape"].map { "\($0)" } ?? "none")")
+            }
+            guard declared == layer.shape else {
+                throw A2QError("\(path): topology entry \(index) declares \(op) \(layer.name) of shape \(describe(declared)), but /layers/\(layer.name)/weight_int has shape \(describe(layer.shape))",
+                               remedy: "the file was altered or is not a2q's; export the checkpoint again")
+            }
+            guard layer.kind == .conv2d else { return }
+            for (key, value) in [("stride", layer.stride), ("padding", layer.padding)] {
+                let declared = try integer(key, in: 0...64)
+                guard declared == value else {
+                    throw A2QError("\(path): topology entry \(index) declares conv2d \(layer.name) with \(key) \(declared), but /layers/\(layer.name) has \(key) \(value)",
+                                   remedy: "the file was altered or is not a2q's; export the checkpoint again")
+                }
+            }
         }
 
         func format() throws -> (InputFormat, Float) {
@@ -200,7 +236,7 @@ public enum ExportFile {
         guard kind.rawValue == op else { throw A2QError("\(path): layer \(name) is a \(kindName) but the topology lists it as \(op)") }
         let rank = kind == .conv2d ? 4 : 2
         let (weights, shape) = try g.read("weight_int", as: Int32.self, shape: [Int?](repeating: nil, count: rank),
-                                          maxElements: maxLayerWeights)
+                                          maxElements: IntegerLayer.maxStoredWeights)
         guard shape.allSatisfy({ $0 > 0 }) else { throw A2QError("\(path): layer \(name) has an empty weight shape \(describe(shape))") }
         let out = shape[0]
         func channels(_ dataset: String) throws -> [Float] {
@@ -218,15 +254,33 @@ public enum ExportFile {
             throw A2QError("\(path): layer \(name) has rounding '\(rounding)' (expected toward_zero or nearest)")
         }
         let folded = try g.stringAttribute("folded_batchnorm")
+        let weightScale = try channels("weight_scale")
+        guard weightScale.allSatisfy({ $0 > 0 }) else {
+            throw A2QError("\(path): layer \(name) has a weight_scale that is not positive", remedy: "the file is damaged or was altered")
+        }
         var layer = IntegerLayer(
             name: name, kind: kind, shape: shape, weights: weights, quantizer: try g.stringAttribute("quantizer"),
             weightBits: try g.intAttribute("weight_bits", in: 2...16), accumulatorBits: try g.intAttribute("accumulator_bits", in: 2...62),
             input: InputFormat(bits: try g.intAttribute("input_bits", in: 1...16), signed: try g.intAttribute("input_signed", in: 0...1) != 0),
-            inputScale: Float(inputScale), weightScale: try channels("weight_scale"), bias: try channels("bias"),
+            inputScale: Float(inputScale), weightScale: weightScale, bias: try channels("bias"),
             multiplier: try channels("multiplier"), offset: try channels("offset"),
             l1Bound: bound >= 0 ? bound : nil, rounding: rounding, foldedBatchNorm: folded.isEmpty ? nil : folded)
         layer.stride = try g.intAttribute("stride", in: 1...64)
         layer.padding = try g.intAttribute("padding", in: 0...64)
+        if layer.foldedBatchNorm == nil {
+            // Without a BatchNorm, the requantisation is the integer view's: s · input_scale and the bias.
+            let multiplier = layer.weightScale.map { $0 * layer.inputScale }
+            if let c = layer.multiplier.indices.first(where: { layer.multiplier[$0].bitPattern != multiplier[$0].bitPattern }) {
+                throw A2QError("\(path): layer \(name) (no folded BatchNorm) has multiplier \(layer.multiplier[c]) in channel \(c), not weight_scale · input_scale = \(multiplier[c])",
+                               remedy: "the file was altered or is not a2q's; export the checkpoint again")
+            }
+            if let c = layer.offset.indices.first(where: { layer.offset[$0].bitPattern != layer.bias[$0].bitPattern }) {
+                throw A2QError("\(path): layer \(name) (no folded BatchNorm) has offset \(layer.offset[c]) in channel \(c), not its bias \(layer.bias[c])",
+                               remedy: "the file was altered or is not a2q's; export the checkpoint again")
+            }
+        }
+        try layer.checkStoredView(in: g, weightsFrom: "the file's integer weights give",
+                                  remedy: "the file was altered or is not a2q's; export the checkpoint again")
         return layer
     }
 }

@@ -1,3 +1,4 @@
+import A2QCheckpoint
 import A2QTrain
 import Foundation
 import Testing
@@ -52,6 +53,60 @@ struct HostileFileTests {
         #expect(resumed.output.contains("warning: skipping \(base.checkpoint)") && resumed.output.contains("/data/window has shape"),
                 "\(resumed.output)")
         #expect(resumed.output.contains("resuming from \(previous)"), "\(resumed.output)")
+    }
+
+    @Test("crafted views, shapes and attributes (docs/CHECKPOINT.md, \"Reading\"): every command refuses each with exit 1 and a message naming it")
+    func craftedViewsAndShapes() throws {
+        let base = try baseRun("views")
+        let crafted = base.folder + "/crafted"
+        let (status, output) = try python("hostile_files.py", [base.checkpoint, base.export, crafted])
+        try #require(status == 0, "\(output)")
+        let manifest = try Data(contentsOf: URL(fileURLWithPath: crafted + "/cases.json"))
+        let cases = try #require(try JSONSerialization.jsonObject(with: manifest) as? [[String: Any]])
+        #expect(cases.count >= 25, "only \(cases.count) crafted files")
+        var runs = 0
+        for item in cases {
+            let file = try #require(item["file"] as? String), kind = item["kind"] as? String ?? ""
+            let expected = item["expect"] as? [String] ?? [], run = item["run"] as? String ?? "verify"
+            try #require(!expected.isEmpty, "\(file): no expected message")
+            if run == "validate" {
+                do {
+                    _ = try CheckpointFile.validate(file)
+                    Issue.record("\(file): validate accepted it")
+                } catch {
+                    #expect(expected.allSatisfy { "\(error)".contains($0) }, "\(file): \(error)")
+                }
+                runs += 1
+                continue
+            }
+            var commands = [["verify", file]]
+            if run == "all" {
+                commands = [["inspect", file], ["verify", file], ["eval", "--integer", file, "--limit", "10", "--data", "synthetic"]]
+                if kind == "checkpoint" { commands.append(["eval", file, "--limit", "10", "--data", "synthetic"]) }
+            }
+            for command in commands {
+                let result = try runA2Q(command)
+                #expect(result.status == 1 && result.output.contains("Error: ") && expected.allSatisfy { result.output.contains($0) },
+                        "\(command): exit \(result.status): \(result.output)")
+                runs += 1
+            }
+        }
+        // --init-from reads the file completely too.
+        let changed = crafted + "/ckpt-weight-int-changed.h5"
+        let header = try CheckpointFile.header(base.checkpoint)
+        #expect(throws: (any Error).self) { _ = try CheckpointFile.loadWeights(changed, into: try header.buildModel()) }
+        #expect(try CheckpointFile.loadWeights(base.checkpoint, into: try header.buildModel()) > 0)
+        print("crafted files: \(cases.count), refusals checked: \(runs)")
+
+        // Exports name their checkpoint by file name, not by the writer's folders.
+        let source = try HDF5File.openForReading(base.export).stringAttribute("source")
+        #expect(source == CheckpointFolder.name(globalStep: 6), "source = \(source)")
+        let onnx = base.folder + "/model.onnx"
+        let exported = try runA2Q(["export", base.checkpoint, "--out", onnx, "--format", "onnx"])
+        try #require(exported.status == 0, "\(exported.output)")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: onnx))
+        #expect(bytes.range(of: Data("a2q.source".utf8)) != nil && bytes.range(of: Data(CheckpointFolder.name(globalStep: 6).utf8)) != nil)
+        #expect(bytes.range(of: Data(base.folder.utf8)) == nil, "the ONNX file holds the folder \(base.folder)")
     }
 
     @Test("fuzz: ≥ 300 mutated checkpoints and exports through inspect, verify, eval --integer and train --resume")

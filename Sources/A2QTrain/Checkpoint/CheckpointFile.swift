@@ -193,13 +193,40 @@ public enum CheckpointFile {
         state.earlierSteps = try file.intAttribute("earlier_steps", in: 0...maxCount)
         state.epoch = try file.intAttribute("epoch", in: 0...maxCount)
         state.position = try file.intAttribute("position", in: 0...maxCount)
-        if file.hasAttribute("float_test_accuracy") { state.floatTestAccuracy = try file.finiteAttribute("float_test_accuracy") }
-        if file.hasAttribute("conversion_test_accuracy") { state.conversionTestAccuracy = try file.finiteAttribute("conversion_test_accuracy") }
+        let globalStep = try file.intAttribute("global_step", in: 0...(2 * maxCount))
+        guard globalStep == state.globalStep else {
+            throw A2QError("\(path): global_step \(globalStep) is not earlier_steps + step = \(state.globalStep)", remedy: altered)
+        }
+        for name in ["float_test_accuracy", "conversion_test_accuracy"] where file.hasAttribute(name) {
+            let accuracy = try file.finiteAttribute(name)
+            guard (0...1).contains(accuracy) else { throw A2QError("\(path): \(name) = \(accuracy) is not a fraction in 0...1", remedy: altered) }
+            if name == "float_test_accuracy" { state.floatTestAccuracy = accuracy } else { state.conversionTestAccuracy = accuracy }
+        }
         let worldSize = try file.intAttribute("world_size", in: 1...maxWorldSize)
+        let modelName = try file.stringAttribute("model")
+        guard modelName == config.model.rawValue else {
+            throw A2QError("\(path): the model attribute '\(modelName)' is not the stored configuration's model '\(config.model.rawValue)'", remedy: altered)
+        }
+        let seed = Int(bitPattern: UInt(config.seed))
+        for (group, name) in [(file as HDF5Group, "seed"), (try file.openGroup("rng"), "seed")] {
+            let stored = try group.intAttribute(name)
+            guard stored == seed else {
+                throw A2QError("\(path): \(group.groupPath == "/" ? "" : group.groupPath)@\(name) = \(stored) is not the stored configuration's seed \(seed)", remedy: altered)
+            }
+        }
         let data = try file.openGroup("data")
+        for (name, expected) in [("epoch", state.epoch), ("position", state.position), ("global_batch", config.batchSize)] {
+            let stored = try data.intAttribute(name)
+            guard stored == expected else {
+                throw A2QError("\(path): /data@\(name) = \(stored), but the checkpoint's \(name == "global_batch" ? "configured batch size" : name) is \(expected)", remedy: altered)
+            }
+        }
         state.window = try loggingRows(data, "window", width: 3, worldSize: worldSize, path: path)
         state.epochTotals = try loggingRows(data, "epoch_totals", width: 2, worldSize: worldSize, path: path)
-        let layers = (try? JSONDecoder().decode([String].self, from: Data(try file.stringAttribute("layers").utf8))) ?? []
+        let layerText = try file.stringAttribute("layers")
+        guard let layers = try? JSONDecoder().decode([String].self, from: Data(layerText.utf8)) else {
+            throw A2QError("\(path): the layers attribute is not a JSON list of layer names", remedy: altered)
+        }
         let description: ModelDescription, inputShape: [Int]
         if version >= 2 {
             description = try ModelDescription.decode(Data(try file.stringAttribute("model_description").utf8),
@@ -219,6 +246,9 @@ public enum CheckpointFile {
                       description: description, inputShape: inputShape)
     }
 
+    /// The remedy for a value that a2q never writes.
+    static let altered = "the file is damaged or was altered; use another copy of the checkpoint"
+
     static func finite<T: BinaryFloatingPoint>(_ values: [T], _ name: String, _ path: String) throws -> [T] {
         guard values.allSatisfy(\.isFinite) else {
             throw A2QError("\(path): \(name) holds a non-finite value", remedy: "the file is damaged or was altered; use another checkpoint")
@@ -237,9 +267,15 @@ public enum CheckpointFile {
         let file = try HDF5File.openForReading(path)
         let optimizer = try file.openGroup("optimizer")
         let kind = try optimizer.stringAttribute("kind")
+        let expected = optimizerKinds[header.config.optimizer] ?? ("", [])
+        let groups = try optimizer.childNames()
+        guard kind == "none" ? groups.isEmpty : kind == expected.kind && Set(groups) == Set(expected.buffers) else {
+            throw A2QError("\(path): /optimizer is of kind '\(kind)' with state \(groups), but the stored configuration's optimizer \(header.config.optimizer.rawValue) keeps \(expected.kind) state \(expected.buffers) (or kind 'none' without state)",
+                           remedy: altered)
+        }
         if kind != "none" {
             _ = try optimizer.intAttribute("step_count", in: 0...maxCount)
-            for name in try optimizer.childNames() {
+            for name in groups {
                 let state = try optimizer.openGroup(name)
                 for view in model.parameters.views { _ = try optimizerState(state, name, view, path: path) }
             }
@@ -247,6 +283,11 @@ public enum CheckpointFile {
         _ = try rankBuffers(path, model: model, worldSize: header.worldSize)
         return header
     }
+
+    /// The optimizer class a configuration trains with (`/optimizer@kind`) and its state buffers.
+    static let optimizerKinds: [OptimizerName: (kind: String, buffers: [String])] = [
+        .sgd: ("SGD", ["momentum"]), .adam: ("Adam", ["exp_avg", "exp_avg_sq"]), .adamw: ("Adam", ["exp_avg", "exp_avg_sq"]),
+    ]
 
     /// A logging-sum dataset of `width` values per rank: every rank's row in periodic
     /// checkpoints (`[width · R]`), or one row in files rank 0 writes alone (`final.h5`,
@@ -267,14 +308,17 @@ public enum CheckpointFile {
         let group = try file.openGroup("data").openGroup("rank_buffers")
         var out: [String: [Float]] = [:]
         for (name, tensor) in model.network.buffers where group.contains(name) {
-            out[name] = try finite(group.read(name, as: Float.self, shape: [worldSize, tensor.count]).values, "/data/rank_buffers/\(name)", path)
+            out[name] = try nonNegativeVariance(finite(group.read(name, as: Float.self, shape: [worldSize, tensor.count]).values, "/data/rank_buffers/\(name)", path),
+                                                "/data/rank_buffers/\(name)", name, path)
         }
         return out
     }
 
     /// Loads parameters, buffers and (if given) optimizer state into objects of the same
-    /// layout. Each dataset's type and shape are checked before it is read, and non-finite
-    /// values are refused.
+    /// layout. Each dataset's type and shape are checked before it is read, non-finite values
+    /// and negative BatchNorm variances are refused, and the integer view stored beside each
+    /// quantized layer must be exactly what the loaded parameters quantize to
+    /// (`checkIntegerViews`). A v2 file's `layers` must name the model's leaves.
     public static func restore(_ path: String, into model: Model, optimizer: (any Optimizer)?) throws {
         let file = try HDF5File.openForReading(path)
         let root = try file.openGroup("model")
@@ -285,9 +329,19 @@ public enum CheckpointFile {
             for (i, v) in values.enumerated() { parameters.value(view)[i] = v }
         }
         for (name, tensor) in model.network.buffers {
-            let values = try read(root, name, shape: tensor.shape, path: path, remedy: "the checkpoint is of a different model")
+            let values = try nonNegativeVariance(read(root, name, shape: tensor.shape, path: path, remedy: "the checkpoint is of a different model"),
+                                                 "/model/\(name.replacingOccurrences(of: ".running_var", with: "/running_var"))", name, path)
             for (i, v) in values.enumerated() { tensor.data[i] = v }
         }
+        if try file.intAttribute("format_version") >= 2 {
+            let names = model.network.leaves.map(\.name)
+            let stored = try? JSONDecoder().decode([String].self, from: Data(try file.stringAttribute("layers").utf8))
+            guard stored == names else {
+                throw A2QError("\(path): the layers attribute does not list the model's layers (\(names.count) leaves, from \(names.first ?? "") to \(names.last ?? ""))",
+                               remedy: altered)
+            }
+        }
+        try checkIntegerViews(root, model: model, path: path)
         guard let optimizer else { return }
         let g = try file.openGroup("optimizer")
         optimizer.stepCount = try g.intAttribute("step_count", in: 0...maxCount)
@@ -297,6 +351,27 @@ public enum CheckpointFile {
                 let values = try optimizerState(state, name, view, path: path)
                 for (i, v) in values.enumerated() { buffer[view.offset + i] = v }
             }
+        }
+    }
+
+    /// A BatchNorm buffer `name` (`<layer>.running_var`) must not be negative: the fold
+    /// `γ/√(σ² + ε)` would be NaN. Other buffers pass unchanged.
+    static func nonNegativeVariance(_ values: [Float], _ label: String, _ name: String, _ path: String) throws -> [Float] {
+        guard name.hasSuffix(".running_var"), let bad = values.firstIndex(where: { $0 < 0 }) else { return values }
+        throw A2QError("\(path): \(label) holds a negative variance (\(values[bad]) at index \(bad))", remedy: altered)
+    }
+
+    /// Each quantized layer's integer view in `/model/<layer>/` (weight_int, weight_scale, l1_norm,
+    /// acc_min, acc_max, p_min and the layer's attributes) must be exactly what the loaded
+    /// parameters quantize to: it is what users read as the layer's integers, written from the
+    /// parameters at save time, and a2q never reads it otherwise.
+    static func checkIntegerViews(_ root: HDF5Group, model: Model, path: String) throws {
+        for layer in model.quantizedLayers where !layer.quantizer.isIdentity {
+            guard let input = layer.input else { continue }
+            let view = try layer.integerView(in: model, input: input, inputScale: layer.inputScale(in: model) ?? 0)
+            guard root.contains(layer.name) else { throw A2QError("\(path): no /model/\(layer.name) group", remedy: altered) }
+            try view.checkStoredView(in: try root.openGroup(layer.name), weightsFrom: "the layer's parameters quantize to",
+                                     remedy: "the integer view or the parameters were changed after a2q wrote them (a2q writes the view from the parameters); use another copy of the checkpoint")
         }
     }
 
@@ -316,7 +391,10 @@ public enum CheckpointFile {
 
     /// Loads the float tensors (weights, biases, BatchNorm) whose names `model` also has, for
     /// `--init-from`; quantizer parameters are left to the conversion.
+    /// The file is first read completely into the model it describes (`restore`), so that a
+    /// file refused elsewhere is refused here too.
     public static func loadWeights(_ path: String, into model: Model) throws -> Int {
+        try restore(path, into: try header(path).buildModel(), optimizer: nil)
         let file = try HDF5File.openForReading(path)
         let root = try file.openGroup("model")
         var loaded = 0
