@@ -84,8 +84,14 @@ struct CheckpointTests {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         #expect(!FileManager.default.fileExists(atPath: killed + "/final.h5"), "the run finished before it was killed")
+        // The newest checkpoint the killed run completed (writes are atomic) is where it resumes.
+        let newest = try #require(CheckpointFolder.periodic(in: killed).last, "no checkpoint before the kill")
+        let step = try #require(Int((newest as NSString).lastPathComponent.dropFirst("ckpt-".count).prefix(9)))
+        #expect(step > 0)
         let resumed = try trainRun(ranks: 1, ["--out", killed, "--resume", "auto", "--checkpoint-every", "1", "--model", model])
         #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(resumed.output.contains("resuming from \(newest): ") && resumed.output.contains(", global step \(step)\n"),
+                "did not resume from \(newest): \(resumed.output)")
         let a = try modelTensors(straight + "/final.h5"), b = try modelTensors(killed + "/final.h5")
         #expect(!a.isEmpty && a.keys.sorted() == b.keys.sorted())
         if model != "mlp" { #expect(a.keys.contains { $0.hasSuffix("running_var") }) }
@@ -157,7 +163,10 @@ struct CheckpointTests {
             #expect("\(error)".contains(truncated), "\(error)")
         }
         let resumed = try runA2Q(["train"] + Self.common + ["--out", folder, "--max-steps", "3", "--resume", "auto"])
+        #expect(resumed.status == 0, "\(resumed.status): \(resumed.output)")
         #expect(resumed.output.contains("skipping \(truncated)"), "\(resumed.output)")
+        // The newest valid file of the run (final.h5, written after the last periodic one) is the one resumed.
+        #expect(resumed.output.contains("resuming from \(folder)/\(CheckpointFolder.finalName): "), "\(resumed.output)")
 
         // Flip a byte inside fc1's stored float weights (found by their bytes; datasets are stored
         // uncompressed): the Fletcher32 checksum of that chunk no longer matches.
