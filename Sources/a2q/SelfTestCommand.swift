@@ -19,8 +19,8 @@ struct SumSelfTest: ParsableCommand {
         commandName: "allreduce",
         abstract: "Check that the sums over ranks equal the rank-order sum bit for bit, fused and in buckets (run under mpirun, R ≥ 2).",
         discussion: """
-            Values span 2^-20 … 2^20 with both signs, so a sum in another association differs in the \
-            last bits. Exit 0 when every path of --allreduce-order fixed matches bit for bit; the \
+            Values span 2^-20 … 2^20 with both signs, and at every fourth element ranks 0 and 1 hold \
+            large values that cancel only when added first, so a sum in another association differs. Exit 0 when every path of --allreduce-order fixed matches bit for bit; the \
             elements where MPI_Allreduce's own order (library) differs are counted for information.
             """)
 
@@ -35,16 +35,26 @@ struct SumSelfTest: ParsableCommand {
         }
     }
 
-    /// Rank r's value at element i: a random sign, mantissa and exponent in [-20, 20].
+    /// Rank r's value at element i: a random sign, mantissa and exponent in [-20, 20]; at every
+    /// fourth element ranks 0 and 1 instead hold ±B with B ≈ 2^40…2^60, which cancel exactly when
+    /// added first: any other association rounds the other ranks' small terms away, so a changed
+    /// order shows even though the float sum is carried in double.
     static func value(rank: Int, index: Int, seed: UInt64) -> Float {
-        var z = seed &+ UInt64(rank) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
+        func mix(_ salt: UInt64) -> UInt64 {
+            var z = seed &+ salt &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        if index % 4 == 0 && rank < 2 {
+            let z = mix(1_000_003)
+            let big = Float(sign: .plus, exponent: 40 + Int(z % 21), significand: Float((z >> 40) & 0xFF_FFFF) / Float(1 << 24) + 1)
+            return rank == 0 ? big : -big
+        }
+        let z = mix(UInt64(rank))
         let mantissa = Float(z & 0xFF_FFFF) / Float(1 << 24) + 1
         let exponent = Int((z >> 24) % 41) - 20
-        let sign: Float = (z >> 40) & 1 == 1 ? -1 : 1
-        return sign * Float(sign: .plus, exponent: exponent, significand: mantissa)
+        return Float(sign: (z >> 40) & 1 == 1 ? .minus : .plus, exponent: exponent, significand: mantissa)
     }
 
     func run() throws {
