@@ -175,7 +175,13 @@ struct EvalCommand: ParsableCommand {
                 let (_, integerPredictions) = engine.evaluate(test)
                 try integerPredictions.map(String.init).joined(separator: "\n").write(toFile: dump + ".integer", atomically: true, encoding: .utf8)
                 // Every image's class scores, float32 little-endian, [images, classes].
-                let scores = test.images.withUnsafeBufferPointer { engine.logits(pixels: $0, count: test.count) }
+                var scores: [Float] = []
+                test.images.withUnsafeBufferPointer { pixels in
+                    for start in stride(from: 0, to: test.count, by: 100) {  // in batches: the engine's buffers grow with the batch
+                        let m = min(100, test.count - start)
+                        scores += engine.logits(pixels: UnsafeBufferPointer(rebasing: pixels[(start * test.imageSize)..<((start + m) * test.imageSize)]), count: m)
+                    }
+                }
                 try scores.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: dump + ".scores")) }
             }
             let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: bits, kernels: kernels)
