@@ -17,12 +17,19 @@ struct ExportFormatTests {
         let dump = folder + "/engine.bin"
         let eval = try runA2Q(["eval", "--integer", folder + "/model.h5", "--limit", "1000", "--test-dump-accumulators", dump], timeout: 300)
         #expect(eval.status == 0, "\(eval.output)")
+        // What the engine computed covers the 1,000 images the consumers ran (the report's
+        // "images" is only this test's argument): 1,000 predictions, 1,000 × 10 scores, and eval's own count.
+        let predictions = try String(contentsOfFile: dump + ".integer", encoding: .utf8).split(separator: "\n")
+        #expect(predictions.count == 1000 && predictions.allSatisfy { Int($0).map { (0..<10).contains($0) } == true },
+                "\(predictions.count) engine predictions")
+        let scores = try Data(contentsOf: URL(fileURLWithPath: dump + ".scores"))
+        #expect(scores.count == 1000 * 10 * MemoryLayout<Float>.size, "\(scores.count) bytes of engine scores")
+        #expect(eval.output.contains("on 1000 test images"), "\(eval.output)")
         let reportPath = folder + "/interop.json"
         let (status, output) = try python("onnx_interop.py", [folder + "/model.qonnx.onnx", folder + "/model.onnx", DataSource.defaultFolder,
                                                               "1000", dump + ".integer", dump, reportPath])
         #expect(status == 0, "\(output)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: reportPath))) as? [String: Any])
-        #expect(report["images"] as? Int == 1000)
         #expect((report["qonnx_agreement"] as? Double ?? 0) >= 0.999 && (report["onnxruntime_agreement"] as? Double ?? 0) >= 0.999,
                 "\(output)")
         #expect(report["qonnx_accumulators_equal"] as? Bool == true)
@@ -51,7 +58,17 @@ struct ExportFormatTests {
         let refused = try runA2Q(["export", checkpoint, "--format", "onnx", "--out", existing])
         #expect(refused.status == 1 && refused.output.contains("already exists"), "\(refused.output)")
         #expect(try String(contentsOfFile: existing, encoding: .utf8) == "keep me")
-        #expect(try runA2Q(["export", checkpoint, "--format", "onnx", "--out", existing, "--overwrite"]).status == 0)
+        let overwritten = try runA2Q(["export", checkpoint, "--format", "onnx", "--out", existing, "--overwrite"])
+        #expect(overwritten.status == 0, "\(overwritten.output)")
+        // The old file is replaced by the export itself: the same bytes as an export to a new path
+        // (exports are deterministic), which onnx's checker accepts.
+        let fresh = folder + "/fresh.onnx"
+        #expect(try runA2Q(["export", checkpoint, "--format", "onnx", "--out", fresh]).status == 0)
+        let replaced = try Data(contentsOf: URL(fileURLWithPath: existing)), expected = try Data(contentsOf: URL(fileURLWithPath: fresh))
+        #expect(expected.count > 1000 && replaced == expected, "after --overwrite the file holds \(replaced.count) bytes, an export \(expected.count)")
+        let checked = try MPIRun.runProcess("/usr/bin/env", ["python3", "-c", "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)",
+                                                            existing], timeout: 120)
+        #expect(checked.status == 0, "onnx's checker: \(checked.output)")
 
         let missing = try runA2Q(["export", checkpoint, "--format", "qonnx", "--out", folder + "/no/such/folder/m.onnx"])
         #expect(missing.status == 1 && missing.output.contains("does not exist or is not writable"), "\(missing.output)")
