@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""h5py tools for the claim tests (Tests/A2QTests/*ClaimTests, SchemaV1Tests, ...), independent of
-a2q's own HDF5 code.
+"""h5py tools for the tests of the docs' claims (Tests/A2QTests: ValueRulesTests, SchemaV1Tests,
+DamagedCheckpointSkipTests, ToolCommandTests), independent of a2q's own HDF5 code.
 
   set SPEC.json       copies and mutates files: a JSON list of {"source", "target", "dataset",
                       "index", "value"}; value is a number or "nan", "inf", "-inf". The dataset
