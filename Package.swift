@@ -66,7 +66,7 @@ let package = Package(
         ]),
         .testTarget(name: "A2QTests", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData",
                                                      "A2QDistributed", "A2QCheckpoint", "A2QTrain", "A2QInteger", "A2QExport",
-                                                     "IntegerKernels", "CPUSupport"]),
+                                                     "IntegerKernels", "CPUSupport", "QuantKernels"]),
     ],
     swiftLanguageModes: [.v6]
 )

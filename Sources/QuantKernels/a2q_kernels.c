@@ -4,7 +4,9 @@
 // Each kernel is compiled three times, for AVX-512 (x86-64-v4), AVX2+FMA (v3) and a baseline
 // x86-64 fallback, chosen once at load time (ifunc). Other architectures get the plain version.
 // The A2Q kernels' fmaf rounds once in every clone (libm's software fma on the baseline, which
-// is slower); the reassociated reductions may still differ in the last bits between clones.
+// is slower); the reductions that decide integer weights sum in a fixed order (below), the
+// gradient sums of the backward kernels are reassociated and may differ in the last bits
+// between clones.
 #if defined(__x86_64__) && defined(__clang__)
 #define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -13,39 +15,72 @@
 
 #pragma clang fp reassociate(on)
 
-KERNEL float a2qk_sum(const float *x, int64_t k) {
-    float s = 0;
-    _Pragma("clang loop vectorize(enable) interleave_count(4)")
-    for (int64_t i = 0; i < k; i++) s += x[i];
-    return s;
-}
-
-KERNEL float a2qk_l1(const float *x, int64_t k, float shift) {
-    float s = 0;
-    _Pragma("clang loop vectorize(enable) interleave_count(4)")
-    for (int64_t i = 0; i < k; i++) s += fabsf(x[i] - shift);
-    return s;
-}
-
 // Branch-free helpers. The comparisons (not fminf/fmaxf) let the compiler emit one min/max
 // instruction without NaN fix-ups; weights are finite (a NaN loss stops training first).
 #define INLINE static inline __attribute__((always_inline))
 INLINE float clamp_level(float t, float qmax) { t = t < -qmax ? -qmax : t; return t > qmax ? qmax : t; }
 INLINE float sign_of(float u) { return u != 0 ? copysignf(1.0f, u) : 0.0f; }
 
+// The reductions that decide integer weights (A2Q+'s mean, the L1 norms) sum in one fixed order,
+// the same in every clone: element i goes to lane i mod 64, each lane adds its elements in index
+// order, and the 64 lanes combine in a fixed tree (32, 16, …, 1). No reassociation is allowed here,
+// so the compiler vectorises across the lanes and nothing else: the AVX-512, AVX2 and baseline
+// clones give the same bits, and so do the AMD and Intel machines — a checkpoint's integers are
+// what its parameters quantize to on any of them.
+enum { LANES = 64 };
+
+INLINE float combine_lanes(float *a) {
+    _Pragma("clang fp reassociate(off)")
+    for (int w = LANES / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) a[j] += a[j + w];
+    return a[0];
+}
+
+KERNEL float a2qk_sum(const float *x, int64_t k) {
+    _Pragma("clang fp reassociate(off)")
+    float a[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= k; i += LANES)
+        for (int j = 0; j < LANES; j++) a[j] += x[i + j];
+    for (int j = 0; i + j < k; j++) a[j] += x[i + j];
+    return combine_lanes(a);
+}
+
+KERNEL float a2qk_l1(const float *x, int64_t k, float shift) {
+    _Pragma("clang fp reassociate(off)")
+    float a[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= k; i += LANES)
+        for (int j = 0; j < LANES; j++) a[j] += fabsf(x[i + j] - shift);
+    for (int j = 0; i + j < k; j++) a[j] += fabsf(x[i + j] - shift);
+    return combine_lanes(a);
+}
+
 KERNEL float a2qk_l1_max(const float *x, int64_t k, float shift, float *max_abs) {
-    float s = 0;
-    uint32_t m = 0;  // max |x - shift| on the bit patterns: for non-negative floats they order alike
-    _Pragma("clang loop vectorize(enable) interleave_count(4)")
-    for (int64_t i = 0; i < k; i++) {
-        float a = fabsf(x[i] - shift);
-        s += a;
-        uint32_t bits;
-        __builtin_memcpy(&bits, &a, 4);
-        m = bits > m ? bits : m;
+    _Pragma("clang fp reassociate(off)")
+    float a[LANES] = {0};
+    uint32_t m[LANES] = {0};  // max |x - shift| on the bit patterns: for non-negative floats they order alike
+    int64_t i = 0;
+    for (; i + LANES <= k; i += LANES) {
+        for (int j = 0; j < LANES; j++) {
+            float v = fabsf(x[i + j] - shift);
+            a[j] += v;
+            uint32_t bits;
+            __builtin_memcpy(&bits, &v, 4);
+            m[j] = bits > m[j] ? bits : m[j];
+        }
     }
-    __builtin_memcpy(max_abs, &m, 4);
-    return s;
+    for (int j = 0; i + j < k; j++) {
+        float v = fabsf(x[i + j] - shift);
+        a[j] += v;
+        uint32_t bits;
+        __builtin_memcpy(&bits, &v, 4);
+        m[j] = bits > m[j] ? bits : m[j];
+    }
+    uint32_t largest = 0;
+    for (int j = 0; j < LANES; j++) largest = m[j] > largest ? m[j] : largest;
+    __builtin_memcpy(max_abs, &largest, 4);
+    return combine_lanes(a);
 }
 
 INLINE void a2q_forward(const float *x, float *w, int64_t k, float mean, float inv, float s, float qmax,
