@@ -52,12 +52,22 @@ struct FusedActivationTests {
         config.quantizer = .a2qPlus
         let quantized = try ModelBuilder.build(config, quantized: true)
         let layers = quantized.network.leaves
+        var fused: [String] = []
         for (index, layer) in layers.enumerated() {
             guard let relu = layer as? ReLU else { continue }
-            #expect(relu.passesThrough)
-            #expect((layers[index + 1] as? ActivationQuantizer)?.rectifiesInput == true)
+            #expect(relu.passesThrough, "\(relu.name)")
+            let next = index + 1 < layers.count ? layers[index + 1] as? ActivationQuantizer : nil
+            #expect(next?.rectifiesInput == true, "\(relu.name) is not followed by a rectifying quantizer")
+            if relu.passesThrough && next?.rectifiesInput == true { fused.append(relu.name) }
         }
+        // cnn-bn has three ReLUs, each feeding an unsigned quantizer: all three fused (a model
+        // without ReLUs, or with fewer, must not pass).
+        #expect(fused == ["relu1", "relu2", "relu3"], "fused: \(fused)")
+        // Every rectifying quantizer follows a pass-through ReLU (none rectifies on its own).
+        #expect(layers.compactMap { $0 as? ActivationQuantizer }.filter(\.rectifiesInput).count == fused.count)
         let float = try ModelBuilder.build(config, quantized: false)
-        #expect(float.network.leaves.compactMap { $0 as? ReLU }.allSatisfy { !$0.passesThrough })
+        let floatReLUs = float.network.leaves.compactMap { $0 as? ReLU }
+        #expect(floatReLUs.map(\.name) == ["relu1", "relu2", "relu3"] && floatReLUs.allSatisfy { !$0.passesThrough },
+                "\(floatReLUs.map { "\($0.name) \($0.passesThrough)" })")
     }
 }
