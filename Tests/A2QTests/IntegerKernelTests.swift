@@ -100,8 +100,36 @@ private func matchesReference(_ kernel: IntegerKernel, _ c: KernelCase) -> Bool 
     return true
 }
 
+/// The CPU tier and VNNI that the kernel's own flags (/proc/cpuinfo, which Linux clears for
+/// features the OS does not enable) give, capped as A2Q_CPU_FEATURES_LIMIT caps a2q's detection.
+private func tierFromKernelFlags() throws -> (tier: CPU.Tier, vnni: Bool, flags: Set<String>) {
+    let text = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+    let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("flags") }, "no flags line in /proc/cpuinfo")
+    let flags = Set((line.split(separator: ":", maxSplits: 1).last ?? "").split(separator: " ").map(String.init))
+    let avx2 = ["avx", "avx2", "fma"].allSatisfy(flags.contains)
+    let avx512 = avx2 && ["avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl"].allSatisfy(flags.contains)
+    var tier: CPU.Tier = avx512 ? .avx512 : avx2 ? .avx2 : .baseline
+    var vnni = avx512 && flags.contains("avx512_vnni")
+    let limit = ProcessInfo.processInfo.environment["A2Q_CPU_FEATURES_LIMIT"] ?? ""
+    let cap: CPU.Tier = limit == "baseline" ? .baseline : limit == "avx2" ? .avx2 : .avx512
+    if !limit.isEmpty && tier > cap { tier = cap; vnni = false }
+    return (tier, vnni, flags)
+}
+
 @Suite("Integer kernels: bit-exact against Int64 references")
 struct IntegerKernelTests {
+    @Test("a2q's CPU detection (cpuid, XCR0) agrees with the kernel's CPU flags in /proc/cpuinfo, and decides which kernels the tests below expect",
+          .enabled(if: FileManager.default.fileExists(atPath: "/proc/cpuinfo"), "needs Linux's /proc/cpuinfo to cross-check the detection"))
+    func detectionMatchesKernelFlags() throws {
+        let (tier, vnni, flags) = try tierFromKernelFlags()
+        let relevant = flags.filter { $0.hasPrefix("avx") || $0 == "fma" }.sorted()
+        #expect(CPU.tier == tier, "a2q detects \(CPU.description); /proc/cpuinfo gives tier \(tier) from \(relevant)")
+        #expect(CPU.hasVNNI == vnni, "a2q detects \(CPU.description); /proc/cpuinfo gives VNNI \(vnni) from \(relevant)")
+        #expect(IntegerKernel.avx2.isSupported == (tier >= .avx2) && IntegerKernel.int16AVX2.isSupported == (tier >= .avx2))
+        #expect(IntegerKernel.int16AVX512.isSupported == (tier >= .avx512) && IntegerKernel.vnni.isSupported == vnni)
+        print("CPU: \(CPU.description); /proc/cpuinfo: \(relevant.joined(separator: " "))")
+    }
+
     @Test("every 32-bit kernel this CPU runs equals Σ x·w over 300 random shapes (K = 1…700, extreme 255×127 and −128 weights)")
     func int32Kernels() throws {
         let kernels = IntegerKernel.allCases.filter { $0.isSupported && !$0.accumulates16Bits }
@@ -134,9 +162,11 @@ struct IntegerKernelTests {
         }
     }
 
-    @Test("the fused VNNI requantisation equals the GEMM followed by the float formula, bit for bit")
+    // Only the VNNI kernel fuses the requantisation: on other CPUs (or under
+    // A2Q_CPU_FEATURES_LIMIT=avx2) the run lists this test as skipped, with the reason.
+    @Test("the fused VNNI requantisation equals the GEMM followed by the float formula, bit for bit",
+          .enabled(if: IntegerKernel.vnni.isSupported, "this CPU (or A2Q_CPU_FEATURES_LIMIT) has no AVX-512 VNNI: the fused requantisation exists only in the VNNI kernel"))
     func fusedRequantization() throws {
-        guard IntegerKernel.vnni.isSupported else { return }  // nothing fused on this CPU
         var generator = Xoshiro256(seed: 13)
         for index in 0..<60 {
             let c = makeCase(&generator, sixteenBit: false, index: index + 8)

@@ -104,10 +104,19 @@ struct IntegerPathTests {
             "\(error)".contains("conv1") && "\(error)".contains("p_min = \(pMin)")
         }
         #expect(throws: A2QError.self) { try IntegerEngine(model: model, kernels: IntegerKernelChoice(int16: .named(["nope"]))) }
-        // The constrained layers are proven and accepted.
-        let engine = try IntegerEngine(model: model, kernels: IntegerKernelChoice(int16: .named(["conv2", "fc1"])))
         if IntegerKernel.avx2.isSupported {
+            // The constrained layers are proven and accepted, and run the 16-bit kernel.
+            let engine = try IntegerEngine(model: model, kernels: IntegerKernelChoice(int16: .named(["conv2", "fc1"])))
             #expect(engine.layerKernels.filter { $0.kernel.hasPrefix("int16") }.map(\.layer) == ["conv2", "fc1"])
+        } else {
+            // Without AVX2 there is no 16-bit kernel: naming layers for it is refused with that reason.
+            #expect {
+                try IntegerEngine(model: model, kernels: IntegerKernelChoice(int16: .named(["conv2", "fc1"])))
+            } throws: { error in
+                "\(error)".contains("needs AVX2")
+            }
+            // A run on such a CPU says what it did not check.
+            print("IntegerPathTests.int16Refused: not checked that the proven conv2 and fc1 run 16-bit kernels: \(CPU.description) has no AVX2 (no 16-bit kernel)")
         }
     }
 }
