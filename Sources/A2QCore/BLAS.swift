@@ -21,7 +21,11 @@ public enum BLAS {
     /// Chosen once per process from `A2Q_GEMM` (default oneDNN).
     public static let backend: Backend = {
         guard let value = getenv("A2Q_GEMM").map({ String(cString: $0) }), !value.isEmpty else { return .onednn }
-        return Backend(rawValue: value.lowercased()) ?? .onednn
+        guard let backend = Backend(rawValue: value.lowercased()) else {
+            printError("a2q: warning: A2Q_GEMM=\(value) is not onednn or openblas; using onednn")
+            return .onednn
+        }
+        return backend
     }()
 
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, with op(A) m×k and op(B) k×n, row-major.

@@ -33,6 +33,11 @@ struct ExportFormatTests {
         #expect((report["qonnx_agreement"] as? Double ?? 0) >= 0.999 && (report["onnxruntime_agreement"] as? Double ?? 0) >= 0.999,
                 "\(output)")
         #expect(report["qonnx_accumulators_equal"] as? Bool == true)
+        // onnxruntime's scores are compared bit for bit only where the file says every sum is
+        // float32-exact: these models must say so, or the comparison would be skipped.
+        #expect(report["float32_exact"] as? String == "1", "\(output)")
+        #expect((report["onnxruntime_scores_differing"] as? [Int])?.isEmpty == true, "\(output)")
+        #expect((report["onnxruntime_integer_ops"] as? [String])?.isEmpty == true, "\(output)")
         let layers = try #require(report["layers"] as? [String: [String: Any]])
         // Every weight layer sized by qonnx (4 in the chains, 10 in resnet8, shortcuts included), and resnet8's pool.
         let weightLayers = layers.values.filter { $0["qonnx_range"] != nil }

@@ -266,9 +266,9 @@ struct MPITests {
             for rank in 1..<ranks { #expect(try MPIRun.parameters(folder + "/dump", rank: rank) == reference, "rank \(rank) differs") }
             dumps.append(reference)
         }
-        // Each element is the sum of the same R values; Open MPI 4.1's libnbc sums them in the
-        // same order for a bucket as for the whole buffer, so the runs agree bit for bit (and
-        // both progress mechanisms run the same MPI_Iallreduce calls).
+        // Each element is a2q's rank-order sum of the same R values (ordered_sum.c), whatever
+        // bucket it travels in and whatever advances it, so the runs agree bit for bit by
+        // construction (with MPI_Allreduce's own order they need not: OrderedSumTests).
         #expect(dumps.count == 3 && dumps[1] == dumps[0], "overlapped (progress thread) and fused all-reduce differ")
         #expect(dumps.count == 3 && dumps[2] == dumps[0], "overlapped (between layers) and fused all-reduce differ")
     }

@@ -95,11 +95,21 @@ struct MultiHostTests {
             let rows = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [[String: Any]]
             return try #require(rows?.first?["median_seconds"] as? Double)
         }
-        let bare = try median([:])
-        let delayed = try median(["A2Q_NETNS_DELAY": "2ms"])
         // Two ranks exchange once (recursive doubling), each message delayed 2 ms on its way out;
         // the timed call also absorbs up to one delay of skew from the barrier before it.
-        #expect(delayed - bare > 1.5e-3 && delayed - bare < 6e-3, "median \(delayed * 1e3) ms with the delay, \(bare * 1e3) ms without")
+        // Load on the machine only adds time, to either measurement: up to three pairs, and the
+        // minimum median of each condition.
+        var bares: [Double] = [], delays: [Double] = []
+        for attempt in 1...3 {
+            bares.append(try median([:]))
+            delays.append(try median(["A2Q_NETNS_DELAY": "2ms"]))
+            let added = (delays.min() ?? 0) - (bares.min() ?? 0)
+            if added > 1.5e-3 && added < 6e-3 { break }
+            print("timing: pair \(attempt): median \(delays.last! * 1e3) ms with the delay, \(bares.last! * 1e3) ms without; measuring again")
+        }
+        let bare = bares.min() ?? 0, delayed = delays.min() ?? 0
+        #expect(delayed - bare > 1.5e-3 && delayed - bare < 6e-3,
+                "median \(delayed * 1e3) ms with the delay, \(bare * 1e3) ms without (fastest of \(bares.count) each)")
         #expect(try TestHosts.delayLines() == 0)
         #expect(try TestHosts.namespaces().isEmpty)
     }
@@ -116,38 +126,46 @@ struct MultiHostTests {
     @Test("a link going down, a host's ranks killed, a host frozen: the job ends within the watchdog plus 15 s, names what was lost, leaves no process, and the newest checkpoint is valid; the run resumes on one host",
           arguments: ["link-down", "kill", "freeze"])
     func faults(kind: String) throws {
-        let folder = temporaryFolder("hosts-\(kind)")
         // The fault strikes 1 s after the step-40 checkpoint exists, in the middle of training.
         // Three hosts for the freeze, so that the roll call must tell the lost rank from a live one.
         let hosts = kind == "freeze" ? 3 : 2
-        let result = try TestHosts.run(hosts: hosts, fault: (kind, 2, 1), after: folder + "/" + CheckpointFolder.name(globalStep: 40),
-                                       Self.faultRun + ["--out", folder], timeout: 120)
-        #expect(result.status != 0, "\(result.output)")
-        let seconds = try #require(TestHosts.secondsFromFaultToEnd(result.output), "\(result.output)")
-        #expect(seconds < 5 + Self.margin, "mpirun ended \(seconds) s after the fault: \(result.output.suffix(2000))")
-        print("fault \(kind): the job ended \(String(format: "%.1f", seconds)) s after it")
-        #expect(result.output.contains("netns: fault: \(kind) on host 2"), "\(result.output)")
-        #expect(!FileManager.default.fileExists(atPath: folder + "/final.h5"), "the run finished before the fault")
-        switch kind {
-        case "freeze":
-            // The stopped host still answers TCP, so only the watchdog sees it; its roll call names the lost rank and host.
-            #expect(result.output.contains("a2q: rank 0 of 3") && result.output.contains("watchdog")
-                    && result.output.contains("rank 1 (host testhost2) did not answer a roll call")
-                    && !result.output.contains("rank 2 (host"), "\(result.output)")
-        case "kill":
-            // mpirun names the rank that died and its host.
-            #expect(result.output.contains("process rank 1") && result.output.contains(".12") && result.output.contains("signal 9"),
-                    "\(result.output)")
-        default:
-            // mpirun names the host whose daemon it lost.
-            #expect(result.output.contains("lost communication with a remote daemon") && result.output.contains(".12"), "\(result.output)")
+        // The limit holds for the fastest of up to three runs (a loaded machine only delays the end);
+        // every run must otherwise behave.
+        let (runs, seconds) = try MPIRun.fastest(under: 5 + Self.margin) { () -> ((MPIRun.Result, String), Double) in
+            let folder = temporaryFolder("hosts-\(kind)")
+            let result = try TestHosts.run(hosts: hosts, fault: (kind, 2, 1), after: folder + "/" + CheckpointFolder.name(globalStep: 40),
+                                           Self.faultRun + ["--out", folder], timeout: 120)
+            // No time stamps is a failure of its own (below), not a reason to measure again.
+            return ((result, folder), TestHosts.secondsFromFaultToEnd(result.output) ?? 0)
         }
-        #expect(TestHosts.leftovers(result.output) == 0, "\(result.output)")
+        for (result, folder) in runs {
+            #expect(result.status != 0, "\(result.output)")
+            #expect(TestHosts.secondsFromFaultToEnd(result.output) != nil, "no fault and end time stamps: \(result.output)")
+            #expect(result.output.contains("netns: fault: \(kind) on host 2"), "\(result.output)")
+            #expect(!FileManager.default.fileExists(atPath: folder + "/final.h5"), "the run finished before the fault")
+            switch kind {
+            case "freeze":
+                // The stopped host still answers TCP, so only the watchdog sees it; its roll call names the lost rank and host.
+                #expect(result.output.contains("a2q: rank 0 of 3") && result.output.contains("watchdog")
+                        && result.output.contains("rank 1 (host testhost2) did not answer a roll call")
+                        && !result.output.contains("rank 2 (host"), "\(result.output)")
+            case "kill":
+                // mpirun names the rank that died and its host.
+                #expect(result.output.contains("process rank 1") && result.output.contains(".12") && result.output.contains("signal 9"),
+                        "\(result.output)")
+            default:
+                // mpirun names the host whose daemon it lost.
+                #expect(result.output.contains("lost communication with a remote daemon") && result.output.contains(".12"), "\(result.output)")
+            }
+            #expect(TestHosts.leftovers(result.output) == 0, "\(result.output)")
+            let newest = try #require(CheckpointFolder.periodic(in: folder).last, "no checkpoint before the fault")
+            #expect(throws: Never.self) { _ = try CheckpointFile.validate(newest) }
+        }
+        #expect(seconds < 5 + Self.margin, "mpirun ended \(seconds) s after the fault (fastest of \(runs.count)): \(runs.last.map { $0.0.output.suffix(2000) } ?? "")")
+        print("fault \(kind): the job ended \(String(format: "%.1f", seconds)) s after it (fastest of \(runs.count))")
         #expect(try TestHosts.namespaces().isEmpty)
-        let newest = try #require(CheckpointFolder.periodic(in: folder).last, "no checkpoint before the fault")
-        #expect(throws: Never.self) { _ = try CheckpointFile.validate(newest) }
 
-        if kind == "link-down" {
+        if kind == "link-down", let (_, folder) = runs.last, let newest = CheckpointFolder.periodic(in: folder).last {
             // Elastic: the host that remains resumes the run alone.
             let resumed = try TestHosts.run(hosts: 1, Self.faultRun + ["--out", folder, "--resume", "auto"], timeout: 300)
             #expect(resumed.status == 0 && resumed.output.contains("resuming from \(newest)"), "\(resumed.output)")
@@ -163,10 +181,16 @@ struct MultiHostTests {
         let working = try TestHosts.trainScript(hosts: 2, quick)
         #expect(working.status == 0, "Launch/train.sh --hostfile over the test hosts: \(working.output)")
 
-        let unreachable = try TestHosts.trainScript(hosts: 2, unreachable: 2, quick)
-        #expect(unreachable.status == 1 && unreachable.output.contains("is unreachable") && unreachable.output.contains(".12"),
-                "\(unreachable.output)")
-        #expect(unreachable.seconds < 30, "\(unreachable.seconds) s")
+        // Time limits hold for the fastest of up to three runs (load only slows a run down).
+        let (unreachableRuns, unreachableSeconds) = try MPIRun.fastest(under: 30) { () -> (MPIRun.Result, Double) in
+            let result = try TestHosts.trainScript(hosts: 2, unreachable: 2, quick)
+            return (result, result.seconds)
+        }
+        for unreachable in unreachableRuns {
+            #expect(unreachable.status == 1 && unreachable.output.contains("is unreachable") && unreachable.output.contains(".12"),
+                    "\(unreachable.output)")
+        }
+        #expect(unreachableSeconds < 30, "\(unreachableSeconds) s")
 
         let noBinary = try TestHosts.trainScript(hosts: 2, quick, environment: ["A2Q_BINARY": folder + "/missing/a2q"])
         #expect(noBinary.status == 1 && noBinary.output.contains("no a2q binary at \(folder)/missing/a2q"), "\(noBinary.output)")
@@ -174,10 +198,16 @@ struct MultiHostTests {
         let noData = try TestHosts.trainScript(hosts: 2, quick.map { $0 == "synthetic" ? folder + "/no-data" : $0 })
         #expect(noData.status == 1 && noData.output.contains("no data at \(folder)/no-data"), "\(noData.output)")
 
-        let disagree = try TestHosts.run(hosts: 2, MPIRun.trainArguments(out: folder + "/disagree", extra: ["--test-override-seed-on-rank", "1"]),
-                                         timeout: 60)
-        #expect(disagree.status != 0 && disagree.output.contains("disagree on the configuration hash"), "\(disagree.output)")
-        #expect(disagree.seconds < 30 && TestHosts.leftovers(disagree.output) == 0, "\(disagree.output)")
+        let (disagreeRuns, disagreeSeconds) = try MPIRun.fastest(under: 30) { () -> (MPIRun.Result, Double) in
+            let result = try TestHosts.run(hosts: 2, MPIRun.trainArguments(out: temporaryFolder("hosts-disagree"), extra: ["--test-override-seed-on-rank", "1"]),
+                                           timeout: 60)
+            return (result, result.seconds)
+        }
+        for disagree in disagreeRuns {
+            #expect(disagree.status != 0 && disagree.output.contains("disagree on the configuration hash"), "\(disagree.output)")
+            #expect(TestHosts.leftovers(disagree.output) == 0, "\(disagree.output)")
+        }
+        #expect(disagreeSeconds < 30, "\(disagreeSeconds) s")
         #expect(try TestHosts.namespaces().isEmpty)
     }
 }

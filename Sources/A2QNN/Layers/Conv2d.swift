@@ -65,7 +65,11 @@ public final class Conv2d: Layer, @unchecked Sendable {
     /// The process's default, from `A2Q_CONV` (default oneDNN).
     public static let defaultBackend: Backend = {
         guard let value = getenv("A2Q_CONV").map({ String(cString: $0) }), !value.isEmpty else { return .onednn }
-        return Backend(rawValue: value.lowercased()) ?? .onednn
+        guard let backend = Backend(rawValue: value.lowercased()) else {
+            printError("a2q: warning: A2Q_CONV=\(value) is not onednn or im2col; using onednn")
+            return .onednn
+        }
+        return backend
     }()
 
     /// What runs this layer's convolutions at its current shape: oneDNN's implementations
