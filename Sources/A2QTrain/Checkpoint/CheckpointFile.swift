@@ -307,6 +307,12 @@ public enum CheckpointFile {
         let file = try HDF5File.openForReading(path)
         let group = try file.openGroup("data").openGroup("rank_buffers")
         var out: [String: [Float]] = [:]
+        // Periodic checkpoints hold every buffer's rows; final.h5 and float.h5 (rank 0 alone) none.
+        let missing = model.network.buffers.map(\.name).filter { !group.contains($0) }
+        if !missing.isEmpty && missing.count < model.network.buffers.count {
+            throw A2QError("\(path): /data/rank_buffers lacks \(missing.map { "'\($0)'" }.joined(separator: ", ")) though it holds the model's other buffers",
+                           remedy: "the file was altered or is incomplete; resume from another checkpoint")
+        }
         for (name, tensor) in model.network.buffers where group.contains(name) {
             out[name] = try nonNegativeVariance(finite(group.read(name, as: Float.self, shape: [worldSize, tensor.count]).values, "/data/rank_buffers/\(name)", path),
                                                 "/data/rank_buffers/\(name)", name, path)

@@ -42,6 +42,9 @@ public final class Trainer: @unchecked Sendable {
     /// Loads and validates data and configuration. Errors here are the same on every rank.
     public init(config: TrainConfig, communicator: any Communicator, data: (train: Dataset, test: Dataset)? = nil,
                 quiet: Bool = false) throws {
+        if let subset = config.trainSubset, subset <= 0 {  // before it is taken (a negative prefix traps)
+            throw A2QError("--train-subset must be positive (got \(subset))", remedy: "pass a number of training images ≥ 1, or leave it out")
+        }
         let (fullTrain, test) = try data ?? DataSource(argument: config.data).load()
         let train = config.trainSubset.map { fullTrain.prefix($0) } ?? fullTrain
         try test.requireImageSize(height: fullTrain.height, width: fullTrain.width, channels: fullTrain.channels,
