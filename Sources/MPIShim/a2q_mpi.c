@@ -175,13 +175,17 @@ int a2q_mpi_barrier(double timeout_seconds) {
 static int sum_over_ranks(void *data, int64_t count, MPI_Datatype type, int64_t element_size,
                           double timeout_seconds) {
     static OrderedSum sum;  // its buffers are kept from call to call
+    // After a failure or timeout its request may still be in flight, writing into its scratch:
+    // never reuse it (callers abort the job on any error).
+    static int failed = 0;
+    if (failed) return MPI_ERR_OTHER;
     a2q_progress_thread_quiesce();
     char *bytes = (char *)data;
     for (int64_t offset = 0; offset < count; offset += chunk_limit) {
         int64_t n = count - offset < chunk_limit ? count - offset : chunk_limit;
         int rc = a2q_ordered_sum_start(&sum, bytes + offset * element_size, (int)n, type);
-        if (rc != MPI_SUCCESS) return rc;
-        if ((rc = a2q_ordered_sum_wait(&sum, timeout_seconds)) != MPI_SUCCESS) return rc;
+        if (rc == MPI_SUCCESS) rc = a2q_ordered_sum_wait(&sum, timeout_seconds);
+        if (rc != MPI_SUCCESS) { failed = 1; return rc; }
     }
     return MPI_SUCCESS;
 }

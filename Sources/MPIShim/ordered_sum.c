@@ -33,6 +33,7 @@ static MPI_Comm gather_comm = MPI_COMM_NULL;
 int a2q_mpi_sum_order = A2Q_SUM_ORDER_FIXED;
 
 int a2q_ordered_sum_init_comms(void) {
+    if (exchange_comm != MPI_COMM_NULL) return MPI_SUCCESS;  // MPI initialised once per process
     int rc = MPI_Comm_dup(MPI_COMM_WORLD, &exchange_comm);
     if (rc != MPI_SUCCESS) return rc;
     if ((rc = MPI_Comm_dup(MPI_COMM_WORLD, &gather_comm)) != MPI_SUCCESS) return rc;
@@ -118,6 +119,7 @@ static void sum_own_chunk(OrderedSum *s) {
 
 int a2q_ordered_sum_test(OrderedSum *s, int *done) {
     *done = 0;
+    if (s->phase == ORDERED_SUM_FAILED) return MPI_ERR_OTHER;
     for (;;) {
         if (s->phase == ORDERED_SUM_DONE) { *done = 1; return MPI_SUCCESS; }
         int finished = 0;
@@ -130,7 +132,7 @@ int a2q_ordered_sum_test(OrderedSum *s, int *done) {
         s->phase = ORDERED_SUM_GATHER;
         rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, s->data, chunk_counts, chunk_displs,
                              s->type, gather_comm, &s->request);
-        if (rc != MPI_SUCCESS) return rc;
+        if (rc != MPI_SUCCESS) { s->phase = ORDERED_SUM_FAILED; return rc; }
     }
 }
 

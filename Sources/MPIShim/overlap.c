@@ -2,7 +2,7 @@
 // Non-blocking sums for the overlapped all-reduce: gradient buckets are started while the
 // backward pass goes on and finished before the optimizer step.
 //
-// Over TCP a started MPI_Iallreduce moves only while some thread is inside the MPI library
+// Over TCP a started nonblocking collective moves only while some thread is inside the MPI library
 // (Open MPI has no asynchronous progress for the tcp BTL): each round of libnbc's schedule
 // needs a call that sees the previous round's messages arrive. Two ways to give it those calls:
 //
@@ -160,6 +160,7 @@ static void *progress_thread_main(void *unused) {
 }
 
 int32_t a2q_mpi_set_progress_thread(int32_t enable) {
+    a2q_progress_thread_quiesce();  // no bucket in flight changes hands between the two modes
     pthread_mutex_lock(&lock);
     int ok = 1;
     if (enable && a2q_mpi_thread_level >= MPI_THREAD_SERIALIZED) {
@@ -178,6 +179,14 @@ int32_t a2q_mpi_set_progress_thread(int32_t enable) {
 }
 
 void a2q_progress_thread_quiesce(void) {
+    // Between layers: finish the started buckets first, so that every rank starts its next
+    // exchange and gather after all of theirs (their deadlines still apply; after an error the
+    // caller's own sum reports it).
+    long spins = 0;
+    while (!use_thread && started_count > 0) {
+        if (advance_started() != MPI_SUCCESS) break;
+        if (started_count > 0 && ++spins > 1000) a2q_idle_poll();
+    }
     pthread_mutex_lock(&lock);
     while (thread_running && unfinished > 0 && failure == MPI_SUCCESS) pthread_cond_wait(&work_done, &lock);
     // After a failure the thread parks at its next look at the state; let it leave MPI first

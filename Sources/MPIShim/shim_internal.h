@@ -12,7 +12,7 @@ void a2q_answer_roll_call(void);
 void a2q_idle_poll(void);
 
 // --- The ordered sum (ordered_sum.c) ---------------------------------------------------------
-enum OrderedSumPhase { ORDERED_SUM_EXCHANGE, ORDERED_SUM_GATHER, ORDERED_SUM_LIBRARY, ORDERED_SUM_DONE };
+enum OrderedSumPhase { ORDERED_SUM_DONE, ORDERED_SUM_EXCHANGE, ORDERED_SUM_GATHER, ORDERED_SUM_LIBRARY, ORDERED_SUM_FAILED };
 
 /// One sum over ranks in flight. Its buffers grow and are kept for the next sum (no allocation
 /// per step once sizes repeat); zero-initialise before the first use.

@@ -10,10 +10,10 @@ import A2QNN
 /// off as one non-blocking sum; between layers the started sums are progressed; the rest is
 /// sent after the backward pass, and every sum is awaited before the optimizer step.
 ///
-/// Every rank starts the same buckets in the same order, so replicas stay bitwise identical.
-/// Against the fused all-reduce of the whole buffer the result differs only in summation order:
-/// each element is still the sum of the same R values, but MPI may pick another reduction
-/// algorithm (another order of the R terms) for a bucket than for the whole buffer.
+/// Every rank starts the same buckets in the same order, so replicas stay bitwise identical, and
+/// each element is a2q's rank-order sum of its R values (`ordered_sum.c`) whatever bucket it
+/// travels in, so the result equals the fused all-reduce bit for bit (with
+/// `--allreduce-order library`, MPI's algorithm for a bucket may associate the terms otherwise).
 struct OverlappedAllReduce {
     /// Per leaf index (`Network.leaves`): the offset of its first parameter (nil for layers without any).
     private let layerStart: [Int?]

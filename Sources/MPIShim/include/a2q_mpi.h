@@ -1,6 +1,7 @@
 // A thin C shim over OpenMPI for Swift: only <stdint.h> types cross the boundary.
 // Swift cannot import MPI_COMM_WORLD, MPI_FLOAT or MPI_IN_PLACE (cast-of-address macros).
-// Every function works on MPI_COMM_WORLD and returns an MPI error code (0 = success)
+// Every function works on MPI_COMM_WORLD (the sums on two duplicates of it, ordered_sum.c) and
+// returns an MPI error code (0 = success)
 // because the communicator's error handler is set to MPI_ERRORS_RETURN.
 #ifndef A2Q_MPI_H
 #define A2Q_MPI_H
