@@ -253,11 +253,17 @@ int32_t a2q_h5_attr_read_string(int64_t location, const char *name, char *buffer
     return rc;
 }
 
+/// Reads a one-element attribute as `type`. An integer read takes only an integer attribute
+/// (HDF5 would convert a stored 2.5 to 2); a float read takes integers and floats.
 static int32_t read_scalar_attr(int64_t location, const char *name, hid_t type, void *value) {
     hid_t attr = H5Aopen(location, name, H5P_DEFAULT);
     if (attr < 0) return -1;
+    hid_t stored = H5Aget_type(attr);
+    H5T_class_t kind = stored >= 0 ? H5Tget_class(stored) : H5T_NO_CLASS;
+    if (stored >= 0) H5Tclose(stored);
+    int fits = H5Tget_class(type) == H5T_INTEGER ? kind == H5T_INTEGER : (kind == H5T_INTEGER || kind == H5T_FLOAT);
     hid_t space = H5Aget_space(attr);
-    int32_t rc = H5Sget_simple_extent_npoints(space) == 1 ? H5Aread(attr, type, value) : -1;
+    int32_t rc = fits && H5Sget_simple_extent_npoints(space) == 1 ? H5Aread(attr, type, value) : -1;
     H5Sclose(space);
     H5Aclose(attr);
     return rc < 0 ? -1 : 0;

@@ -186,6 +186,13 @@ case("export", "export-weight-scale",
 case("export", "export-sparsity",
      ["/layers/conv2@sparsity = 0.0 is not what the integer weights give"],
      set_attribute("layers/conv2", "sparsity", 0.0))
+# An integer attribute stored as a float (HDF5 would convert 2.5 to 2 on an integer read).
+case("checkpoint", "ckpt-format-version-float",
+     ["missing or non-integer attribute", "/format_version"],
+     set_attribute("/", "format_version", 2.5), run="all")
+case("export", "export-stride-float",
+     ["missing or non-integer attribute", "stride"],
+     set_attribute("layers/conv1", "stride", 1.5))
 
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)
