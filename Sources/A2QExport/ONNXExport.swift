@@ -92,7 +92,7 @@ public enum ONNXExport {
         for verdict in verdicts {
             entries.append(entry("a2q.layer.\(verdict.name)", String(decoding: try encoder.encode(verdict), as: UTF8.self)))
         }
-        let exactness = Exactness.of(model)
+        let exactness = Exactness.of(model, verdicts: verdicts)
         entries.append(entry("a2q.float32_exact", exactness.allSatisfy(\.float32Exact) ? "1" : "0"))
         entries.append(entry("a2q.exactness", Exactness.statement))
         for layer in exactness {
@@ -133,24 +133,20 @@ public enum ONNXExport {
             of 8-bit products in 16-bit lanes could run this layer without saturating.
             """
 
-        /// The weight layers' and pools' bounds, in the integer model's order.
-        public static func of(_ model: IntegerModel) -> [Exactness] {
-            let layers = model.layers.map { layer -> Exactness in
-                let report = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
-                                                    accumulatorBits: layer.accumulatorBits)
-                // 0 lies in every input range, so each term's extreme has the sign of the full
-                // sum's extreme: any subset of the terms stays within [min, max] of the whole.
-                let bound = max(abs(report.minimums.min() ?? 0), abs(report.maximums.max() ?? 0))
-                let inputMagnitude = Int64(max(abs(layer.input.minimum), abs(layer.input.maximum)))
-                let weightMagnitude = Int64(layer.weights.map { abs(Int($0)) }.max() ?? 0)
-                return Exactness(name: layer.name, partialSumBound: bound, pairSumBound: min(bound, 2 * weightMagnitude * inputMagnitude))
+        /// The weight layers' and pools' bounds, in the integer model's order, from their
+        /// verdicts (`LayerVerdict.verify(model)`, computed when not given): 0 lies in every
+        /// input range, so each term's extreme has the sign of the whole sum's extreme and any
+        /// subset of a channel's terms stays within its [acc_min, acc_max].
+        public static func of(_ model: IntegerModel, verdicts: [LayerVerdict]? = nil) -> [Exactness] {
+            let verdicts = verdicts ?? LayerVerdict.verify(model)
+            // A pool adds its inputs with weight 1.
+            let weightMagnitudes = model.layers.map { Int64($0.weights.map { abs(Int($0)) }.max() ?? 0) } + model.pools.map { _ in Int64(1) }
+            return zip(verdicts, weightMagnitudes).map { verdict, weightMagnitude in
+                let input = InputFormat(bits: verdict.inputBits, signed: verdict.inputSigned)
+                let bound = max(abs(verdict.accMin), abs(verdict.accMax))
+                let inputMagnitude = max(abs(input.minimum), abs(input.maximum))
+                return Exactness(name: verdict.name, partialSumBound: bound, pairSumBound: min(bound, 2 * weightMagnitude * inputMagnitude))
             }
-            let pools = zip(model.pools, model.poolInputs).map { pool, input -> Exactness in
-                let magnitude = Int64(max(abs(input.format.minimum), abs(input.format.maximum)))
-                let bound = Int64(input.count) * magnitude
-                return Exactness(name: pool.name, partialSumBound: bound, pairSumBound: min(bound, 2 * magnitude))
-            }
-            return layers + pools
         }
 
         init(name: String, partialSumBound: Int64, pairSumBound: Int64) {

@@ -35,37 +35,38 @@ struct SumSelfTest: ParsableCommand {
         }
     }
 
-    /// Rank r's value at element i: a random sign, mantissa and exponent in [-20, 20]; at every
-    /// fourth element ranks 0 and 1 instead hold ±B with B ≈ 2^40…2^60, which cancel exactly when
-    /// added first: any other association rounds the other ranks' small terms away, so a changed
-    /// order shows even though the float sum is carried in double.
-    static func value(rank: Int, index: Int, seed: UInt64) -> Float {
-        func mix(_ salt: UInt64) -> UInt64 {
-            var z = seed &+ salt &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+    /// Rank r's values, which every rank regenerates alike: a random sign, mantissa and exponent
+    /// in [-20, 20] from rank r's own generator; at every fourth element ranks 0 and 1 instead hold
+    /// ±B with B ≈ 2^40…2^60 from a generator they share, which cancel exactly when added first: any
+    /// other association rounds the other ranks' small terms away, so a changed order shows even
+    /// though the float sum is carried in double.
+    static func values(rank: Int, count: Int, seed: UInt64) -> [Float] {
+        var own = Xoshiro256(seed: seed &+ 1 &+ UInt64(rank))
+        var shared = Xoshiro256(seed: seed)
+        func float(_ z: UInt64, exponents: ClosedRange<Int>, signed: Bool) -> Float {
+            let mantissa = Float(z & 0xFF_FFFF) / Float(1 << 24) + 1
+            let exponent = exponents.lowerBound + Int((z >> 24) % UInt64(exponents.count))
+            return Float(sign: signed && (z >> 40) & 1 == 1 ? .minus : .plus, exponent: exponent, significand: mantissa)
         }
-        if index % 4 == 0 && rank < 2 {
-            let z = mix(1_000_003)
-            let big = Float(sign: .plus, exponent: 40 + Int(z % 21), significand: Float((z >> 40) & 0xFF_FFFF) / Float(1 << 24) + 1)
-            return rank == 0 ? big : -big
+        return (0..<count).map { index in
+            if index % 4 == 0 {
+                let big = float(shared.next(), exponents: 40...60, signed: false)
+                if rank < 2 { return rank == 0 ? big : -big }
+            }
+            return float(own.next(), exponents: -20...20, signed: true)
         }
-        let z = mix(UInt64(rank))
-        let mantissa = Float(z & 0xFF_FFFF) / Float(1 << 24) + 1
-        let exponent = Int((z >> 24) % 41) - 20
-        return Float(sign: (z >> 40) & 1 == 1 ? .minus : .plus, exponent: exponent, significand: mantissa)
     }
 
     func run() throws {
         let communicator = try MPICommunicator()
         let ranks = communicator.worldSize
-        let own = (0..<count).map { Self.value(rank: communicator.rank, index: $0, seed: seed) }
+        let every = (0..<ranks).map { Self.values(rank: $0, count: count, seed: seed) }
+        let own = every[communicator.rank]
         var reference = [Float](repeating: 0, count: count)
         var reference64 = [Double](repeating: 0, count: count)
         for i in 0..<count {
-            var sum = Double(Self.value(rank: 0, index: i, seed: seed))
-            for r in 1..<max(ranks, 1) { sum += Double(Self.value(rank: r, index: i, seed: seed)) }
+            var sum = Double(every[0][i])
+            for r in 1..<ranks { sum += Double(every[r][i]) }
             reference[i] = Float(sum)
             reference64[i] = sum
         }
