@@ -139,8 +139,11 @@ public enum ONNXExport {
         /// subset of a channel's terms stays within its [acc_min, acc_max].
         public static func of(_ model: IntegerModel, verdicts: [LayerVerdict]? = nil) -> [Exactness] {
             let verdicts = verdicts ?? LayerVerdict.verify(model)
-            // A pool adds its inputs with weight 1.
-            let weightMagnitudes = model.layers.map { Int64($0.weights.map { abs(Int($0)) }.max() ?? 0) } + model.pools.map { _ in Int64(1) }
+            // In the verdicts' order; a pool adds its inputs with weight 1.
+            let weightMagnitudes = model.accumulators.map { accumulator -> Int64 in
+                guard case .layer(let layer) = accumulator else { return 1 }
+                return Int64(layer.weights.map { abs(Int($0)) }.max() ?? 0)
+            }
             return zip(verdicts, weightMagnitudes).map { verdict, weightMagnitude in
                 let input = InputFormat(bits: verdict.inputBits, signed: verdict.inputSigned)
                 let bound = max(abs(verdict.accMin), abs(verdict.accMax))

@@ -7,6 +7,16 @@ import Foundation
 public enum ExportFile {
     public static let format = "a2q-export"
     public static let formatVersion = 2
+    /// The root attribute `requantisation`: what the engine does with integers between
+    /// accumulators, as docs/CHECKPOINT.md ("The integer engine, exactly") defines it.
+    public static let requantisation = """
+        float32, each operation rounded, no fused multiply-add. Layer (per output channel): y = float32(acc) * multiplier, \
+        then y + offset. Quantize: inverse = 1 / scale computed once in float32; next integers = clip(rint(y * inverse), lo, hi), \
+        rint rounding half to even, NaN to lo. Residual add: float32(b) * s_b + float32(c) * s_c. Global average pool: \
+        float32(sum) * m, m = float32(scale) / float32(H*W), sum in the pool's accumulator_bits register. \
+        Definition: docs/CHECKPOINT.md, "The integer engine, exactly" (export format_version 2).
+        """
+
     /// Versions this a2q reads (v1: chains only, without residual and avgpool entries).
     public static let readableVersions = 1...2
 
@@ -26,7 +36,7 @@ public enum ExportFile {
             try file.write("input_shape", model.inputShape.map(Int64.init), shape: [model.inputShape.count])
             try file.setAttribute("topology", try topologyJSON(model))
             try file.setAttribute("bias_placement", "outside the accumulator: added in the float requantisation after the P-bit dot product")
-            try file.setAttribute("requantisation", "y = acc * multiplier + offset (float32 per output channel); next integers = clip(rint(y / scale), lo, hi) after ReLU")
+            try file.setAttribute("requantisation", ExportFile.requantisation)
             let layers = try file.createGroup("layers")
             for layer in model.layers {
                 let g = try layers.createGroup(layer.name)

@@ -12,7 +12,16 @@ public enum OverflowMode: String, CaseIterable, Sendable, Codable {
     case wide
 }
 
-/// Overflow counts of one layer over a run.
+/// The values one accumulator's register held for a batch: after the overflow mode (wrap:
+/// the wrapped value, saturate: the saturated one, wide: the exact sum), before requantisation.
+public struct RecordedAccumulators: Sendable {
+    public var name: String
+    /// `[N, out, H, W]` for a convolution, `[N, out]` for a linear layer, `[N, C]` for a pool.
+    public var shape: [Int]
+    public var values: [Int64]
+}
+
+/// Overflow counts of one accumulator (a weight layer or a pool) over a run.
 public struct LayerOverflow: Sendable, Codable {
     public var name: String
     public var accumulatorBits: Int
@@ -44,8 +53,9 @@ public struct LayerOverflow: Sendable, Codable {
 public final class IntegerEngine: @unchecked Sendable {
     public let model: IntegerModel
     public let mode: OverflowMode
-    /// P per layer (the model's unless overridden).
+    /// P per accumulator, weight layers and pools (the model's unless overridden).
     public let accumulatorBits: [String: Int]
+    /// Overflow counts per accumulator (`IntegerModel.accumulators`, execution order).
     public private(set) var overflows: [LayerOverflow]
     /// The last layer's accumulators of the last batch, `[N, classes]` (exact integers).
     public private(set) var lastAccumulators: [Int64] = []
@@ -57,28 +67,42 @@ public final class IntegerEngine: @unchecked Sendable {
     private let plan: IntegerPlan?
     private let reference: IntegerReferencePath
 
-    /// `accumulatorBits` overrides P for the layers it names (see `AccumulatorOverride`).
+    /// `accumulatorBits` overrides P for the layers and pools it names (see
+    /// `AccumulatorOverride`). `recordsAccumulators` keeps every accumulator of the last batch
+    /// (`recordedAccumulators`; the reference path runs).
     public init(model: IntegerModel, mode: OverflowMode = .wrap, accumulatorBits overrides: [String: Int] = [:],
-                kernels: IntegerKernelChoice = IntegerKernelChoice()) throws {
+                kernels: IntegerKernelChoice = IntegerKernelChoice(), recordsAccumulators: Bool = false) throws {
         if let (name, bad) = overrides.first(where: { !(2...62).contains($0.value) }) {
             throw A2QError("accumulator width \(bad) for \(name) is outside the supported range 2...62")
         }
         self.model = model
         self.mode = mode
+        let accumulators = model.accumulators
         var bits: [String: Int] = [:]
-        for layer in model.layers { bits[layer.name] = overrides[layer.name] ?? layer.accumulatorBits }
+        for accumulator in accumulators { bits[accumulator.name] = overrides[accumulator.name] ?? accumulator.accumulatorBits }
         accumulatorBits = bits
-        let overflows = model.layers.map { layer in
-            let p = bits[layer.name] ?? layer.accumulatorBits
-            let report = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
-                                                accumulatorBits: p)
-            return LayerOverflow(name: layer.name, accumulatorBits: p, dotProducts: 0, finalOverflows: 0,
-                                 partialOverflows: 0, provenSafe: report.overflowFree)
+        let overflows = accumulators.map { accumulator in
+            let p = bits[accumulator.name] ?? accumulator.accumulatorBits
+            let safe: Bool
+            switch accumulator {
+            case .layer(let layer):
+                safe = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
+                                              accumulatorBits: p).overflowFree
+            case .pool(let pool):
+                safe = LayerVerdict(pool: pool, accumulatorBits: p).overflowFree
+            }
+            return LayerOverflow(name: accumulator.name, accumulatorBits: p, dotProducts: 0, finalOverflows: 0,
+                                 partialOverflows: 0, provenSafe: safe)
         }
         self.overflows = overflows
-        reference = IntegerReferencePath(model: model, mode: mode)
-        let made = try IntegerPlan.make(model: model, bits: overflows.map(\.accumulatorBits), provenSafe: overflows.map(\.provenSafe),
-                                        mode: mode, choice: kernels)
+        reference = IntegerReferencePath(model: model, mode: mode, recordsAccumulators: recordsAccumulators)
+        // The plan runs chains of weight layers only (no pools), so its layer index is the
+        // accumulator index; recording every accumulator needs the reference path.
+        let made = recordsAccumulators
+            ? (plan: nil, reason: "every layer's accumulators are recorded")
+            : try IntegerPlan.make(model: model, bits: overflows.map(\.accumulatorBits), provenSafe: overflows.map(\.provenSafe),
+                                   mode: mode, choice: kernels)
+        precondition(made.plan == nil || model.pools.isEmpty, "IntegerPlan ran a model with a pool")
         if made.plan == nil, case .named = kernels.int16 {
             throw A2QError("the 16-bit kernel cannot run this model: \(made.reason ?? "unsupported")")
         }
@@ -86,6 +110,10 @@ public final class IntegerEngine: @unchecked Sendable {
         referenceReason = made.reason
         layerKernels = made.plan?.kernels.map { ($0.0, $0.1.description) } ?? model.layers.map { ($0.name, "reference") }
     }
+
+    /// Every accumulator's register values of the last batch, in execution order, when the
+    /// engine was made with `recordsAccumulators` (else empty).
+    public var recordedAccumulators: [RecordedAccumulators] { reference.recorded }
 
     /// Seconds per layer on the integer-kernel path since the engine was made (empty on the
     /// reference path): the breakdown `a2q bench integer` prints.

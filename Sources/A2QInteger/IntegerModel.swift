@@ -71,10 +71,11 @@ public indirect enum IntegerOp: Sendable {
     case quantize(name: String, format: InputFormat, scale: Float)
     case maxPool(kernel: Int, stride: Int)
     case flatten
-    /// Global average pooling of integers `[C, H, W] → [C]`: per channel the exact sum of the
-    /// H·W integers, held in a `accumulatorBits`-bit register (an accumulator `verify` proves),
-    /// then the float32 value `Float(sum) · m` with `m = Float(scale) / Float(H·W)` rounded once
-    /// (`scale` being the input quantizer's). A quantize follows.
+    /// Global average pooling of integers `[C, H, W] → [C]`: per channel the sum of the H·W
+    /// integers in row-major order in an `accumulatorBits`-bit register (an accumulator like a
+    /// layer's: `verify` proves it and the engine simulates it in every overflow mode), then the
+    /// float32 value `Float(sum) · m` with `m = Float(scale) / Float(H·W)` rounded once (`scale`
+    /// being the input quantizer's). A quantize follows.
     case globalAvgPool(name: String, accumulatorBits: Int)
     /// `body(x) + shortcut(x)`: both branches start from the same integers `x` and end in
     /// integers (`b` at scale `s_b` from the body's last quantize; `c` at `s_c` from the
@@ -92,6 +93,38 @@ extension IntegerOp {
     }
 }
 
+/// A global average pool's accumulator: per image and channel, the sum of `count` (H·W)
+/// integers of `input` in an `accumulatorBits`-bit register.
+public struct PoolAccumulator: Sendable, Equatable {
+    public var name: String
+    public var accumulatorBits: Int
+    public var input: InputFormat
+    public var channels: Int
+    /// Integers summed per channel (H·W of the pool's input).
+    public var count: Int
+}
+
+/// One accumulator of an integer model: a weight layer's dot products or a pool's sums.
+public enum Accumulator: Sendable {
+    case layer(IntegerLayer)
+    case pool(PoolAccumulator)
+
+    public var name: String {
+        switch self {
+        case .layer(let layer): return layer.name
+        case .pool(let pool): return pool.name
+        }
+    }
+
+    /// P as the model stores it.
+    public var accumulatorBits: Int {
+        switch self {
+        case .layer(let layer): return layer.accumulatorBits
+        case .pool(let pool): return pool.accumulatorBits
+        }
+    }
+}
+
 /// A standalone integer network (what `a2q export` writes and the integer engine runs).
 public struct IntegerModel: Sendable {
     public var model: String
@@ -105,19 +138,29 @@ public struct IntegerModel: Sendable {
         ops.flatMap(\.flattened).compactMap { if case .layer(let l) = $0 { return l } else { return nil } }
     }
 
-    /// The global average pools with their accumulator widths, in execution order.
-    public var pools: [(name: String, accumulatorBits: Int)] {
-        ops.flatMap(\.flattened).compactMap { if case .globalAvgPool(let n, let p) = $0 { return (n, p) } else { return nil } }
-    }
-
-    /// The integer format of a pool's input and the number of values it sums per channel
-    /// (`pools` order): the facts behind a pool's worst case, collected by the validating walk.
-    public var poolInputs: [(name: String, format: InputFormat, count: Int)] {
+    /// Every accumulator of the model in execution order (a block's body before its shortcut):
+    /// each weight layer's dot products and each global average pool's per-channel sum. This
+    /// one list orders `verify`'s verdicts, the engine's overflow counts and `eval --outputs`.
+    public var accumulators: [Accumulator] {
         var format: InputFormat?
         var shape = inputShape
-        var pools: [(name: String, format: InputFormat, count: Int)] = []
+        var pools: [PoolAccumulator] = []
         try? validate(ops, shape: &shape, format: &format, depth: 0, pools: &pools)  // valid since init
-        return pools
+        var poolIndex = 0
+        return ops.flatMap(\.flattened).compactMap { op in
+            switch op {
+            case .layer(let layer): return .layer(layer)
+            case .globalAvgPool:
+                defer { poolIndex += 1 }
+                return pools.indices.contains(poolIndex) ? .pool(pools[poolIndex]) : nil
+            default: return nil
+            }
+        }
+    }
+
+    /// The global average pools, in execution order, with the facts behind their worst case.
+    public var pools: [PoolAccumulator] {
+        accumulators.compactMap { if case .pool(let pool) = $0 { return pool } else { return nil } }
     }
 
     public init(model: String, classes: Int, inputShape: [Int], ops: [IntegerOp]) throws {
@@ -140,7 +183,7 @@ public struct IntegerModel: Sendable {
         }
         var format: InputFormat?
         var shape = inputShape
-        var pools: [(name: String, format: InputFormat, count: Int)] = []
+        var pools: [PoolAccumulator] = []
         try validate(ops, shape: &shape, format: &format, depth: 0, pools: &pools)
         guard shape == [classes] else { throw A2QError("the model ends in \(describe(shape)), not \(classes) class scores") }
         var names = Set<String>()
@@ -148,9 +191,9 @@ public struct IntegerModel: Sendable {
     }
 
     /// Checks a list of ops from `shape`/`format` on, leaving both as the list's output, and
-    /// appends each global average pool's input format and summed count to `pools`.
+    /// appends each global average pool, with its input format and shape, to `pools`.
     func validate(_ ops: [IntegerOp], shape: inout [Int], format: inout InputFormat?, depth: Int,
-                  pools: inout [(name: String, format: InputFormat, count: Int)]) throws {
+                  pools: inout [PoolAccumulator]) throws {
         guard depth <= 64 else { throw A2QError("residual blocks nest deeper than 64 levels") }
         for op in ops {
             switch op {
@@ -197,7 +240,10 @@ public struct IntegerModel: Sendable {
                 guard shape.count == 3 else { throw A2QError("average pool \(name): input \(describe(shape)) is not [C, H, W]") }
                 guard format != nil else { throw A2QError("average pool \(name): its input is not quantized") }
                 guard (2...62).contains(bits) else { throw A2QError("average pool \(name): accumulator width \(bits) is outside 2...62") }
-                if let format { pools.append((name, format, shape[1] * shape[2])) }
+                if let format {
+                    pools.append(PoolAccumulator(name: name, accumulatorBits: bits, input: format, channels: shape[0],
+                                                 count: shape[1] * shape[2]))
+                }
                 shape = [shape[0]]
                 format = nil
             case .residual(let name, let body, let shortcut):

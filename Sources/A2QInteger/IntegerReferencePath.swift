@@ -12,18 +12,25 @@ import QuantKernels
 final class IntegerReferencePath {
     let model: IntegerModel
     let mode: OverflowMode
+    /// Whether `recorded` keeps every accumulator of the last batch.
+    let recordsAccumulators: Bool
+    private(set) var recorded: [RecordedAccumulators] = []
+    private let lastLayer: String?
 
-    init(model: IntegerModel, mode: OverflowMode) {
+    init(model: IntegerModel, mode: OverflowMode, recordsAccumulators: Bool = false) {
         self.model = model
         self.mode = mode
+        self.recordsAccumulators = recordsAccumulators
+        lastLayer = model.layers.last?.name
     }
 
     /// Class scores for `count` images (pixels), adding overflow counts to `counts`.
     func logits(pixels: UnsafeBufferPointer<UInt8>, count n: Int, counts overflows: inout [LayerOverflow],
                 lastAccumulators: inout [Int64]) -> [Float] {
         var tensor = Activations(x: pixels.map(Float.init), shape: [n] + model.inputShape, scale: 1)  // integers; exact in Float32
-        var layerIndex = 0, poolIndex = 0
-        run(model.ops, &tensor, layerIndex: &layerIndex, poolIndex: &poolIndex, counts: &overflows, last: &lastAccumulators)
+        var slot = 0
+        recorded = []
+        run(model.ops, &tensor, slot: &slot, counts: &overflows, last: &lastAccumulators)
         return tensor.x
     }
 
@@ -35,7 +42,8 @@ final class IntegerReferencePath {
         var scale: Float
     }
 
-    private func run(_ ops: [IntegerOp], _ t: inout Activations, layerIndex: inout Int, poolIndex: inout Int,
+    /// `slot` is the index of the next accumulator (`IntegerModel.accumulators`) in `overflows`.
+    private func run(_ ops: [IntegerOp], _ t: inout Activations, slot: inout Int,
                      counts overflows: inout [LayerOverflow], last lastAccumulators: inout [Int64]) {
         let n = t.shape[0]
         for op in ops {
@@ -43,8 +51,8 @@ final class IntegerReferencePath {
             case .input(_, let scale):
                 t.scale = scale  // pixels are the input integers
             case .layer(let layer):
-                (t.x, t.shape) = accumulate(layer, t.x, t.shape, index: layerIndex, counts: &overflows, last: &lastAccumulators)
-                layerIndex += 1
+                (t.x, t.shape) = accumulate(layer, t.x, t.shape, index: slot, counts: &overflows, last: &lastAccumulators)
+                slot += 1
             case .relu:
                 a2qk_relu_forward(t.x, &t.x, Int64(t.x.count))
             case .quantize(_, let format, let scale):
@@ -70,24 +78,15 @@ final class IntegerReferencePath {
                 t.shape = [n, c, ho, wo]
             case .flatten:
                 t.shape = [n, t.shape.dropFirst().reduce(1, *)]
-            case .globalAvgPool:
-                let (c, plane) = (t.shape[1], t.shape[2] * t.shape[3])
-                let m = t.scale / Float(plane)
-                var out = [Float](repeating: 0, count: n * c)
-                for p in 0..<(n * c) {
-                    var sum: Int64 = 0
-                    for i in 0..<plane { sum += Int64(t.x[p * plane + i]) }
-                    out[p] = Float(sum) * m
-                }
-                t.x = out
-                t.shape = [n, c]
-                poolIndex += 1
+            case .globalAvgPool(let name, _):
+                t = pool(t, name: name, index: slot, counts: &overflows)
+                slot += 1
             case .residual(_, let body, let shortcut):
                 var a = t
-                run(body, &a, layerIndex: &layerIndex, poolIndex: &poolIndex, counts: &overflows, last: &lastAccumulators)
+                run(body, &a, slot: &slot, counts: &overflows, last: &lastAccumulators)
                 var b = t
                 if let shortcut {
-                    run(shortcut, &b, layerIndex: &layerIndex, poolIndex: &poolIndex, counts: &overflows, last: &lastAccumulators)
+                    run(shortcut, &b, slot: &slot, counts: &overflows, last: &lastAccumulators)
                 }
                 let (sa, sb) = (a.scale, b.scale)
                 for i in 0..<a.x.count {
@@ -97,6 +96,45 @@ final class IntegerReferencePath {
                 t = Activations(x: a.x, shape: a.shape, scale: 1)
             }
         }
+    }
+
+    /// A global average pool: per image and channel the sum of the H·W integers, in row-major
+    /// order, in the pool's P-bit register (simulated in the overflow mode unless its worst
+    /// case fits), then `Float(sum) · m` with `m = scale / (H·W)` in float32.
+    private func pool(_ t: Activations, name: String, index: Int, counts overflows: inout [LayerOverflow]) -> Activations {
+        let n = t.shape[0], c = t.shape[1], plane = t.shape[2] * t.shape[3]
+        let p = overflows[index].accumulatorBits
+        let hi = (Int64(1) << (p - 1)) - 1, lo = -(Int64(1) << (p - 1))
+        let simulate = !overflows[index].provenSafe
+        let m = t.scale / Float(plane)
+        var sums = [Int64](repeating: 0, count: n * c)
+        var finals = 0, partials = 0
+        for q in 0..<(n * c) {
+            var exact: Int64 = 0, saturated: Int64 = 0, leftRange = false
+            for i in 0..<plane {
+                let term = Int64(t.x[q * plane + i])
+                exact += term
+                guard simulate else { continue }
+                if exact < lo || exact > hi { leftRange = true }
+                saturated = min(max(saturated + term, lo), hi)
+            }
+            var value = exact
+            if simulate {
+                if leftRange { partials += 1 }
+                if exact < lo || exact > hi { finals += 1 }
+                switch mode {
+                case .wide: break
+                case .wrap: value = wrap(exact, bits: p)
+                case .saturate: value = saturated
+                }
+            }
+            sums[q] = value
+        }
+        overflows[index].dotProducts += n * c
+        overflows[index].finalOverflows += finals
+        overflows[index].partialOverflows += partials
+        if recordsAccumulators { recorded.append(RecordedAccumulators(name: name, shape: [n, c], values: sums)) }
+        return Activations(x: sums.map { Float($0) * m }, shape: [n, c], scale: 1)
     }
 
     /// One layer: integer dot products with the overflow behaviour applied, then the float
@@ -167,9 +205,19 @@ final class IntegerReferencePath {
         overflows[index].partialOverflows += partials
         // [out, N·plane] → NCHW / [N, out], requantised.
         let plane = count / n
-        if index == model.layers.count - 1 {
+        if layer.name == lastLayer {
             lastAccumulators = [Int64](repeating: 0, count: out * count)
             for o in 0..<out { for image in 0..<n { lastAccumulators[image * out + o] = Int64(wide[o * count + image]) } }
+        }
+        if recordsAccumulators {
+            // [out, N·plane] → [N, out, plane]
+            var values = [Int64](repeating: 0, count: out * count)
+            for o in 0..<out {
+                for image in 0..<n {
+                    for i in 0..<plane { values[(image * out + o) * plane + i] = Int64(wide[o * count + image * plane + i]) }
+                }
+            }
+            recorded.append(RecordedAccumulators(name: layer.name, shape: outShape, values: values))
         }
         var y = [Float](repeating: 0, count: out * count)
         for o in 0..<out {

@@ -61,34 +61,36 @@ public struct LayerVerdict: Sendable, Codable {
         channels = (0..<layer.outChannels).map { ChannelVerdict(pMin: report.minimumBits[$0], accMin: report.minimums[$0], accMax: report.maximums[$0]) }
     }
 
-    /// A global average pool's sum of `count` integers of `input` as an accumulator: its exact
-    /// worst case is `count` times the input's extreme levels.
-    public init(pool name: String, input: InputFormat, count: Int, accumulatorBits p: Int) {
-        self.name = name
+    /// A global average pool's per-channel sum of `count` integers of `input` as an
+    /// accumulator: every channel's exact worst case is `count` times the input's extreme levels.
+    public init(pool: PoolAccumulator, accumulatorBits override: Int? = nil) {
+        let p = override ?? pool.accumulatorBits
+        name = pool.name
         quantizer = "avgpool"
         weightBits = 0
-        inputBits = input.bits
-        inputSigned = input.signed
+        inputBits = pool.input.bits
+        inputSigned = pool.input.signed
         accumulatorBits = p
-        accMin = Int64(count) * Int64(min(input.minimum, 0))
-        accMax = Int64(count) * Int64(input.maximum)
+        accMin = Int64(pool.count) * Int64(min(pool.input.minimum, 0))
+        accMax = Int64(pool.count) * Int64(max(pool.input.maximum, 0))
         pMin = AccumulatorBounds.minimumBitsExact(minimum: accMin, maximum: accMax)
         headroomBits = p - pMin
         maxL1Usage = nil
         sparsity = 0
         overflowFree = AccumulatorBounds.fits(minimum: accMin, maximum: accMax, accumulatorBits: p)
-        unsafeChannels = overflowFree ? [] : [0]
-        channels = [ChannelVerdict(pMin: pMin, accMin: accMin, accMax: accMax)]
+        unsafeChannels = overflowFree ? [] : Array(0..<pool.channels)
+        channels = Array(repeating: ChannelVerdict(pMin: pMin, accMin: accMin, accMax: accMax), count: pool.channels)
     }
 
-    /// Every weight layer of a model, then every average pool, at its own P unless
-    /// `accumulatorBits` names it.
+    /// Every accumulator of a model (weight layers and average pools) in the integer model's
+    /// execution order, each at its own P unless `accumulatorBits` names it.
     public static func verify(_ model: IntegerModel, accumulatorBits: [String: Int] = [:]) -> [LayerVerdict] {
-        let pools = zip(model.pools, model.poolInputs).map { pool, input in
-            LayerVerdict(pool: pool.name, input: input.format, count: input.count,
-                         accumulatorBits: accumulatorBits[pool.name] ?? pool.accumulatorBits)
+        model.accumulators.map { accumulator in
+            switch accumulator {
+            case .layer(let layer): return LayerVerdict(layer, accumulatorBits: accumulatorBits[layer.name])
+            case .pool(let pool): return LayerVerdict(pool: pool, accumulatorBits: accumulatorBits[pool.name])
+            }
         }
-        return model.layers.map { LayerVerdict($0, accumulatorBits: accumulatorBits[$0.name]) } + pools
     }
 
     /// A fixed-width table.

@@ -126,8 +126,11 @@ struct EvalCommand: ParsableCommand {
                                valueName: "layers")) var int16Layers = "auto"
     @Option(help: "MNIST-format data folder (only the t10k test files are read) or 'synthetic' (default: the checkpoint's, else Fashion-MNIST).") var data: String?
     @Option(help: "Evaluate only the first N test images.") var limit: Int?
+    @Option(help: ArgumentHelp("Write every test image's predicted class, label and class scores to FILE (HDF5; layout in docs/CHECKPOINT.md, \"Evaluation outputs\").",
+                               valueName: "file")) var outputs: String?
+    @Flag(help: "With --outputs and --integer: also every accumulator's register values per image (int64, every layer and pool; the reference path runs; about 8 bytes per value, so use --limit on large models).")
+    var outputsAccumulators = false
     @Flag(help: "Print JSON.") var json = false
-    @Option(help: .hidden) var testDumpAccumulators: String?
 
     struct Result: Encodable {
         var file: String
@@ -145,12 +148,19 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         if let limit, limit <= 0 { throw A2QError("--limit must be positive") }
+        if outputsAccumulators && (!integer || outputs == nil) {
+            throw A2QError("--outputs-accumulators records the integer engine's accumulators into the --outputs file",
+                           remedy: "add --integer and --outputs FILE")
+        }
         if !integer && (kernel != "auto" || int16Layers != "auto") {
             throw A2QError("--kernel and --int16-layers apply to the integer engine", remedy: "add --integer")
         }
         let overrides = try AccumulatorOverride(hidden: accumulatorBits, layerArguments: layerAccumulatorBits)
         if !integer && !overrides.isEmpty {
             throw A2QError("--accumulator-bits and --layer-accumulator-bits apply to the integer engine", remedy: "add --integer")
+        }
+        if let outputs {  // before the evaluation, not after it
+            try FileSystem.ensureWritableFolder((outputs as NSString).deletingLastPathComponent.isEmpty ? "." : (outputs as NSString).deletingLastPathComponent)
         }
         let isExport = ExportFile.isExport(file)
         let source = try data ?? (isExport ? DataSource.defaultFolder : CheckpointFile.header(file).config.data)
@@ -162,31 +172,17 @@ struct EvalCommand: ParsableCommand {
             let bits = try overrides.bits(for: integerModel)
             let full = try ModelFiles.testSet(source, for: integerModel.inputShape)
             let test = limit.map { full.prefix($0) } ?? full
-            if let dump = testDumpAccumulators {
-                let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: bits, kernels: kernels)
-                // Tests: the last layer's accumulators and the predictions for the first 64 test images.
-                _ = engine.evaluate(test.prefix(64), batch: 64)
-                try Data(bytes: engine.lastAccumulators, count: engine.lastAccumulators.count * 8).write(to: URL(fileURLWithPath: dump))
-                let model = try? ModelFiles.loadCheckpoint(file).model
-                if let model {
-                    let predictions = FakeQuantEvaluation.predictions(model, test)
-                    try predictions.map(String.init).joined(separator: "\n").write(toFile: dump + ".fake", atomically: true, encoding: .utf8)
-                }
-                let (_, integerPredictions) = engine.evaluate(test)
-                try integerPredictions.map(String.init).joined(separator: "\n").write(toFile: dump + ".integer", atomically: true, encoding: .utf8)
-                // Every image's class scores, float32 little-endian, [images, classes].
-                var scores: [Float] = []
-                test.images.withUnsafeBufferPointer { pixels in
-                    for start in stride(from: 0, to: test.count, by: 100) {  // in batches: the engine's buffers grow with the batch
-                        let m = min(100, test.count - start)
-                        scores += engine.logits(pixels: UnsafeBufferPointer(rebasing: pixels[(start * test.imageSize)..<((start + m) * test.imageSize)]), count: m)
-                    }
-                }
-                try scores.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: dump + ".scores")) }
-            }
-            let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: bits, kernels: kernels)
+            let engine = try IntegerEngine(model: integerModel, mode: overflow, accumulatorBits: bits, kernels: kernels,
+                                           recordsAccumulators: outputsAccumulators)
             let start = monotonicSeconds()  // the engine's throughput, without loading and packing
-            let (accuracy, _) = engine.evaluate(test)
+            let accuracy: Double
+            if let outputs {
+                let collected = engine.outputs(test)
+                accuracy = collected.accuracy
+                try collected.write(to: outputs, source: file)
+            } else {
+                accuracy = engine.evaluate(test).accuracy
+            }
             result = Result(file: file, engine: "integer", accuracy: accuracy, images: test.count,
                             imagesPerSecond: Double(test.count) / (monotonicSeconds() - start), overflow: overflow.rawValue,
                             layers: engine.overflows,
@@ -203,7 +199,9 @@ struct EvalCommand: ParsableCommand {
             let (model, _) = try ModelFiles.loadCheckpoint(file)
             let full = try ModelFiles.testSet(source, for: model.inputShape)
             let test = limit.map { full.prefix($0) } ?? full
-            let accuracy = FakeQuantEvaluation.accuracy(model, test)
+            let collected = FakeQuantEvaluation.outputs(model, test)
+            if let outputs { try collected.write(to: outputs, source: file) }
+            let accuracy = collected.accuracy
             result = Result(file: file, engine: "fake-quantized float", accuracy: accuracy, images: test.count,
                             imagesPerSecond: Double(test.count) / (monotonicSeconds() - start))
         }

@@ -1,3 +1,4 @@
+import A2QCheckpoint
 import A2QData
 import Foundation
 import Testing
@@ -14,20 +15,20 @@ struct ExportFormatTests {
             let export = try runA2Q(["export", checkpoint, "--format", format, "--out", folder + "/" + file])
             #expect(export.status == 0, "\(format): \(export.output)")
         }
-        let dump = folder + "/engine.bin"
-        let eval = try runA2Q(["eval", "--integer", folder + "/model.h5", "--limit", "1000", "--test-dump-accumulators", dump], timeout: 300)
+        let outputs = folder + "/engine-outputs.h5"
+        let eval = try runA2Q(["eval", "--integer", folder + "/model.h5", "--limit", "1000", "--outputs", outputs,
+                               "--outputs-accumulators"], timeout: 300)
         #expect(eval.status == 0, "\(eval.output)")
-        // What the engine computed covers the 1,000 images the consumers ran (the report's
-        // "images" is only this test's argument): 1,000 predictions, 1,000 × 10 scores, and eval's own count.
-        let predictions = try String(contentsOfFile: dump + ".integer", encoding: .utf8).split(separator: "\n")
-        #expect(predictions.count == 1000 && predictions.allSatisfy { Int($0).map { (0..<10).contains($0) } == true },
-                "\(predictions.count) engine predictions")
-        let scores = try Data(contentsOf: URL(fileURLWithPath: dump + ".scores"))
-        #expect(scores.count == 1000 * 10 * MemoryLayout<Float>.size, "\(scores.count) bytes of engine scores")
+        // What the engine computed covers the 1,000 images the consumers ran: 1,000 predictions,
+        // 1,000 × 10 scores, and eval's own count.
+        let file = try HDF5File.openForReading(outputs)
+        let predictions = try file.read("predictions", as: Int32.self).values
+        #expect(predictions.count == 1000 && predictions.allSatisfy { (0..<10).contains($0) }, "\(predictions.count) engine predictions")
+        #expect(try file.datasetInfo("scores").shape == [1000, 10])
         #expect(eval.output.contains("on 1000 test images"), "\(eval.output)")
         let reportPath = folder + "/interop.json"
         let (status, output) = try python("onnx_interop.py", [folder + "/model.qonnx.onnx", folder + "/model.onnx", DataSource.defaultFolder,
-                                                              "1000", dump + ".integer", dump, reportPath])
+                                                              "1000", outputs, reportPath])
         #expect(status == 0, "\(output)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: reportPath))) as? [String: Any])
         #expect((report["qonnx_agreement"] as? Double ?? 0) >= 0.999 && (report["onnxruntime_agreement"] as? Double ?? 0) >= 0.999,

@@ -167,13 +167,13 @@ struct ModelFileTests {
         #expect(pool["acc_max"] as? Int == 16320 && pool["acc_min"] as? Int == 0 && pool["p_min"] as? Int == 15, "\(pool)")
         let narrow = try runA2Q(["verify", export, "--layer-accumulator-bits", "pool=14"])
         #expect(narrow.status == 2 && narrow.output.contains("CAN OVERFLOW"), "\(narrow.output)")
-        let dump = run + "/engine.bin"
-        let eval = try runA2Q(["eval", "--integer", export, "--data", data, "--test-dump-accumulators", dump], timeout: 300)
+        // Every accumulator (the ten weight layers and the pool), the scores and the predictions
+        // of 40 images, as `eval --outputs` writes them, equal NumPy's from the export alone.
+        let outputs = run + "/engine-outputs.h5"
+        let eval = try runA2Q(["eval", "--integer", export, "--data", data, "--limit", "40", "--outputs", outputs,
+                               "--outputs-accumulators"], timeout: 300)
         #expect(eval.status == 0, "\(eval.output)")
-        let reference = run + "/numpy.bin"
-        let (status, output) = try python("integer_forward.py", [export, data, "40", reference])
-        #expect(status == 0, "\(output)")
-        let engine = try Data(contentsOf: URL(fileURLWithPath: dump)), numpy = try Data(contentsOf: URL(fileURLWithPath: reference))
-        #expect(engine.count == 40 * 10 * 8 && engine == numpy, "the engine's accumulators differ from NumPy's")
+        let (status, output) = try python("integer_forward.py", [export, data, "40", run + "/numpy.bin", "--outputs", outputs])
+        #expect(status == 0 && output.contains("compared 11 accumulators"), "\(output)")
     }
 }

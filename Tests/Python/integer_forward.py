@@ -4,14 +4,20 @@ MNIST-format or CIFAR-10 binary folder, to compare with the Swift engine's bit f
 Residual blocks and global average pooling follow the document's definitions.
 
     python3 integer_forward.py MODEL.h5 DATA_DIR N OUT.bin [--overflow wrap|saturate|wide]
-                               [--bits NAME=P ...] [--counts OUT.json]
+                               [--bits NAME=P ...] [--counts OUT.json] [--outputs A2Q_OUTPUTS.h5]
 
 With --overflow and --bits it models each dot product in a signed P-bit register, as the
 document defines it: products added one at a time in the weight tensor's row-major order
 (input channel, then kernel row, then kernel column; padding contributes zeros), `wrap` keeping
 the low P bits of the exact sum (two's complement), `saturate` clamping after every addition,
 `wide` exact. It counts, per layer, the dot products whose final exact sum leaves the range
-and those where any partial sum does.
+and those where any partial sum does. A global average pool's per-channel sum is such a register
+too (the H·W integers added in row-major order), with the pool's own `accumulator_bits`.
+
+With --outputs it reads the file `a2q eval --integer --outputs` wrote (docs/CHECKPOINT.md,
+"Evaluation outputs") for the same N images and exits 1 unless its predictions and labels are
+this reference's, its class scores equal bit for bit, and every accumulator it recorded equals
+this reference's register values.
 """
 import argparse
 import gzip
@@ -26,11 +32,18 @@ parser.add_argument("model")
 parser.add_argument("data")
 parser.add_argument("count", type=int)
 parser.add_argument("out")
-parser.add_argument("--overflow", default="wide", choices=["wrap", "saturate", "wide"])
+parser.add_argument("--overflow", choices=["wrap", "saturate", "wide"],
+                    help="default: the --outputs file's mode, else wide")
 parser.add_argument("--bits", nargs="*", default=[], help="NAME=P overrides of layers' accumulator_bits")
 parser.add_argument("--counts", help="write per-layer overflow counts here (JSON)")
+parser.add_argument("--outputs", help="an a2q eval --outputs file to compare with this reference")
 args = parser.parse_args()
 overrides = {k: int(v) for k, v in (b.split("=") for b in args.bits)}
+if args.overflow is None:
+    args.overflow = "wide"
+    if args.outputs:
+        with h5py.File(args.outputs, "r") as out:
+            args.overflow = out.attrs.get("overflow", "wide")
 
 
 def read_idx(path):
@@ -64,13 +77,18 @@ if os.path.exists(os.path.join(args.data, "test_batch.bin")):
     # CIFAR-10 binary: records of 1 label byte and 3x32x32 pixels (channel planes).
     records = np.fromfile(os.path.join(args.data, "test_batch.bin"), dtype=np.uint8).reshape(-1, 1 + 3 * 32 * 32)
     images = records[:args.count, 1:]
+    labels = records[:args.count, 0]
 else:
     name = "t10k-images-idx3-ubyte"
     path = os.path.join(args.data, name + ".gz")
     images = read_idx(path if os.path.exists(path) else os.path.join(args.data, name))[:args.count]
+    name = "t10k-labels-idx1-ubyte"
+    path = os.path.join(args.data, name + ".gz")
+    labels = read_idx(path if os.path.exists(path) else os.path.join(args.data, name))[:args.count]
 
 counts = {}
 last = {"acc": None}
+recorded = {}   # every accumulator's register values, by name, in execution order
 
 
 def run(f, ops, x, scale):
@@ -120,6 +138,7 @@ def run(f, ops, x, scale):
                 acc = sums
                 y = acc.astype(np.float32) * mult[None, :] + offset[None, :]
             last["acc"] = acc
+            recorded[op["name"]] = acc
             x = y
         elif kind == "relu":
             x = np.maximum(x, np.float32(0))
@@ -137,8 +156,15 @@ def run(f, ops, x, scale):
             x = x.reshape(x.shape[0], -1)
         elif kind == "globalavgpool":
             # The exact integer sum per channel, then Float(sum) * (scale / (H*W)) in float32.
+            # Per channel, the H*W integers added in row-major order in the pool's P-bit register.
             n, c, h, wd = x.shape
-            total = x.astype(np.int64).reshape(n, c, h * wd).sum(axis=2)
+            bits = overrides.get(op["name"], int(op["accumulator_bits"]))
+            terms = x.astype(np.int64).reshape(n * c, h * wd)
+            total, final, partial = register(terms, bits, args.overflow)
+            counts[op["name"]] = {"dot_products": int(n * c), "final_overflows": final,
+                                  "partial_overflows": partial, "accumulator_bits": bits}
+            total = total.reshape(n, c)
+            recorded[op["name"]] = total
             x = total.astype(np.float32) * (np.float32(scale) / np.float32(h * wd))
         elif kind == "residual":
             # Both branches from the same integers; the join is Float(b)*s_b + Float(c)*s_c in float32.
@@ -155,10 +181,40 @@ with h5py.File(args.model, "r") as f:
     topology = json.loads(f.attrs["topology"])
     shape = [int(v) for v in f["input_shape"][()]]
     x = images.astype(np.int64).reshape([images.shape[0]] + shape)   # [N, C, H, W] integers
-    run(f, topology, x, np.float32(1))
+    scores, _ = run(f, topology, x, np.float32(1))
 acc = last["acc"]
 acc.astype(np.int64).tofile(args.out)
 if args.counts:
     with open(args.counts, "w") as out:
         json.dump(counts, out)
 print(f"wrote {acc.size} accumulators")
+
+if args.outputs:
+    problems = []
+    with h5py.File(args.outputs, "r") as out:
+        if out.attrs["format"] != "a2q-eval-outputs" or int(out.attrs["format_version"]) != 1:
+            problems.append(f"format {out.attrs['format']} version {out.attrs['format_version']}")
+        n = images.shape[0]
+        if int(out.attrs["images"]) != n or out["predictions"].shape != (n,):
+            problems.append(f"{out.attrs['images']} images, expected {n}")
+        else:
+            if out.attrs.get("overflow") not in (None, args.overflow):
+                problems.append(f"overflow mode {out.attrs.get('overflow')}, reference {args.overflow}")
+            if not np.array_equal(out["labels"][()], labels.astype(np.int32)):
+                problems.append("labels differ")
+            if out["scores"].dtype != np.float32 or not np.array_equal(out["scores"][()].view(np.uint32), scores.astype(np.float32).view(np.uint32)):
+                problems.append("class scores differ")
+            if not np.array_equal(out["predictions"][()], np.argmax(scores, axis=1).astype(np.int32)):
+                problems.append("predictions differ")
+            if "accumulators" in out:
+                group = out["accumulators"]
+                order = json.loads(group.attrs["order"])
+                if order != list(recorded):
+                    problems.append(f"accumulator order {order}, reference {list(recorded)}")
+                for name in order:
+                    if name not in recorded or group[name].dtype != np.int64 or not np.array_equal(group[name][()], recorded[name]):
+                        problems.append(f"accumulators of {name} differ")
+                print(f"compared {len(order)} accumulators")
+    if problems:
+        raise SystemExit("outputs differ from the reference: " + "; ".join(problems))
+    print(f"{args.outputs} equals the reference on {images.shape[0]} images")

@@ -1,12 +1,11 @@
 """Runs a2q's QONNX and ONNX exports in the tools users deploy with (tests only) and compares
 them with a2q's integer engine.
 
-    python3 onnx_interop.py QONNX ONNX DATA_DIR N PREDICTIONS ACCUMULATORS OUT.json [SCORES]
+    python3 onnx_interop.py QONNX ONNX DATA_DIR N OUTPUTS.h5 OUT.json
 
-PREDICTIONS: the engine's predictions for the first N test images, one per line;
-ACCUMULATORS: the engine's last-layer int64 accumulators for the first 64 images;
-SCORES: the engine's float32 class scores for the N images (default: PREDICTIONS with the
-suffix .scores instead of .integer).
+OUTPUTS.h5: what `a2q eval --integer --outputs OUTPUTS.h5 --outputs-accumulators --limit N`
+wrote (docs/CHECKPOINT.md, "Evaluation outputs"): the engine's predictions, class scores and
+accumulators for the first N test images.
 Writes a JSON report; exits 1 with the reasons when a check fails.
 """
 import gzip
@@ -14,6 +13,7 @@ import json
 import os
 import sys
 
+import h5py
 import numpy as np
 import onnx
 import onnxruntime
@@ -22,8 +22,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.basic import calculate_matvec_accumulator_range
 
-qonnx_path, onnx_path, data, count, predictions_path, accumulators_path, out = sys.argv[1:8]
-scores_path = sys.argv[8] if len(sys.argv) > 8 else predictions_path.rsplit(".", 1)[0] + ".scores"
+qonnx_path, onnx_path, data, count, outputs_path, out = sys.argv[1:7]
 count = int(count)
 failures = []
 report = {}
@@ -44,8 +43,11 @@ def test_file(name):
 
 
 images = test_file("t10k-images-idx3-ubyte")[:count].astype(np.float32)[:, None, :, :]
-engine = np.array([int(line) for line in open(predictions_path).read().split()][:count])
-engine_accumulators = np.fromfile(accumulators_path, dtype=np.int64)
+with h5py.File(outputs_path, "r") as outputs:
+    assert outputs.attrs["format"] == "a2q-eval-outputs" and int(outputs.attrs["images"]) == count
+    engine = outputs["predictions"][()].astype(np.int64)
+    engine_scores = outputs["scores"][()]
+    engine_accumulators = {name: outputs["accumulators"][name][()] for name in outputs["accumulators"]}
 
 # 1. Both files pass the ONNX checker.
 for path in (qonnx_path, onnx_path):
@@ -101,7 +103,7 @@ for value in list(wrapper.graph.input) + list(wrapper.graph.output) + list(wrapp
 context = execute_onnx(wrapper, {"image": images}, return_full_exec_context=True)
 qonnx_predictions = np.argmax(context["scores"], axis=1)
 last = weight_layers[-1]
-qonnx_accumulators = context[f"{last}.acc"][:64].astype(np.int64).reshape(-1)
+qonnx_accumulators = context[f"{last}.acc"].astype(np.int64)
 
 # 5. onnxruntime runs the ONNX file (default session options, as users would), and gives the
 #    engine's class scores bit for bit. The optimised graph it runs holds no integer kernel
@@ -128,7 +130,7 @@ if folded:
     failures.append(f"onnxruntime folded the multipliers of {folded} into other ops (not the engine's two roundings)")
 onnx_meta = {p.key: p.value for p in onnx.load(onnx_path).metadata_props}
 report["float32_exact"] = onnx_meta.get("a2q.float32_exact")
-engine_scores = np.fromfile(scores_path, dtype=np.float32).reshape(ort_scores.shape)
+assert engine_scores.dtype == np.float32 and engine_scores.shape == ort_scores.shape
 different = np.nonzero(np.any(ort_scores.view(np.uint32) != engine_scores.view(np.uint32), axis=1))[0]
 report["onnxruntime_scores_differing"] = [int(i) for i in different]
 if onnx_meta.get("a2q.float32_exact") == "1" and len(different):
@@ -141,7 +143,7 @@ for label, predictions in (("qonnx", qonnx_predictions), ("onnxruntime", ort_pre
     report[f"{label}_differing"] = [int(i) for i in np.nonzero(predictions != engine)[0]]
     if agree < 0.999:
         failures.append(f"{label}: predictions agree with a2q's engine on {agree:.4%} of {count} images")
-report["qonnx_accumulators_equal"] = bool(np.array_equal(qonnx_accumulators, engine_accumulators))
+report["qonnx_accumulators_equal"] = bool(np.array_equal(qonnx_accumulators.reshape(-1), engine_accumulators[last].reshape(-1)))
 if not report["qonnx_accumulators_equal"]:
     failures.append(f"qonnx's {last}.acc differs from the engine's accumulators")
 report["images"] = count
