@@ -115,9 +115,9 @@ struct EvalCommand: ParsableCommand {
 
     @Argument(help: "A checkpoint (or, with --integer, an export).") var file: String
     @Flag(help: "Run the integer engine with simulated P-bit accumulators.") var integer = false
-    @Option(help: "What-if P for the hidden weight layers (all but the first and the last: the layers A2Q/A2Q+ constrain by default); --integer only.")
+    @Option(help: "What-if P for the hidden weight layers (every conv and linear layer but the first and the last, projection shortcuts included: the layers A2Q/A2Q+ constrain by default; not the pool); --integer only.")
     var accumulatorBits: Int?
-    @Option(help: ArgumentHelp("What-if P for one layer, NAME=P (repeatable; wins over --accumulator-bits; --integer only).", valueName: "name=P"))
+    @Option(help: ArgumentHelp("What-if P for one layer or pool, NAME=P (repeatable; wins over --accumulator-bits; --integer only).", valueName: "name=P"))
     var layerAccumulatorBits: [String] = []
     @Option(help: "Overflow behaviour: wrap, saturate or wide (--integer only).") var overflow: OverflowMode = .wrap
     @Option(help: ArgumentHelp("Integer kernel: auto (fastest exact 32-bit kernel of this CPU), vnni, avx2, scalar, or reference (Float64 dgemm) (--integer only).",
@@ -223,9 +223,9 @@ struct VerifyCommand: ParsableCommand {
 
     @Argument(help: "An export or a checkpoint.") var file: String
     @Option(help: "Also run the test set through the integer engine (wrap) and report overflows seen.") var data: String?
-    @Option(help: "Check the hidden weight layers (all but the first and the last) against this P instead of their own.")
+    @Option(help: "Check the hidden weight layers (every conv and linear layer but the first and the last, projection shortcuts included; not the pool) against this P instead of their own.")
     var accumulatorBits: Int?
-    @Option(help: ArgumentHelp("Check one layer against this P, NAME=P (repeatable; wins over --accumulator-bits).", valueName: "name=P"))
+    @Option(help: ArgumentHelp("Check one layer or pool against this P, NAME=P (repeatable; wins over --accumulator-bits).", valueName: "name=P"))
     var layerAccumulatorBits: [String] = []
     @Flag(help: "Print JSON.") var json = false
 

@@ -47,6 +47,9 @@ struct IntegerContractTests {
         let export = try Self.export.get()
         let order = try topologyOrder(export)
         #expect(order.count == 11 && order[order.count - 2] == "pool" && order.last == "fc", "\(order)")
+        // The export says what the engine does between accumulators, and where it is defined.
+        let requantisation = try HDF5File.openForReading(export).stringAttribute("requantisation")
+        #expect(requantisation.contains("rint(y * inverse)") && requantisation.contains("\"The integer engine, exactly\""), "\(requantisation)")
         let fcInputs = try HDF5File.openForReading(export).openGroup("layers").openGroup("fc").datasetInfo("weight_int").shape[1]
         #expect(fcInputs == 64)
 
