@@ -161,18 +161,22 @@ public enum ONNXExport {
         }
     }
 
-    /// Adds the ops of an integer model to a graph, one dialect.
-    struct Writer {
+    /// Adds the ops of an integer model to a graph, one dialect: each op emits its own nodes
+    /// (`IntegerOperation.emit`) through this writer's helpers.
+    struct Writer: ONNXOpWriter {
         let dialect: Dialect
         var builder: ONNXGraphBuilder
         private var scalars: [String: String] = [:]
+        /// The tensor in flight.
+        var current = inputName
         /// The shape of the current activation tensor, without the batch dimension.
-        private var shape: [Int] = []
+        var shape: [Int] = []
         /// The FINN datatype of the current tensor when it holds integers (after a quantizer, and
         /// through max pooling and flattening, which keep integers integers).
-        private var datatype: String?
+        var datatype: String?
         /// The scale of the integers in the current tensor (after an input or quantize op).
-        private var scale: Float = 1
+        var scale: Float = 1
+        var isQONNX: Bool { dialect == .qonnx }
         /// QONNX tools want every tensor's shape: a fixed batch of 1 there, symbolic in ONNX.
         private var batch: Int? { dialect == .qonnx ? 1 : nil }
 
@@ -190,72 +194,37 @@ public enum ONNXExport {
             return output
         }
 
+        @discardableResult
+        mutating func node(_ type: String, _ inputs: [String], output: String, domain: String,
+                           attributes: [(String, ONNXAttributeValue)]) -> String {
+            emit(type, inputs, output: output, domain: domain, attributes: attributes.map { name, value in
+                switch value {
+                case .int(let v): return ONNXGraphBuilder.attribute(name, int: v)
+                case .ints(let v): return ONNXGraphBuilder.attribute(name, ints: v)
+                case .string(let v): return ONNXGraphBuilder.attribute(name, string: v)
+                }
+            })
+        }
+
+        mutating func int64Constant(_ name: String, _ values: [Int], shape: [Int]) -> String {
+            builder.integerConstant(name, values.map { Int32(clamping: $0) }, shape: shape, type: .int64)
+        }
+
+        mutating func annotate(_ tensor: String, datatype: String) {
+            builder.annotate(tensor, datatype: datatype)
+        }
+
+        mutating func emit(_ ops: [any IntegerOperation]) throws {
+            for op in ops { try op.emit(&self) }
+        }
+
         mutating func add(_ model: IntegerModel) throws {
             builder.input(inputName, batch: batch, shape: model.inputShape)
             shape = model.inputShape
-            let current = try add(model.ops, from: inputName)
+            current = inputName
+            try emit(model.ops)
             builder.node("Identity", [current], output: outputName)
             builder.output(outputName, batch: batch, shape: [model.classes])
-        }
-
-        /// Emits a list of ops starting from the tensor `current`; returns the last output.
-        mutating func add(_ ops: [IntegerOp], from start: String) throws -> String {
-            var current = start
-            for op in ops {
-                switch op {
-                case .input(let format, let scale):
-                    current = try integers(current, format: format, name: "input")
-                    self.scale = scale
-                case .layer(let layer):
-                    current = try weightLayer(layer, input: current)
-                    datatype = nil
-                case .relu:
-                    current = emit("Relu", [current], output: current + ".relu")
-                    datatype = nil
-                case .quantize(let name, let format, let scale):
-                    let inverse: Float = 1 / scale  // float32, as the engine forms it
-                    let scaled = emit("Mul", [current, scalar(inverse, "\(name).inverse_scale")], output: "\(name).scaled")
-                    current = try integers(scaled, format: format, name: name)
-                    self.scale = scale
-                case .maxPool(let kernel, let stride):
-                    shape = [shape[0], (shape[1] - kernel) / stride + 1, (shape[2] - kernel) / stride + 1]
-                    current = emit("MaxPool", [current], output: current + ".maxpool",
-                                           attributes: [ONNXGraphBuilder.attribute("kernel_shape", ints: [kernel, kernel]),
-                                                        ONNXGraphBuilder.attribute("strides", ints: [stride, stride])])
-                    if let datatype { builder.annotate(current, datatype: datatype) }
-                case .flatten:
-                    shape = [shape.reduce(1, *)]
-                    current = emit("Flatten", [current], output: current + ".flatten",
-                                           attributes: [ONNXGraphBuilder.attribute("axis", int: 1)])
-                    if let datatype { builder.annotate(current, datatype: datatype) }
-                case .globalAvgPool(let name, let bits):
-                    // The exact integer sum per channel (ReduceSum over H, W), then · (scale / (H·W))
-                    // in float32, as the engine: not GlobalAveragePool, which divides.
-                    let plane = shape[1] * shape[2]
-                    shape = [shape[0]]
-                    let axes = builder.integerConstant("\(name).axes", [2, 3], shape: [2], type: .int64)
-                    let sum = emit("ReduceSum", [current, axes], output: "\(name).sum",
-                                   attributes: [ONNXGraphBuilder.attribute("keepdims", int: 0)])
-                    builder.annotate(sum, datatype: "INT\(bits)")
-                    let m = Float(scale) / Float(plane)
-                    current = emit("Mul", [sum, scalar(m, "\(name).multiplier")], output: "\(name).y")
-                    datatype = nil
-                case .residual(let name, let body, let shortcut):
-                    let entry = (current: current, shape: shape, datatype: datatype, scale: scale)
-                    let b = try add(body, from: entry.current)
-                    let bodyScale = scale, bodyShape = shape
-                    (shape, datatype, scale) = (entry.shape, entry.datatype, entry.scale)
-                    let c = try shortcut.map { try add($0, from: entry.current) } ?? entry.current
-                    let shortcutScale = scale
-                    shape = bodyShape
-                    // float32(b)·s_b + float32(c)·s_c: two products, then the sum (as the engine).
-                    let p = emit("Mul", [b, scalar(bodyScale, "\(name).body_scale")], output: "\(name).body")
-                    let q = emit("Mul", [c, scalar(shortcutScale, "\(name).shortcut_scale")], output: "\(name).shortcut")
-                    current = emit("Add", [p, q], output: "\(name).sum")
-                    datatype = nil
-                }
-            }
-            return current
         }
 
         /// A float32 scalar initializer, shared by name.

@@ -64,33 +64,8 @@ public enum ExportFile {
         return String(decoding: data, as: UTF8.self)
     }
 
-    static func topologyItems(_ ops: [IntegerOp]) -> [[String: Any]] {
-        var items: [[String: Any]] = []
-        for op in ops {
-            switch op {
-            case .input(let f, let scale):
-                items.append(["op": "input", "bits": f.bits, "signed": f.signed, "scale": Double(scale)])
-            case .layer(let l):
-                var item: [String: Any] = ["op": l.kind.rawValue, "name": l.name, "shape": l.shape]
-                if l.kind == .conv2d { item["stride"] = l.stride; item["padding"] = l.padding }
-                items.append(item)
-            case .relu:
-                items.append(["op": "relu"])
-            case .quantize(let name, let f, let scale):
-                items.append(["op": "quantize", "name": name, "bits": f.bits, "signed": f.signed, "scale": Double(scale)])
-            case .maxPool(let k, let s):
-                items.append(["op": "maxpool", "kernel": k, "stride": s])
-            case .flatten:
-                items.append(["op": "flatten"])
-            case .globalAvgPool(let name, let bits):
-                items.append(["op": "globalavgpool", "name": name, "accumulator_bits": bits])
-            case .residual(let name, let body, let shortcut):
-                var item: [String: Any] = ["op": "residual", "name": name, "body": topologyItems(body)]
-                if let shortcut { item["shortcut"] = topologyItems(shortcut) }
-                items.append(item)
-            }
-        }
-        return items
+    static func topologyItems(_ ops: [any IntegerOperation]) -> [[String: Any]] {
+        ops.map { $0.topologyEntry() }
     }
 
     /// Whether `path` is an export (as opposed to a checkpoint).
@@ -102,7 +77,7 @@ public enum ExportFile {
     /// Reads and validates an export: every attribute is range-checked and every dataset's
     /// type and shape checked before it is read (`HDF5Group.read`), then the model as a whole
     /// (`IntegerModel.validate`). A file that fails gets a message naming what is wrong.
-    public static func read(_ path: String) throws -> IntegerModel {
+    public static func read(_ path: String, operations: IntegerOperationRegistry) throws -> IntegerModel {
         let file = try HDF5File.openForReading(path)
         guard (try? file.stringAttribute("format")) == format else {
             throw A2QError("\(path) is not an a2q export (format attribute is not \"\(format)\")",
@@ -117,90 +92,108 @@ public enum ExportFile {
         guard let topology = (try? JSONSerialization.jsonObject(with: Data(topologyText.utf8))) as? [[String: Any]] else {
             throw A2QError("\(path): the topology attribute is not a JSON list of objects", remedy: "the file was altered or not written by a2q")
         }
-        let layers = try file.openGroup("layers")
-        var budget = maxOps
-        var scale: Float?
-        let ops = try readOps(topology, layers: layers, path: path, depth: 0, budget: &budget, scale: &scale)
+        var reader = TopologyReader(layers: try file.openGroup("layers"), path: path, registry: operations)
+        let ops = try reader.ops(topology)
         let shape = try file.read("input_shape", as: Int64.self, shape: [nil], maxElements: 3).values.map(Int.init)
         return try IntegerModel(model: try file.stringAttribute("model"), classes: try file.intAttribute("classes", in: 1...65536),
                                 inputShape: shape, ops: ops)
     }
 
-    /// Reads one list of topology entries (recursing into residual branches, at most 64 deep
-    /// and `maxOps` entries in all). A layer entry's `shape` (and a conv2d's `stride` and
-    /// `padding`) must equal its group's weights and attributes, and its `input_scale` the scale
-    /// of the `input` or `quantize` op that makes its integers (`scale`, the current one).
-    static func readOps(_ topology: [[String: Any]], layers: HDF5Group, path: String, depth: Int, budget: inout Int,
-                        scale: inout Float?) throws -> [IntegerOp] {
-        guard depth <= 64 else { throw A2QError("\(path): residual blocks nest deeper than 64 levels") }
-        budget -= topology.count
-        guard budget >= 0 else { throw A2QError("\(path): the topology has more than \(maxOps) ops") }
-        var ops: [IntegerOp] = []
-        for (index, item) in topology.enumerated() {
-            let op = item["op"] as? String ?? ""
-            let entry = TopologyEntry(item: item, op: op, index: index, path: path)
-            switch op {
-            case "input":
-                let (f, s) = try entry.format()
-                ops.append(.input(format: f, scale: s))
-                scale = s
-            case "quantize":
-                let (f, s) = try entry.format()
-                ops.append(.quantize(name: item["name"] as? String ?? "", format: f, scale: s))
-                scale = s
-            case "relu": ops.append(.relu)
-            case "flatten": ops.append(.flatten)
-            case "maxpool":
-                ops.append(.maxPool(kernel: try entry.integer("kernel", in: 1...64), stride: try entry.integer("stride", in: 1...64)))
-            case "linear", "conv2d":
-                guard let name = item["name"] as? String, !name.isEmpty else { throw A2QError("\(path): topology entry \(index) (\(op)) has no name") }
-                guard layers.contains(name) else {
-                    throw A2QError("\(path): the topology names layer \(name) but /layers/\(name) is missing", remedy: "the file was altered or is incomplete")
-                }
-                let layer = try readLayer(layers, name: name, op: op, path: path)
-                try entry.matches(layer)
-                if let scale, layer.inputScale != scale {
-                    throw A2QError("\(path): layer \(name) has input_scale \(layer.inputScale), but the integers it takes are at scale \(scale) (the input or quantize op before it)",
-                                   remedy: "the file was altered or is not a2q's")
-                }
-                ops.append(.layer(layer))
-                scale = nil
-            case "globalavgpool":
-                ops.append(.globalAvgPool(name: item["name"] as? String ?? "", accumulatorBits: try entry.integer("accumulator_bits", in: 2...62)))
-                scale = nil
-            case "residual":
-                guard let body = item["body"] as? [[String: Any]] else {
-                    throw A2QError("\(path): topology entry \(index) (residual) has no list of body entries")
-                }
-                var shortcut: [IntegerOp]?
-                var bodyScale = scale, shortcutScale = scale
-                if let value = item["shortcut"] {
-                    guard let list = value as? [[String: Any]] else { throw A2QError("\(path): topology entry \(index) (residual): shortcut is not a list") }
-                    shortcut = try readOps(list, layers: layers, path: path, depth: depth + 1, budget: &budget, scale: &shortcutScale)
-                }
-                ops.append(.residual(name: item["name"] as? String ?? "",
-                                     body: try readOps(body, layers: layers, path: path, depth: depth + 1, budget: &budget, scale: &bodyScale),
-                                     shortcut: shortcut))
-                scale = nil
-            default:
-                throw A2QError("\(path): unknown op '\(op)' in topology entry \(index)",
-                               remedy: "this a2q knows input, quantize, conv2d, linear, relu, maxpool, flatten, globalavgpool and residual")
-            }
-        }
-        return ops
+    /// The most ops a topology may list.
+    public static let maxOps = 10_000
+}
+
+/// Reads an export's topology (`ExportFile.read`): looks each entry's `op` up in the registry
+/// and lets its type decode it, keeping what the entries share — the `layers` group, the scale
+/// of the integers in flight (which each weight layer's `input_scale` must equal), the nesting
+/// depth (at most 64) and the count of entries (at most `ExportFile.maxOps`).
+public struct TopologyReader {
+    public let layers: HDF5Group
+    public let path: String
+    let registry: IntegerOperationRegistry
+    /// The scale of the integers the next op takes (set by `input` and `quantize`, cleared by
+    /// ops whose output is not integers).
+    public var scale: Float?
+    var depth = 0
+    var budget = ExportFile.maxOps
+
+    init(layers: HDF5Group, path: String, registry: IntegerOperationRegistry) {
+        self.layers = layers
+        self.path = path
+        self.registry = registry
     }
 
-    /// The most ops a topology may list.
-    static let maxOps = 10_000
+    /// Decodes a list of entries.
+    public mutating func ops(_ topology: [[String: Any]]) throws -> [any IntegerOperation] {
+        guard depth <= 64 else { throw A2QError("\(path): residual blocks nest deeper than 64 levels") }
+        budget -= topology.count
+        guard budget >= 0 else { throw A2QError("\(path): the topology has more than \(ExportFile.maxOps) ops") }
+        return try topology.enumerated().map { index, item in
+            let op = item["op"] as? String ?? ""
+            guard let type = registry.types[op] else {
+                throw A2QError("\(path): unknown op '\(op)' in topology entry \(index)",
+                               remedy: "this a2q knows \(registry.names.joined(separator: ", "))")
+            }
+            return try type.read(TopologyEntry(item: item, op: op, index: index, path: path), &self)
+        }
+    }
 
-    /// One object of the topology list, with checked accessors.
-    struct TopologyEntry {
-        let item: [String: Any]
-        let op: String
-        let index: Int
-        let path: String
+    /// Decodes a branch that starts from the current integers (a residual's body or shortcut);
+    /// the scale in flight is the branch's own and is restored afterwards.
+    public mutating func branch(_ topology: [[String: Any]]) throws -> (ops: [any IntegerOperation], endScale: Float?) {
+        let entry = scale
+        depth += 1
+        defer { depth -= 1; scale = entry }
+        let ops = try self.ops(topology)
+        return (ops, scale)
+    }
 
-        func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int {
+    /// The weight layer a `conv2d`/`linear` entry names, read from its group and checked
+    /// against the entry and the scale in flight.
+    public mutating func layer(_ entry: TopologyEntry) throws -> IntegerLayer {
+        let name = try entry.name()
+        guard layers.contains(name) else {
+            throw A2QError("\(path): the topology names layer \(name) but /layers/\(name) is missing", remedy: "the file was altered or is incomplete")
+        }
+        let layer = try ExportFile.readLayer(layers, name: name, op: entry.op, path: path)
+        try entry.matches(layer)
+        if let scale, layer.inputScale != scale {
+            throw A2QError("\(path): layer \(name) has input_scale \(layer.inputScale), but the integers it takes are at scale \(scale) (the input or quantize op before it)",
+                           remedy: "the file was altered or is not a2q's")
+        }
+        scale = nil
+        return layer
+    }
+}
+
+/// One object of an export's topology list, with checked accessors.
+public struct TopologyEntry {
+    public let item: [String: Any]
+    public let op: String
+    public let index: Int
+    public let path: String
+
+        /// The entry's `name` (non-empty).
+        public func name() throws -> String {
+            guard let name = item["name"] as? String, !name.isEmpty else {
+                throw A2QError("\(path): topology entry \(index) (\(op)) has no name")
+            }
+            return name
+        }
+
+        /// The entry's `name`, or empty when it has none (ops whose name is informational).
+        public var optionalName: String { item["name"] as? String ?? "" }
+
+        /// A list of entries under `key` (a residual's branches); nil when absent.
+        public func list(_ key: String) throws -> [[String: Any]]? {
+            guard let value = item[key] else { return nil }
+            guard let list = value as? [[String: Any]] else {
+                throw A2QError("\(path): topology entry \(index) (\(op)): \(key) is not a list of entries")
+            }
+            return list
+        }
+
+        public func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int {
             guard let value = item[key] as? Int, range.contains(value) else {
                 throw A2QError("\(path): topology entry \(index) (\(op)) needs an integer \(key) in \(range.lowerBound)...\(range.upperBound), found \(item[key].map { "\($0)" } ?? "none")")
             }
@@ -209,7 +202,7 @@ public enum ExportFile {
 
         /// A `linear`/`conv2d` entry describes `layer`: `shape` equal to its weights' shape and,
         /// for conv2d, `stride` and `padding` equal to its group's attributes.
-        func matches(_ layer: IntegerLayer) throws {
+        public func matches(_ layer: IntegerLayer) throws {
             guard let declared = item["shape"] as? [Int] else {
                 throw A2QError("\(path): topology entry \(index) (\(op) \(layer.name)) needs a shape (a list of integers), found \(item["shape"].map { "\($0)" } ?? "none")")
             }
@@ -227,7 +220,7 @@ public enum ExportFile {
             }
         }
 
-        func format() throws -> (InputFormat, Float) {
+        public func format() throws -> (InputFormat, Float) {
             let bits = try integer("bits", in: 1...16)
             guard let signed = item["signed"] as? Bool, let scale = item["scale"] as? Double,
                   scale.isFinite, scale > 0, Float(scale).isNormal else {
@@ -235,8 +228,9 @@ public enum ExportFile {
             }
             return (InputFormat(bits: bits, signed: signed), Float(scale))
         }
-    }
+}
 
+extension ExportFile {
     static func readLayer(_ layers: HDF5Group, name: String, op: String, path: String) throws -> IntegerLayer {
         let g = try layers.openGroup(name)
         let kindName = try g.stringAttribute("kind")

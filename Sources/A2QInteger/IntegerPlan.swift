@@ -86,126 +86,12 @@ final class IntegerPlan {
         if case .named(let wanted) = choice.int16, let unknown = wanted.first(where: { !names.contains($0) }) {
             throw A2QError("--int16-layers names '\(unknown)', which this model does not have", remedy: "its layers are \(names.joined(separator: ", "))")
         }
-        var steps: [Step] = []
-        var current: Step?
-        var (c, h, w) = (model.inputShape[0], model.inputShape.count == 3 ? model.inputShape[1] : 1,
-                         model.inputShape.count == 3 ? model.inputShape[2] : 1)
-        var flat = model.inputShape.count != 3
-        var index = 0
+        var builder = IntegerPlanBuilder(inputShape: model.inputShape, bits: bits, provenSafe: provenSafe, kernel32: kernel32, choice: choice)
         for op in model.ops {
-            switch op {
-            case .input(let format, _):
-                guard !format.signed, format.bits <= 8 else { return (nil, "input format \(format)") }
-            case .layer(let layer):
-                guard current == nil else { return (nil, "\(layer.name) follows a layer without a quantizer between") }
-                guard !layer.input.signed, layer.input.bits <= 8 else { return (nil, "\(layer.name): input \(layer.input) (needs unsigned ≤ 8 bits)") }
-                guard layer.weightBits <= 8 else { return (nil, "\(layer.name): \(layer.weightBits)-bit weights (needs ≤ 8)") }
-                let report = layer.report
-                let magnitude = max(report.maximums.map(abs).max() ?? 0, report.minimums.map(abs).max() ?? 0)
-                guard magnitude < (1 << 31) - (1 << 16) else { return (nil, "\(layer.name): worst-case sums exceed 32 bits") }
-                var step = Step(layer: layer, isConv: layer.kind == .conv2d)
-                step.out = layer.outChannels
-                step.k = layer.fanIn
-                step.kp = Int(a2qi_padded_k(Int64(step.k)))
-                step.outp = Int(a2qi_padded_out(Int64(step.out)))
-                step.bits = bits[index]
-                step.simulate = !provenSafe[index]
-                if step.simulate && step.bits > 31 { return (nil, "\(layer.name): simulation of a \(step.bits)-bit register") }
-                step.inputChannels = c
-                step.inputHeight = h
-                step.inputWidth = w
-                switch layer.kind {
-                case .conv2d:
-                    guard !flat, layer.shape.count == 4, layer.shape[1] == c else { return (nil, "\(layer.name): input shape") }
-                    let size = layer.shape[2]
-                    step.outputHeight = (h + 2 * layer.padding - size) / layer.stride + 1
-                    step.outputWidth = (w + 2 * layer.padding - size) / layer.stride + 1
-                    // original index (ci, i, j) → row position (i, j, ci)
-                    step.positions = (0..<step.k).map { k in
-                        let ci = k / (size * size), i = (k / size) % size, j = k % size
-                        return Int32((i * size + j) * c + ci)
-                    }
-                    (h, w, c) = (step.outputHeight, step.outputWidth, step.out)
-                case .linear:
-                    guard c * h * w == step.k else { return (nil, "\(layer.name): input size") }
-                    // original index (ci, y, x) of a flattened NCHW tensor → NHWC position
-                    let (cc, hh, ww) = (c, h, w)
-                    step.positions = (0..<step.k).map { k in
-                        let ci = k / (hh * ww), y = (k / ww) % hh, x = k % ww
-                        return Int32((y * ww + x) * cc + ci)
-                    }
-                    (h, w, c) = (1, 1, step.out)
-                    flat = true
-                }
-                var rowOrder = [Int8](repeating: 0, count: step.out * step.k)
-                var absolute = rowOrder
-                for o in 0..<step.out {
-                    for k in 0..<step.k {
-                        let weight = Int8(truncatingIfNeeded: layer.weights[o * step.k + k])
-                        rowOrder[o * step.k + Int(step.positions[k])] = weight
-                        absolute[o * step.k + Int(step.positions[k])] = Int8(abs(Int(weight)))
-                    }
-                }
-                if step.simulate {
-                    step.ldw = (step.out + 63) / 64 * 64
-                    step.simulationWeights = [Int16](repeating: 0, count: step.k * step.ldw)
-                    for o in 0..<step.out { for k in 0..<step.k { step.simulationWeights[k * step.ldw + o] = Int16(layer.weights[o * step.k + k]) } }
-                }
-                step.kernel = kernel32
-                let fits16 = (report.minimumBits.max() ?? 1) <= 16
-                var wants16 = false
-                switch choice.int16 {
-                case .auto: wants16 = fits16 && !IntegerKernel.vnni.isSupported && choice.accumulation == .auto
-                case .none: break
-                case .proven: wants16 = fits16
-                case .named(let wanted):
-                    if wanted.contains(layer.name) {
-                        guard fits16 else {
-                            throw A2QError("layer \(layer.name) cannot use the 16-bit kernel: its exact worst case needs p_min = \(report.minimumBits.max() ?? 0) bits, more than 16",
-                                           remedy: "only layers that verify proves fit 16 bits can accumulate in 16-bit lanes; leave \(layer.name) out of --int16-layers")
-                        }
-                        wants16 = true
-                    }
-                }
-                if wants16 {
-                    // 512-bit 16-bit lanes alongside VNNI; 256-bit ones when the 32-bit kernel is AVX2 or scalar.
-                    let paired: IntegerKernel? = kernel32 == .vnni ? IntegerKernel.bestInt16
-                        : (IntegerKernel.int16AVX2.isSupported ? .int16AVX2 : nil)
-                    guard let k16 = paired else {
-                        throw A2QError("the 16-bit kernel needs AVX2, which this CPU does not have (\(CPU.description))")
-                    }
-                    step.kernel = k16
-                }
-                step.packed = pack(rowOrder, kernel: step.kernel, out: step.out, k: step.k)
-                if step.simulate { step.packedAbs = pack(absolute, kernel: .bestInt32, out: step.out, k: step.k) }
-                current = step
-                index += 1
-            case .relu:
-                if current != nil { current?.relu = true }  // after quantisation, unsigned integers: identity
-            case .quantize(_, let format, let scale):
-                guard var step = current else { return (nil, "a quantizer that does not follow a layer") }
-                guard !format.signed, format.bits <= 8 else { return (nil, "activation format \(format)") }
-                step.quantize = (1 / scale, Float(format.minimum), Float(format.maximum))
-                steps.append(step)
-                current = nil
-            case .maxPool(let kernel, let stride):
-                guard !flat, kernel > 0, stride > 0, h >= kernel, w >= kernel else { return (nil, "max pool geometry") }
-                let pool = Pool(kernel: kernel, stride: stride, height: h, width: w)
-                if current != nil {
-                    current?.pools.append(pool)
-                } else if !steps.isEmpty {
-                    steps[steps.count - 1].pools.append(pool)
-                } else { return (nil, "max pool on the input") }
-                (h, w) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1)
-            case .globalAvgPool, .residual:
-                return (nil, "residual blocks and average pooling run on the reference path")
-            case .flatten:
-                flat = true
-            }
+            if let reason = try op.plan(&builder) { return (nil, reason) }
         }
-        guard let last = current, last.pools.isEmpty else { return (nil, "the model does not end in a weight layer") }
-        steps.append(last)
-        return (IntegerPlan(steps: steps, mode: mode, classes: model.classes, inputShape: model.inputShape), nil)
+        guard let last = builder.current, last.pools.isEmpty else { return (nil, "the model does not end in a weight layer") }
+        return (IntegerPlan(steps: builder.steps + [last], mode: mode, classes: model.classes, inputShape: model.inputShape), nil)
     }
 
     static func pack(_ weights: [Int8], kernel: IntegerKernel, out: Int, k: Int) -> [UInt8] {
@@ -384,4 +270,155 @@ final class Scratch<Element> {
     }
 
     deinit { pointer?.deallocate() }
+}
+
+/// What an op adds to the int8 plan (`IntegerOperation.plan`): the steps made so far, the
+/// weight layer waiting for its quantizer, and the shape of the values in flight.
+public struct IntegerPlanBuilder {
+    var steps: [IntegerPlan.Step] = []
+    var current: IntegerPlan.Step?
+    var c: Int, h: Int, w: Int
+    var flat: Bool
+    var index = 0
+    let bits: [Int]
+    let provenSafe: [Bool]
+    let kernel32: IntegerKernel
+    let choice: IntegerKernelChoice
+
+    init(inputShape: [Int], bits: [Int], provenSafe: [Bool], kernel32: IntegerKernel, choice: IntegerKernelChoice) {
+        (c, h, w) = (inputShape[0], inputShape.count == 3 ? inputShape[1] : 1, inputShape.count == 3 ? inputShape[2] : 1)
+        flat = inputShape.count != 3
+        self.bits = bits
+        self.provenSafe = provenSafe
+        self.kernel32 = kernel32
+        self.choice = choice
+    }
+
+    /// The image input: unsigned ≤ 8-bit pixels.
+    public mutating func input(format: InputFormat) -> String? {
+        guard !format.signed, format.bits <= 8 else { return "input format \(format)" }
+        return nil
+    }
+
+    /// A weight layer; throws for a request the user must change (a 16-bit kernel on a layer
+    /// not proven to fit).
+    public mutating func layer(_ layer: IntegerLayer) throws -> String? {
+        guard current == nil else { return "\(layer.name) follows a layer without a quantizer between" }
+        guard !layer.input.signed, layer.input.bits <= 8 else { return "\(layer.name): input \(layer.input) (needs unsigned ≤ 8 bits)" }
+        guard layer.weightBits <= 8 else { return "\(layer.name): \(layer.weightBits)-bit weights (needs ≤ 8)" }
+        let report = layer.report
+        let magnitude = max(report.maximums.map(abs).max() ?? 0, report.minimums.map(abs).max() ?? 0)
+        guard magnitude < (1 << 31) - (1 << 16) else { return "\(layer.name): worst-case sums exceed 32 bits" }
+        var step = IntegerPlan.Step(layer: layer, isConv: layer.kind == .conv2d)
+        step.out = layer.outChannels
+        step.k = layer.fanIn
+        step.kp = Int(a2qi_padded_k(Int64(step.k)))
+        step.outp = Int(a2qi_padded_out(Int64(step.out)))
+        step.bits = bits[index]
+        step.simulate = !provenSafe[index]
+        if step.simulate && step.bits > 31 { return "\(layer.name): simulation of a \(step.bits)-bit register" }
+        step.inputChannels = c
+        step.inputHeight = h
+        step.inputWidth = w
+        switch layer.kind {
+        case .conv2d:
+            guard !flat, layer.shape.count == 4, layer.shape[1] == c else { return "\(layer.name): input shape" }
+            let size = layer.shape[2]
+            step.outputHeight = (h + 2 * layer.padding - size) / layer.stride + 1
+            step.outputWidth = (w + 2 * layer.padding - size) / layer.stride + 1
+            // original index (ci, i, j) → row position (i, j, ci)
+            step.positions = (0..<step.k).map { k in
+                let ci = k / (size * size), i = (k / size) % size, j = k % size
+                return Int32((i * size + j) * c + ci)
+            }
+            (h, w, c) = (step.outputHeight, step.outputWidth, step.out)
+        case .linear:
+            guard c * h * w == step.k else { return "\(layer.name): input size" }
+            // original index (ci, y, x) of a flattened NCHW tensor → NHWC position
+            let (cc, hh, ww) = (c, h, w)
+            step.positions = (0..<step.k).map { k in
+                let ci = k / (hh * ww), y = (k / ww) % hh, x = k % ww
+                return Int32((y * ww + x) * cc + ci)
+            }
+            (h, w, c) = (1, 1, step.out)
+            flat = true
+        }
+        var rowOrder = [Int8](repeating: 0, count: step.out * step.k)
+        var absolute = rowOrder
+        for o in 0..<step.out {
+            for k in 0..<step.k {
+                let weight = Int8(truncatingIfNeeded: layer.weights[o * step.k + k])
+                rowOrder[o * step.k + Int(step.positions[k])] = weight
+                absolute[o * step.k + Int(step.positions[k])] = Int8(abs(Int(weight)))
+            }
+        }
+        if step.simulate {
+            step.ldw = (step.out + 63) / 64 * 64
+            step.simulationWeights = [Int16](repeating: 0, count: step.k * step.ldw)
+            for o in 0..<step.out { for k in 0..<step.k { step.simulationWeights[k * step.ldw + o] = Int16(layer.weights[o * step.k + k]) } }
+        }
+        step.kernel = kernel32
+        let fits16 = (report.minimumBits.max() ?? 1) <= 16
+        var wants16 = false
+        switch choice.int16 {
+        case .auto: wants16 = fits16 && !IntegerKernel.vnni.isSupported && choice.accumulation == .auto
+        case .none: break
+        case .proven: wants16 = fits16
+        case .named(let wanted):
+            if wanted.contains(layer.name) {
+                guard fits16 else {
+                    throw A2QError("layer \(layer.name) cannot use the 16-bit kernel: its exact worst case needs p_min = \(report.minimumBits.max() ?? 0) bits, more than 16",
+                                   remedy: "only layers that verify proves fit 16 bits can accumulate in 16-bit lanes; leave \(layer.name) out of --int16-layers")
+                }
+                wants16 = true
+            }
+        }
+        if wants16 {
+            // 512-bit 16-bit lanes alongside VNNI; 256-bit ones when the 32-bit kernel is AVX2 or scalar.
+            let paired: IntegerKernel? = kernel32 == .vnni ? IntegerKernel.bestInt16
+                : (IntegerKernel.int16AVX2.isSupported ? .int16AVX2 : nil)
+            guard let k16 = paired else {
+                throw A2QError("the 16-bit kernel needs AVX2, which this CPU does not have (\(CPU.description))")
+            }
+            step.kernel = k16
+        }
+        step.packed = IntegerPlan.pack(rowOrder, kernel: step.kernel, out: step.out, k: step.k)
+        if step.simulate { step.packedAbs = IntegerPlan.pack(absolute, kernel: .bestInt32, out: step.out, k: step.k) }
+        current = step
+        index += 1
+        return nil
+    }
+
+    /// ReLU after a layer (after quantisation the integers are unsigned: the identity).
+    public mutating func relu() {
+        if current != nil { current?.relu = true }
+    }
+
+    /// The quantizer that ends the waiting layer's step.
+    public mutating func quantize(format: InputFormat, scale: Float) -> String? {
+        guard var step = current else { return "a quantizer that does not follow a layer" }
+        guard !format.signed, format.bits <= 8 else { return "activation format \(format)" }
+        step.quantize = (1 / scale, Float(format.minimum), Float(format.maximum))
+        steps.append(step)
+        current = nil
+        return nil
+    }
+
+    /// A max pool on the uint8 integers after a step's quantizer.
+    public mutating func maxPool(kernel: Int, stride: Int) -> String? {
+        guard !flat, kernel > 0, stride > 0, h >= kernel, w >= kernel else { return "max pool geometry" }
+        let pool = IntegerPlan.Pool(kernel: kernel, stride: stride, height: h, width: w)
+        if current != nil {
+            current?.pools.append(pool)
+        } else if !steps.isEmpty {
+            steps[steps.count - 1].pools.append(pool)
+        } else { return "max pool on the input" }
+        (h, w) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1)
+        return nil
+    }
+
+    /// Flattening (NHWC activations: the next linear layer's weights are permuted instead).
+    public mutating func flatten() {
+        flat = true
+    }
 }

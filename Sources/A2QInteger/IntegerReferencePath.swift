@@ -9,13 +9,18 @@ import QuantKernels
 /// sequentially, in weight-index order, to count partial overflows and to saturate. It runs
 /// any widths the format allows; `IntegerPlan` is the fast path for 8-bit models, and the two
 /// must agree bit for bit (tested).
-final class IntegerReferencePath {
+public final class IntegerReferencePath {
     let model: IntegerModel
-    let mode: OverflowMode
+    public let mode: OverflowMode
     /// Whether `recorded` keeps every accumulator of the last batch.
     let recordsAccumulators: Bool
     private(set) var recorded: [RecordedAccumulators] = []
     private let lastLayer: String?
+    /// During a call: the overflow counts per accumulator, the next accumulator's index in
+    /// them (execution order), and the last layer's accumulators.
+    private var overflows: [LayerOverflow] = []
+    private var slot = 0
+    private var lastAccumulators: [Int64] = []
 
     init(model: IntegerModel, mode: OverflowMode, recordsAccumulators: Bool = false) {
         self.model = model
@@ -25,83 +30,51 @@ final class IntegerReferencePath {
     }
 
     /// Class scores for `count` images (pixels), adding overflow counts to `counts`.
-    func logits(pixels: UnsafeBufferPointer<UInt8>, count n: Int, counts overflows: inout [LayerOverflow],
-                lastAccumulators: inout [Int64]) -> [Float] {
-        var tensor = Activations(x: pixels.map(Float.init), shape: [n] + model.inputShape, scale: 1)  // integers; exact in Float32
-        var slot = 0
-        recorded = []
-        run(model.ops, &tensor, slot: &slot, counts: &overflows, last: &lastAccumulators)
+    func logits(pixels: UnsafeBufferPointer<UInt8>, count n: Int, counts: inout [LayerOverflow],
+                lastAccumulators last: inout [Int64]) -> [Float] {
+        var tensor = IntegerActivations(x: pixels.map(Float.init), shape: [n] + model.inputShape, scale: 1)  // integers; exact in Float32
+        (overflows, slot, lastAccumulators, recorded) = (counts, 0, last, [])
+        run(model.ops, &tensor)
+        (counts, last) = (overflows, lastAccumulators)
         return tensor.x
     }
 
-    /// Values flowing between ops: NCHW (or [N, F]) floats, integers at `scale` after a
-    /// quantize, real values after a layer, an add or a pool.
-    struct Activations {
-        var x: [Float]
-        var shape: [Int]
-        var scale: Float
+    /// Runs `ops` in order on `t` (an op with branches calls this for each branch).
+    public func run(_ ops: [any IntegerOperation], _ t: inout IntegerActivations) {
+        for op in ops { op.run(&t, self) }
     }
 
-    /// `slot` is the index of the next accumulator (`IntegerModel.accumulators`) in `overflows`.
-    private func run(_ ops: [IntegerOp], _ t: inout Activations, slot: inout Int,
-                     counts overflows: inout [LayerOverflow], last lastAccumulators: inout [Int64]) {
-        let n = t.shape[0]
-        for op in ops {
-            switch op {
-            case .input(_, let scale):
-                t.scale = scale  // pixels are the input integers
-            case .layer(let layer):
-                (t.x, t.shape) = accumulate(layer, t.x, t.shape, index: slot, counts: &overflows, last: &lastAccumulators)
-                slot += 1
-            case .relu:
-                a2qk_relu_forward(t.x, &t.x, Int64(t.x.count))
-            case .quantize(_, let format, let scale):
-                // Integers: clip(rint(y / s)) (the kernel returns level·s with s = 1).
-                let inverse = 1 / scale
-                for i in 0..<t.x.count { t.x[i] *= inverse }
-                a2qk_act_forward(t.x, &t.x, Int64(t.x.count), 1, Float(format.minimum), Float(format.maximum))
-                t.scale = scale
-            case .maxPool(let kernel, let stride):
-                let (c, h, w) = (t.shape[1], t.shape[2], t.shape[3])
-                let ho = (h - kernel) / stride + 1, wo = (w - kernel) / stride + 1
-                var out = [Float](repeating: 0, count: n * c * ho * wo)
-                for p in 0..<(n * c) {
-                    for i in 0..<ho {
-                        for j in 0..<wo {
-                            var m = -Float.infinity
-                            for a in 0..<kernel { for b in 0..<kernel { m = max(m, t.x[p * h * w + (i * stride + a) * w + j * stride + b]) } }
-                            out[(p * ho + i) * wo + j] = m
-                        }
-                    }
-                }
-                t.x = out
-                t.shape = [n, c, ho, wo]
-            case .flatten:
-                t.shape = [n, t.shape.dropFirst().reduce(1, *)]
-            case .globalAvgPool(let name, _):
-                t = pool(t, name: name, index: slot, counts: &overflows)
-                slot += 1
-            case .residual(_, let body, let shortcut):
-                var a = t
-                run(body, &a, slot: &slot, counts: &overflows, last: &lastAccumulators)
-                var b = t
-                if let shortcut {
-                    run(shortcut, &b, slot: &slot, counts: &overflows, last: &lastAccumulators)
-                }
-                let (sa, sb) = (a.scale, b.scale)
-                for i in 0..<a.x.count {
-                    let p = a.x[i] * sa, q = b.x[i] * sb
-                    a.x[i] = p + q
-                }
-                t = Activations(x: a.x, shape: a.shape, scale: 1)
-            }
-        }
+    /// ReLU on the values.
+    public func relu(_ t: inout IntegerActivations) {
+        a2qk_relu_forward(t.x, &t.x, Int64(t.x.count))
+    }
+
+    /// The next integers `clip(rint(y · inverse), lo, hi)` with `inverse = 1 / scale` in
+    /// float32, at `scale`.
+    public func quantize(_ t: inout IntegerActivations, format: InputFormat, scale: Float) {
+        let inverse = 1 / scale
+        for i in 0..<t.x.count { t.x[i] *= inverse }
+        a2qk_act_forward(t.x, &t.x, Int64(t.x.count), 1, Float(format.minimum), Float(format.maximum))  // level·s, s = 1
+        t.scale = scale
+    }
+
+    /// A weight layer's dot products in its P-bit register, then the requantisation.
+    public func accumulate(_ layer: IntegerLayer, _ t: inout IntegerActivations) {
+        (t.x, t.shape) = accumulate(layer, t.x, t.shape, index: slot, counts: &overflows, last: &lastAccumulators)
+        t.scale = 1
+        slot += 1
+    }
+
+    /// A global average pool's per-channel sums in its P-bit register, then `· scale/(H·W)`.
+    public func averagePool(_ t: inout IntegerActivations, name: String) {
+        t = pool(t, name: name, index: slot, counts: &overflows)
+        slot += 1
     }
 
     /// A global average pool: per image and channel the sum of the H·W integers, in row-major
     /// order, in the pool's P-bit register (simulated in the overflow mode unless its worst
     /// case fits), then `Float(sum) · m` with `m = scale / (H·W)` in float32.
-    private func pool(_ t: Activations, name: String, index: Int, counts overflows: inout [LayerOverflow]) -> Activations {
+    private func pool(_ t: IntegerActivations, name: String, index: Int, counts overflows: inout [LayerOverflow]) -> IntegerActivations {
         let n = t.shape[0], c = t.shape[1], plane = t.shape[2] * t.shape[3]
         let p = overflows[index].accumulatorBits
         let hi = (Int64(1) << (p - 1)) - 1, lo = -(Int64(1) << (p - 1))
@@ -134,7 +107,7 @@ final class IntegerReferencePath {
         overflows[index].finalOverflows += finals
         overflows[index].partialOverflows += partials
         if recordsAccumulators { recorded.append(RecordedAccumulators(name: name, shape: [n, c], values: sums)) }
-        return Activations(x: sums.map { Float($0) * m }, shape: [n, c], scale: 1)
+        return IntegerActivations(x: sums.map { Float($0) * m }, shape: [n, c], scale: 1)
     }
 
     /// One layer: integer dot products with the overflow behaviour applied, then the float
@@ -260,6 +233,20 @@ final class IntegerReferencePath {
         return col
     }
 
+}
+
+/// Values flowing between ops on the reference path: NCHW (or [N, F]) floats, integers at
+/// `scale` after a quantize, real values (scale 1) after a layer, an add or a pool.
+public struct IntegerActivations: Sendable {
+    public var x: [Float]
+    public var shape: [Int]
+    public var scale: Float
+
+    public init(x: [Float], shape: [Int], scale: Float) {
+        self.x = x
+        self.shape = shape
+        self.scale = scale
+    }
 }
 
 /// A P-bit two's complement register's view of `value`.

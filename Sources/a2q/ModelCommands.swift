@@ -91,7 +91,7 @@ struct InspectCommand: ParsableCommand {
     func run() throws {
         var report: Report
         if ExportFile.isExport(file) {
-            let model = try ExportFile.read(file)
+            let model = try ExportFile.read(file, operations: OpRegistry.integerOperations)
             report = Report(file: file, kind: "export", model: model.model, layers: LayerVerdict.verify(model))
         } else {
             let header = try CheckpointFile.header(file)

@@ -182,7 +182,7 @@ struct IntegerEngineTests {
                                  bias: [0], multiplier: [1], offset: [0], l1Bound: nil, rounding: "toward_zero", foldedBatchNorm: nil)
         do {
             _ = try IntegerModel(model: "t", classes: 1, inputShape: [2],
-                                 ops: [.input(format: InputFormat(bits: 8, signed: false), scale: 1), .layer(layer)])
+                                 ops: [IntegerInput(format: InputFormat(bits: 8, signed: false), scale: 1), IntegerLinear(layer: layer)])
             Issue.record("accepted a weight of 200 at 8 bits")
         } catch {
             #expect("\(error)".contains("fc1") && "\(error)".contains("8-bit"), "\(error)")
@@ -192,7 +192,7 @@ struct IntegerEngineTests {
         mismatched.input = InputFormat(bits: 4, signed: false)
         #expect(throws: A2QError.self) {
             _ = try IntegerModel(model: "t", classes: 1, inputShape: [2],
-                                 ops: [.input(format: InputFormat(bits: 8, signed: false), scale: 1), .layer(mismatched)])
+                                 ops: [IntegerInput(format: InputFormat(bits: 8, signed: false), scale: 1), IntegerLinear(layer: mismatched)])
         }
     }
 }

@@ -154,6 +154,11 @@ def run(f, ops, x, scale):
             x = np.max(np.stack([x[:, :, i:i + s * ho:s, j:j + s * wo:s] for i in range(k) for j in range(k)]), axis=0)
         elif kind == "flatten":
             x = x.reshape(x.shape[0], -1)
+        elif kind == "pixelshuffle":
+            # y[n, c, h*r + i, w*r + j] = x[n, c*r*r + i*r + j, h, w] (PyTorch's PixelShuffle).
+            r = op["factor"]
+            n, crr, h, wd = x.shape
+            x = x.reshape(n, crr // (r * r), r, r, h, wd).transpose(0, 1, 4, 2, 5, 3).reshape(n, crr // (r * r), h * r, wd * r)
         elif kind == "globalavgpool":
             # The exact integer sum per channel, then Float(sum) * (scale / (H*W)) in float32.
             # Per channel, the H*W integers added in row-major order in the pool's P-bit register.

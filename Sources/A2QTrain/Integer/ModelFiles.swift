@@ -16,7 +16,7 @@ public enum ModelFiles {
 
     /// The integer model of an export, or of a checkpoint (converted in memory).
     public static func integerModel(_ path: String) throws -> IntegerModel {
-        if ExportFile.isExport(path) { return try ExportFile.read(path) }
+        if ExportFile.isExport(path) { return try ExportFile.read(path, operations: OpRegistry.integerOperations) }
         let file = try HDF5File.openForReading(path)
         guard (try? file.stringAttribute("format")) == CheckpointFile.format else {
             throw A2QError("\(path) is neither an a2q checkpoint nor an a2q export",

@@ -25,120 +25,38 @@ public struct ModelDescription: Codable, Sendable, Equatable {
         self.layers = layers
     }
 
-    /// One layer or block.
-    public indirect enum Node: Codable, Sendable, Equatable {
-        case conv(WeightLayer)
-        case linear(WeightLayer)
-        case batchNorm(name: String)
-        case relu(name: String)
-        /// An activation quantizer (skipped in float builds): `bits` defaults to `--act-bits`;
-        /// unsigned unless `signed` (use signed on a residual branch that ends without a ReLU).
-        case quant(name: String, bits: Int?, signed: Bool)
-        case maxPool(name: String, kernel: Int, stride: Int?)
-        case globalAvgPool(name: String)
-        case flatten(name: String)
-        case sequential(name: String, layers: [Node])
-        /// `body(x) + shortcut(x)` (shortcut nil: the identity), then the `after` layers (for
-        /// example the block's ReLU and quantizer), all named under `name`; the shortcut's
-        /// layers under `name.shortcut`.
-        case residual(name: String, body: [Node], shortcut: [Node]?, after: [Node])
+    /// One layer or block: an op of one of the kinds `OpRegistry` lists (`Ops/`, one file per
+    /// kind), which decodes its own fields.
+    public struct Node: Codable, Sendable, Equatable {
+        public var op: any ModelOp
 
-        public var name: String {
-            switch self {
-            case .conv(let w), .linear(let w): return w.name
-            case .batchNorm(let n), .relu(let n), .quant(let n, _, _), .maxPool(let n, _, _), .globalAvgPool(let n),
-                 .flatten(let n), .sequential(let n, _), .residual(let n, _, _, _):
-                return n
-            }
-        }
+        public init(_ op: any ModelOp) { self.op = op }
 
-        enum Keys: String, CodingKey, CaseIterable {
-            case type, name, out, kernel, stride, padding, bias, constrained, weightBits = "weight_bits"
-            case accumulatorBits = "accumulator_bits", bits, signed, layers, body, shortcut, after
-        }
+        public var name: String { op.name }
+
+        public static func == (a: Node, b: Node) -> Bool { a.op.isEqual(to: b.op) }
 
         /// The `type` values a file may use.
-        public static let types = ["conv", "linear", "batchnorm", "relu", "quant", "maxpool", "globalavgpool", "flatten",
-                                   "sequential", "residual"]
+        public static var types: [String] { OpRegistry.types }
 
         public init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: Keys.self)
-            let type = try c.decode(String.self, forKey: .type)
-            let name = try c.decode(String.self, forKey: .name)
+            let c = try decoder.container(keyedBy: FieldKey.self)
+            let type = try c.decode(String.self, forKey: FieldKey("type"))
+            let name = try c.decode(String.self, forKey: FieldKey("name"))
             guard !name.isEmpty, !name.contains("."), !name.contains("/") else {
                 throw A2QError("layer name '\(name)' must be non-empty and contain no '.' or '/' (blocks add the prefixes)")
             }
-            switch type {
-            case "conv", "linear":
-                let w = WeightLayer(
-                    name: name, out: try c.decodeIfPresent(Int.self, forKey: .out),
-                    kernel: try c.decodeIfPresent(Int.self, forKey: .kernel) ?? 1,
-                    stride: try c.decodeIfPresent(Int.self, forKey: .stride) ?? 1,
-                    padding: try c.decodeIfPresent(Int.self, forKey: .padding),
-                    bias: try c.decodeIfPresent(Bool.self, forKey: .bias) ?? true,
-                    constrained: try c.decodeIfPresent(Bool.self, forKey: .constrained),
-                    weightBits: try c.decodeIfPresent(Int.self, forKey: .weightBits),
-                    accumulatorBits: try c.decodeIfPresent(Int.self, forKey: .accumulatorBits))
-                self = type == "conv" ? .conv(w) : .linear(w)
-            case "batchnorm": self = .batchNorm(name: name)
-            case "relu": self = .relu(name: name)
-            case "quant":
-                self = .quant(name: name, bits: try c.decodeIfPresent(Int.self, forKey: .bits),
-                              signed: try c.decodeIfPresent(Bool.self, forKey: .signed) ?? false)
-            case "maxpool":
-                self = .maxPool(name: name, kernel: try c.decodeIfPresent(Int.self, forKey: .kernel) ?? 2,
-                                stride: try c.decodeIfPresent(Int.self, forKey: .stride))
-            case "globalavgpool": self = .globalAvgPool(name: name)
-            case "flatten": self = .flatten(name: name)
-            case "sequential": self = .sequential(name: name, layers: try c.decode([Node].self, forKey: .layers))
-            case "residual":
-                self = .residual(name: name, body: try c.decode([Node].self, forKey: .body),
-                                 shortcut: try c.decodeIfPresent([Node].self, forKey: .shortcut),
-                                 after: try c.decodeIfPresent([Node].self, forKey: .after) ?? [])
-            default:
+            guard let kind = OpRegistry.byType[type] else {
                 throw A2QError("layer '\(name)' has the unknown type '\(type)'", remedy: "types: \(Node.types.joined(separator: ", "))")
             }
+            op = try kind.init(name: name, fields: ModelFileFields(container: c))
         }
 
         public func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: Keys.self)
-            try c.encode(name, forKey: .name)
-            switch self {
-            case .conv(let w), .linear(let w):
-                if case .conv = self {
-                    try c.encode("conv", forKey: .type)
-                    try c.encode(w.kernel, forKey: .kernel)
-                    try c.encode(w.stride, forKey: .stride)
-                    try c.encodeIfPresent(w.padding, forKey: .padding)
-                } else {
-                    try c.encode("linear", forKey: .type)
-                }
-                try c.encodeIfPresent(w.out, forKey: .out)
-                if !w.bias { try c.encode(false, forKey: .bias) }
-                try c.encodeIfPresent(w.constrained, forKey: .constrained)
-                try c.encodeIfPresent(w.weightBits, forKey: .weightBits)
-                try c.encodeIfPresent(w.accumulatorBits, forKey: .accumulatorBits)
-            case .batchNorm: try c.encode("batchnorm", forKey: .type)
-            case .relu: try c.encode("relu", forKey: .type)
-            case .quant(_, let bits, let signed):
-                try c.encode("quant", forKey: .type)
-                try c.encodeIfPresent(bits, forKey: .bits)
-                if signed { try c.encode(true, forKey: .signed) }
-            case .maxPool(_, let kernel, let stride):
-                try c.encode("maxpool", forKey: .type)
-                try c.encode(kernel, forKey: .kernel)
-                try c.encodeIfPresent(stride, forKey: .stride)
-            case .globalAvgPool: try c.encode("globalavgpool", forKey: .type)
-            case .flatten: try c.encode("flatten", forKey: .type)
-            case .sequential(_, let layers):
-                try c.encode("sequential", forKey: .type)
-                try c.encode(layers, forKey: .layers)
-            case .residual(_, let body, let shortcut, let after):
-                try c.encode("residual", forKey: .type)
-                try c.encode(body, forKey: .body)
-                try c.encodeIfPresent(shortcut, forKey: .shortcut)
-                if !after.isEmpty { try c.encode(after, forKey: .after) }
-            }
+            var fields = ModelFileFieldsEncoder(container: encoder.container(keyedBy: FieldKey.self))
+            try fields.set("type", type(of: op).type)
+            try fields.set("name", op.name)
+            try op.encode(to: &fields)
         }
     }
 
@@ -172,6 +90,32 @@ public struct ModelDescription: Codable, Sendable, Equatable {
         }
     }
 
+}
+
+extension ModelDescription.WeightLayer {
+    /// Decodes the fields of a `conv` (`geometry`: kernel, stride, padding) or `linear`.
+    init(name: String, fields: ModelFileFields, geometry: Bool) throws {
+        self.init(name: name, out: try fields.optional("out"),
+                  kernel: geometry ? try fields.optional("kernel") ?? 1 : 1,
+                  stride: geometry ? try fields.optional("stride") ?? 1 : 1,
+                  padding: geometry ? try fields.optional("padding") : nil,
+                  bias: try fields.optional("bias") ?? true,
+                  constrained: try fields.optional("constrained"),
+                  weightBits: try fields.optional("weight_bits"),
+                  accumulatorBits: try fields.optional("accumulator_bits"))
+    }
+
+    /// Writes `out`, `bias` (when false) and the quantizer settings.
+    func encodeQuantizerFields(to fields: inout ModelFileFieldsEncoder) throws {
+        try fields.set("out", out)
+        if !bias { try fields.set("bias", false) }
+        try fields.set("constrained", constrained)
+        try fields.set("weight_bits", weightBits)
+        try fields.set("accumulator_bits", accumulatorBits)
+    }
+}
+
+extension ModelDescription {
     /// Reads and checks a model file.
     public static func load(path: String) throws -> ModelDescription {
         guard let data = FileManager.default.contents(atPath: path) else {

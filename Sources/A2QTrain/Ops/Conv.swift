@@ -1,0 +1,100 @@
+import A2QCore
+import A2QInteger
+import A2QNN
+import A2QQuant
+
+/// `conv`: a square 2-D convolution with its weight quantizer. Model file: `out` (nil: one
+/// channel per class), `kernel` (1), `stride` (1), `padding` (kernel / 2), `bias` (true), and
+/// the quantizer fields of `ModelDescription.WeightLayer`. Integer form: `conv2d`.
+public struct ConvOp: ModelOp, Equatable {
+    public static let type = "conv"
+    public static let integerOperations: [any IntegerOperation.Type] = [IntegerConv.self]
+    public static let isWeightLayer = true
+    public var layer: ModelDescription.WeightLayer
+    public var name: String { layer.name }
+
+    public init(_ layer: ModelDescription.WeightLayer) { self.layer = layer }
+
+    public init(name: String, fields: ModelFileFields) throws {
+        layer = try ModelDescription.WeightLayer(name: name, fields: fields, geometry: true)
+    }
+
+    public func encode(to fields: inout ModelFileFieldsEncoder) throws {
+        try fields.set("kernel", layer.kernel)
+        try fields.set("stride", layer.stride)
+        try fields.set("padding", layer.padding)
+        try layer.encodeQuantizerFields(to: &fields)
+    }
+
+    public func build(_ context: inout ModelBuildContext, name: String, state: inout ModelBuildContext.State) throws -> [any Layer] {
+        let w = layer
+        try context.requireImage(name, state)
+        let (c, h, wd) = (state.shape[0], state.shape[1], state.shape[2])
+        let out = w.out ?? context.classes, padding = w.padding ?? w.kernel / 2
+        guard out > 0, w.kernel > 0, w.stride > 0, padding >= 0, padding < w.kernel, w.kernel <= 15, w.stride <= 8 else {
+            throw A2QError("\(name): out \(out), kernel \(w.kernel), stride \(w.stride), padding \(padding) (need out > 0, kernel 1...15, stride 1...8, padding 0..<kernel)")
+        }
+        let ho = (h + 2 * padding - w.kernel) / w.stride + 1, wo = (wd + 2 * padding - w.kernel) / w.stride + 1
+        guard h + 2 * padding >= w.kernel, wd + 2 * padding >= w.kernel, ho > 0, wo > 0 else {
+            throw A2QError("\(name): a \(w.kernel)×\(w.kernel) kernel does not fit its input \(describe(state.shape))")
+        }
+        try context.requireQuantizedInput(name, state)
+        try context.requireSize(name, out * c * w.kernel * w.kernel)
+        let conv = try Conv2d(name: name, inChannels: c, outChannels: out, kernelSize: w.kernel, stride: w.stride,
+                              padding: padding, bias: w.bias, quantizer: context.spec(name, w), input: state.format, layout: &context.layout)
+        context.quantizedLayers.append(QuantizedLayer(name: name, kind: .conv2d, layer: conv, quantizer: conv.quantizer,
+                                                      input: state.format, inputQuantizer: state.quantizer))
+        state = ModelBuildContext.State(shape: [out, ho, wo], format: nil, quantizer: nil)
+        return [conv]
+    }
+
+    public func integerForm(_ conversion: inout IntegerConversion, name: String) throws {
+        conversion.ops.append(IntegerConv(layer: try conversion.weightLayer(name)))
+        conversion.format = nil
+    }
+}
+
+extension ModelDescription.Node {
+    /// A `conv` node.
+    public static func conv(_ layer: ModelDescription.WeightLayer) -> Self { Self(ConvOp(layer)) }
+}
+
+/// `conv2d` in an integer model: the dot products of `layer`'s integer weights with each
+/// zero-padded input patch in a P-bit register, then `acc · multiplier + offset`.
+public struct IntegerConv: IntegerLayerOperation {
+    public static let topologyNames = ["conv2d"]
+    public var layer: IntegerLayer
+
+    public init(layer: IntegerLayer) { self.layer = layer }
+
+    public static func read(_ entry: TopologyEntry, _ reader: inout TopologyReader) throws -> Self {
+        Self(layer: try reader.layer(entry))
+    }
+
+    public func topologyEntry() -> [String: Any] {
+        ["op": "conv2d", "name": layer.name, "shape": layer.shape, "stride": layer.stride, "padding": layer.padding]
+    }
+
+    public func validate(_ flow: inout IntegerFlow) throws {
+        try flow.enter(layer)
+        guard flow.shape.count == 3, flow.shape[0] == layer.shape[1] else {
+            throw A2QError("layer \(layer.name): input \(describe(flow.shape)) does not fit weights \(describe(layer.shape))")
+        }
+        let k = layer.shape[2]
+        let shape = [layer.shape[0], (flow.shape[1] + 2 * layer.padding - k) / layer.stride + 1,
+                     (flow.shape[2] + 2 * layer.padding - k) / layer.stride + 1]
+        guard shape[1] > 0, shape[2] > 0, flow.shape[1] + 2 * layer.padding >= k else {
+            throw A2QError("layer \(layer.name): a \(k)×\(k) kernel does not fit its input")
+        }
+        flow.shape = shape
+    }
+
+    public func run(_ values: inout IntegerActivations, _ path: IntegerReferencePath) { path.accumulate(layer, &values) }
+
+    public func plan(_ builder: inout IntegerPlanBuilder) throws -> String? { try builder.layer(layer) }
+
+    public func emit<Writer: ONNXOpWriter>(_ writer: inout Writer) throws {
+        writer.current = try writer.weightLayer(layer, input: writer.current)
+        writer.datatype = nil
+    }
+}
