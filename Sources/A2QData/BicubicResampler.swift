@@ -9,12 +9,14 @@
 /// Taps run over the input pixels j with ⌊c − support + 0.5⌋ ≤ j < ⌊c + support + 0.5⌋ inside
 /// the image, each weighted by the kernel at (j + 0.5 − c)/max(s, 1), and the weights are
 /// divided by their sum, so that near the borders the kernel is cut off and renormalised (no
-/// padding). The image is filtered along rows first, then along columns, keeping the
-/// intermediate in double; each result is clamped to [0, 255] and rounded half up
-/// (`PixelLevel.level`).
+/// padding). The image is filtered along rows first, then along columns, each sum in double and
+/// each result clamped to [0, 255] and rounded half up (`PixelLevel.level`), the row-filtered
+/// intermediate included: Pillow keeps that intermediate as an 8-bit image, and where the
+/// kernel's negative lobes overshoot (edges, noise) the clamp between the passes changes the
+/// result by many levels, so it is part of the filter the authors used.
 ///
-/// Pillow rounds the intermediate to 8 bits and uses 22-bit fixed-point weights, so its
-/// results can differ from these by one level (measured in `ImageResamplingTests`).
+/// Pillow's weights are 22-bit fixed point, these are doubles: a sum within about 10⁻⁵ level of
+/// a half level can round the other way (measured in `ImageResamplingTests`).
 public struct BicubicResampler: Sendable {
     /// Keys' cubic convolution parameter.
     public static let a = -0.5
@@ -87,7 +89,8 @@ public struct BicubicResampler: Sendable {
         vertical = Axis(inputSize: inputHeight, outputSize: outputHeight)
     }
 
-    /// Doubles of scratch that `resample(plane:into:scratch:)` needs (the row-filtered plane).
+    /// Doubles of scratch that `resample(plane:into:scratch:)` needs (the row-filtered plane,
+    /// whole levels).
     public var scratchCount: Int { inputHeight * outputWidth }
 
     /// Resamples one channel plane (`inputHeight` rows of `inputWidth` levels) into
@@ -103,7 +106,7 @@ public struct BicubicResampler: Sendable {
                     let start = horizontal.first[x], w = weights + x * horizontal.taps
                     var sum = 0.0
                     for k in 0..<horizontal.count[x] { sum += w[k] * Double(row[start + k]) }
-                    out[x] = sum
+                    out[x] = Double(PixelLevel.level(sum))
                 }
             }
         }

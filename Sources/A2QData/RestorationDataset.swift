@@ -33,6 +33,14 @@ public final class RestorationDataset {
         public let y: Int
         public let flipHorizontal: Bool
         public let flipVertical: Bool
+
+        public init(image: Int, x: Int, y: Int, flipHorizontal: Bool, flipVertical: Bool) {
+            self.image = image
+            self.x = x
+            self.y = y
+            self.flipHorizontal = flipHorizontal
+            self.flipVertical = flipVertical
+        }
     }
 
     public let images: [ImageFile]
