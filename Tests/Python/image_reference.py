@@ -182,18 +182,20 @@ def codecs(folder):
 
     with open(os.path.join(folder, "png-type2-8bit.png"), "rb") as f:
         png = f.read()
-    broken("truncated.png", png[: len(png) * 6 // 10], "truncated")
-    broken("truncated-in-header.png", png[:20], "truncated")
-    broken("truncated.jpg", jpeg[: len(jpeg) * 6 // 10], "truncated")
-    broken("truncated-in-header.jpg", jpeg[:100], "truncated")
+    broken("truncated.png", png[: len(png) * 6 // 10], "is a truncated PNG file")
+    broken("truncated-in-header.png", png[:20], "is a truncated PNG file")
+    broken("truncated-after-image.png", png[:-12], "is a truncated PNG file")  # no IEND chunk
+    broken("truncated.jpg", jpeg[: len(jpeg) * 6 // 10], "is a truncated JPEG file")
+    broken("truncated-in-header.jpg", jpeg[:100], "is a truncated JPEG file")
+    broken("truncated-before-eoi.jpg", jpeg[:-2], "is a truncated JPEG file")  # no end-of-image marker
     corrupt = bytearray(png)
     corrupt[png.index(b"IDAT") + 20] ^= 0x55  # the chunk's CRC no longer matches
-    broken("corrupt-crc.png", bytes(corrupt), "not a valid")
+    broken("corrupt-crc.png", bytes(corrupt), "is not a valid PNG file")
     huge = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
     huge += chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
-    broken("huge.png", huge, "2^28")
-    broken("text.png", b"This is not an image, only some text that happens to end in .png.\n", "not a PNG or JPEG file")
-    broken("empty.png", b"", "empty")
+    broken("huge.png", huge, "declares 100000×100000 pixels, more than the 2^28")
+    broken("text.png", b"This is not an image, only some text that happens to end in .png.\n", "is not a PNG or JPEG file")
+    broken("empty.png", b"", "is empty")
     with open(os.path.join(folder, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
 
