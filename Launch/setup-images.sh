@@ -155,6 +155,13 @@ if [ -d "$target" ] && [ "$print_checksums" -eq 0 ]; then
   echo "$problems" | sed 's/^/  /'
 fi
 
+parent="$(dirname "$target")"
+while [ ! -e "$parent" ]; do parent="$(dirname "$parent")"; done
+if [ -z "$sudo" ] && [ "$(id -u)" -ne 0 ] && [ ! -w "$parent" ]; then
+  echo "setup-images: cannot write $target (not root, no sudo); set A2Q_PHOTOS_DIR to a writable folder and pass --data to a2q" >&2
+  exit 1
+fi
+
 # mate-backgrounds from Debian (its nature photographs).
 if ! dpkg-query -W -f='${Status}' mate-backgrounds 2>/dev/null | grep -q "install ok installed"; then
   if [ "$(id -u)" -ne 0 ] && [ -z "$sudo" ]; then
