@@ -3,7 +3,8 @@ import PackageDescription
 
 /// a2q: accumulator-aware quantized training (A2Q / A2Q+) in Swift.
 /// System C libraries come from Debian's packages; run `Launch/setup.sh` first.
-let debianBuildDeps = ["libopenmpi-dev", "libhdf5-dev", "libopenblas-dev", "libdnnl-dev", "zlib1g-dev", "pkg-config"]
+let debianBuildDeps = ["libopenmpi-dev", "libhdf5-dev", "libopenblas-dev", "libdnnl-dev", "zlib1g-dev", "libpng-dev",
+                       "libjpeg62-turbo-dev", "pkg-config"]
 
 let package = Package(
     name: "a2q",
@@ -29,9 +30,15 @@ let package = Package(
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg62-turbo-dev"])]),
         // Thin C shims that expose only <stdint.h> types to Swift.
         .target(name: "MPIShim", dependencies: ["CMPI"], path: "Sources/MPIShim"),
         .target(name: "HDF5Shim", dependencies: ["CHDF5"], path: "Sources/HDF5Shim"),
+        // PNG (libpng) and JPEG (libjpeg-turbo) decoding and PNG writing; their longjmp errors stay in C.
+        .target(name: "ImageCodecs", dependencies: ["CPNG", "CJPEG"], path: "Sources/ImageCodecs"),
         // CPU features and the choice of OpenBLAS's kernel set (a constructor, before main).
         .target(name: "CPUSupport", dependencies: ["COpenBLAS"], path: "Sources/CPUSupport"),
         // The integer engine's kernels: int8 GEMMs (scalar, AVX2, AVX-512 VNNI, 16-bit lanes).
@@ -46,7 +53,7 @@ let package = Package(
         .target(name: "A2QCore", dependencies: ["COpenBLAS", "CDNNL", "CPUSupport"]),
         .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels"]),
         .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "NNKernels", "ConvKernels", "COpenBLAS"]),
-        .target(name: "A2QData", dependencies: ["A2QCore", "CZlib"]),
+        .target(name: "A2QData", dependencies: ["A2QCore", "CZlib", "ImageCodecs"]),
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),
         .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),
         // Deployment: the integer model, its engine, verify and the HDF5 export (no trainer).

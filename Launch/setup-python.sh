@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Python packages the tests use as independent references and real consumers:
 # h5py and numpy (checkpoints, the NumPy integer engine), onnx, onnxruntime and qonnx (the
-# exported ONNX/QONNX files). Tests only: the product never runs Python.
+# exported ONNX/QONNX files), pillow (image files, the bicubic filter). Tests only: the product
+# never runs Python (Launch/setup-images.sh also uses pillow, at this pin, to prepare the photo set).
 #
 # Every package is pinned to the version the test suite was run with (Python 3.11), and so is
 # everything they pull in, so that a fresh machine gets the same references. Idempotent: when
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 # What the tests import.
-packages=(h5py==3.16.0 numpy==2.4.6 onnx==1.23.2 onnxruntime==1.32.0 qonnx==1.0.0)
+packages=(h5py==3.16.0 numpy==2.4.6 onnx==1.23.2 onnxruntime==1.32.0 qonnx==1.0.0 pillow==13.0.0)
 # What those depend on (pip's resolution on the tested machine), pinned as constraints.
 constraints=(attrs==26.1.0 bitstring==5.0.0 clize==5.0.2 docutils==0.19 flatbuffers==25.12.19
              importlib-metadata==10.2.0 lazy-importer==0.1.0 ml-dtypes==0.7.0 mpmath==1.3.0 od==2.0.2
@@ -33,7 +34,7 @@ PY
 }
 
 wrong="$(mismatched "${packages[@]}" "${constraints[@]}")"
-if [ -z "$wrong" ] && python3 -c "import h5py, numpy, onnx, onnxruntime, qonnx" 2>/dev/null; then
+if [ -z "$wrong" ] && python3 -c "import h5py, numpy, onnx, onnxruntime, qonnx, PIL" 2>/dev/null; then
   echo "setup: python test references present at the pinned versions (${packages[*]})"
   exit 0
 fi
