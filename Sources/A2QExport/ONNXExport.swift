@@ -31,6 +31,12 @@ public enum ONNXExport {
     public static let inputName = "image"
     /// The graph's output: class scores, `[batch, classes]`.
     public static let outputName = "scores"
+    /// A restoration model's output: the output image's pixels (integers 0…255 as float32),
+    /// `[batch, C, H·r, W·r]`.
+    public static let imageOutputName = "pixels"
+
+    /// The output's name for `model`.
+    public static func outputName(of model: IntegerModel) -> String { model.classes > 0 ? outputName : imageOutputName }
 
     /// The ONNX model of `model`.
     public static func model(_ model: IntegerModel, dialect: Dialect, source: String) throws -> Onnx_ModelProto {
@@ -41,7 +47,7 @@ public enum ONNXExport {
         proto.irVersion = 8
         proto.producerName = "a2q"
         proto.producerVersion = a2qVersion
-        proto.docString = "a2q integer model (\(dialect.rawValue)) of \(model.model); input '\(inputName)': raw pixel values 0…255 as float32 [batch, \(model.inputShape.map(String.init).joined(separator: ", "))]; output '\(outputName)': class scores"
+        proto.docString = "a2q integer model (\(dialect.rawValue)) of \(model.model); input '\(inputName)': raw pixel values 0…255 as float32 [batch, \(model.inputShape.map(String.init).joined(separator: ", "))]; output '\(outputName(of: model))': \(model.classes > 0 ? "class scores" : "the output image's pixels 0…255 as float32")"
         var standard = Onnx_OperatorSetIdProto()
         standard.domain = ""
         standard.version = 13
@@ -223,8 +229,8 @@ public enum ONNXExport {
             shape = model.inputShape
             current = inputName
             try emit(model.ops)
-            builder.node("Identity", [current], output: outputName)
-            builder.output(outputName, batch: batch, shape: [model.classes])
+            builder.node("Identity", [current], output: ONNXExport.outputName(of: model))
+            builder.output(ONNXExport.outputName(of: model), batch: batch, shape: model.outputShape)
         }
 
         /// A float32 scalar initializer, shared by name.

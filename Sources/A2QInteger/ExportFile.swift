@@ -95,7 +95,7 @@ public enum ExportFile {
         var reader = TopologyReader(layers: try file.openGroup("layers"), path: path, registry: operations)
         let ops = try reader.ops(topology)
         let shape = try file.read("input_shape", as: Int64.self, shape: [nil], maxElements: 3).values.map(Int.init)
-        return try IntegerModel(model: try file.stringAttribute("model"), classes: try file.intAttribute("classes", in: 1...65536),
+        return try IntegerModel(model: try file.stringAttribute("model"), classes: try file.intAttribute("classes", in: 0...65536),
                                 inputShape: shape, ops: ops)
     }
 

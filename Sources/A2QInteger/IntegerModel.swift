@@ -105,6 +105,8 @@ public enum Accumulator: Sendable {
 /// is a tree of two-way branches that join at an add).
 public struct IntegerModel: Sendable {
     public var model: String
+    /// A classifier's class count (its output is `[classes]` scores); 0 for an image-restoration
+    /// model, whose output is an image `[C, H·r, W·r]` of integers: the pixels.
     public var classes: Int
     /// `[channels, height, width]` of one input image.
     public var inputShape: [Int]
@@ -127,6 +129,19 @@ public struct IntegerModel: Sendable {
         return flow.accumulators
     }
 
+    /// `[classes]`, or a restoration model's output image `[C, H·r, W·r]`.
+    public var outputShape: [Int] {
+        var flow = IntegerFlow(shape: inputShape, format: nil)
+        try? flow.validate(ops)  // valid since init
+        return flow.shape
+    }
+
+    /// The same model for inputs of another height and width (a restoration model on a whole
+    /// image; its ops are size-agnostic); validated again.
+    public func resized(height: Int, width: Int) throws -> IntegerModel {
+        try IntegerModel(model: model, classes: classes, inputShape: [inputShape[0], height, width], ops: ops)
+    }
+
     /// The global average pools, in execution order, with the facts behind their worst case.
     public var pools: [PoolAccumulator] {
         accumulators.compactMap { if case .pool(let pool) = $0 { return pool } else { return nil } }
@@ -146,14 +161,24 @@ public struct IntegerModel: Sendable {
     /// strides and kernels positive, P supported), shapes that chain to `classes` scores, and
     /// unique layer names.
     public func validate() throws {
-        guard (1...65536).contains(classes) else { throw A2QError("the model declares \(classes) classes") }
+        guard (0...65536).contains(classes) else { throw A2QError("the model declares \(classes) classes") }
         guard (1...3).contains(inputShape.count), inputShape.allSatisfy({ (1...4096).contains($0) }),
               inputShape.reduce(1, *) <= 1 << 24 else {
             throw A2QError("the input shape \(describe(inputShape)) is not a valid image shape")
         }
         var flow = IntegerFlow(shape: inputShape, format: nil)
         try flow.validate(ops)
-        guard flow.shape == [classes] else { throw A2QError("the model ends in \(describe(flow.shape)), not \(classes) class scores") }
+        if classes > 0 {
+            guard flow.shape == [classes] else { throw A2QError("the model ends in \(describe(flow.shape)), not \(classes) class scores") }
+        } else {
+            guard inputShape.count == 3, flow.shape.count == 3, flow.shape[0] == inputShape[0], flow.shape[1] % inputShape[1] == 0,
+                  flow.shape[1] / inputShape[1] == flow.shape[2] / inputShape[2], flow.shape[2] % inputShape[2] == 0 else {
+                throw A2QError("the restoration model ends in \(describe(flow.shape)), not an enlarged image of its input \(describe(inputShape))")
+            }
+            guard let format = flow.format, !format.signed else {
+                throw A2QError("the restoration model does not end in unsigned integers (a quantize op): its output must be the image's pixels")
+            }
+        }
         var names = Set<String>()
         for accumulator in flow.accumulators where !names.insert(accumulator.name).inserted {
             throw A2QError("two layers are named \(accumulator.name)")

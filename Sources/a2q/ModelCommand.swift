@@ -8,13 +8,14 @@ struct ModelCommand: ParsableCommand {
         commandName: "model",
         abstract: "Print a built-in model as a model file (a start for your own), or check a model file and list its layers.")
 
-    @Argument(help: "A built-in (mlp, cnn, cnn-bn, resnet8, resnet14, resnet20) or a model file PATH.json.")
+    @Argument(help: "A built-in (mlp, cnn, cnn-bn, resnet8, resnet14, resnet20, espcn, espcn-x3) or a model file PATH.json.")
     var model: ModelName
-    @Option(help: "Image shape to check the model against, C,H,W.") var input = "1,28,28"
+    @Option(help: "Image shape to check the model against, C,H,W (default 1,28,28; 3,32,32 for a restoration model).") var input: String?
     @Flag(help: "List the parameters (name and shape) instead of printing the file.") var parameters = false
 
     func run() throws {
         let description = try ModelBuilder.description(of: model)
+        let input = self.input ?? (description.task == .restoration ? "3,32,32" : "1,28,28")
         let shape = input.split(separator: ",").compactMap { Int($0) }
         guard shape.count == 3 else { throw A2QError("--input \(input) is not C,H,W", remedy: "for example --input 3,32,32") }
         var config = TrainConfig()

@@ -164,6 +164,12 @@ struct EvalCommand: ParsableCommand {
         }
         let isExport = ExportFile.isExport(file)
         let source = try data ?? (isExport ? DataSource.defaultFolder : CheckpointFile.header(file).config.data)
+        let restoration = isExport ? try ExportFile.read(file, operations: OpRegistry.integerOperations).classes == 0
+            : try CheckpointFile.header(file).description.task == .restoration
+        if restoration {
+            try evaluateRestoration(overrides: overrides, folder: source == DataSource.defaultFolder ? RestorationData.defaultFolder : source)
+            return
+        }
         var result: Result
         if integer {
             let kernels = IntegerKernelChoice(accumulation: try IntegerKernelChoice.accumulation(kernel),
@@ -211,6 +217,57 @@ struct EvalCommand: ParsableCommand {
         for layer in result.layers ?? [] {
             printLine("  \(layer.name): P=\(layer.accumulatorBits) \(layer.provenSafe ? "proven safe" : "not proven safe"), "
                       + "of \(layer.dotProducts) dot products \(layer.finalOverflows) overflow at the end, \(layer.partialOverflows) have an out-of-range partial sum (\(overflow.rawValue))")
+        }
+    }
+}
+
+extension EvalCommand {
+    /// A restoration model: PSNR on the test images' centre crops (as large as the smallest
+    /// test image allows), against the bicubic baseline.
+    func evaluateRestoration(overrides: AccumulatorOverride, folder: String) throws {
+        guard outputs == nil else {
+            throw A2QError("--outputs writes class scores; a restoration model's output is an image", remedy: "write output images with `a2q upscale`")
+        }
+        let integerModel = integer ? try ModelFiles.integerModel(file) : nil
+        let factor: Int
+        if let integerModel {
+            factor = integerModel.outputShape[1] / integerModel.inputShape[1]
+        } else {
+            let header = try CheckpointFile.header(file)
+            factor = try ModelBuilder.upscaleFactor(of: header.description, config: header.config)
+        }
+        var task = try RestorationTask.load(folder: folder, factor: factor, cropSize: factor, cropsPerImage: 1, seed: 0)
+        if let limit, limit < task.testCount {
+            task = RestorationTask(train: task.train, test: try RestorationDataset(images: Array(task.test.images.prefix(limit)), upscaleFactor: factor,
+                                                                                 cropSize: task.test.cropSize, cropping: .centre))
+        }
+        let start = monotonicSeconds()
+        var result: [String: Any] = ["file": file, "images": task.testCount, "crop": task.test.cropSize, "upscale_factor": factor,
+                                     "bicubic_psnr": task.bicubicPSNR()]
+        if let integerModel {
+            let (psnr, engine) = try RestorationEvaluation.psnr(integerModel, task, mode: overflow, accumulatorBits: try overrides.bits(for: integerModel))
+            result["engine"] = "integer"
+            result["psnr"] = psnr
+            result["overflow"] = overflow.rawValue
+            result["layers"] = engine.overflows.map { ["name": $0.name, "accumulator_bits": $0.accumulatorBits, "dot_products": $0.dotProducts,
+                                                       "final_overflows": $0.finalOverflows, "partial_overflows": $0.partialOverflows,
+                                                       "proven_safe": $0.provenSafe] as [String: Any] }
+        } else {
+            let (model, _) = try ModelFiles.loadCheckpoint(file)
+            result["engine"] = "fake-quantized float"
+            result["psnr"] = RestorationEvaluation.psnr(model, task)
+        }
+        result["seconds"] = monotonicSeconds() - start
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            printLine(String(decoding: data, as: UTF8.self))
+            return
+        }
+        printLine(String(format: "%@: %@ PSNR %.2f dB on %d test crops of %d×%d (×%d; bicubic %.2f dB)", file,
+                         result["engine"] as? String ?? "", result["psnr"] as? Double ?? 0, task.testCount, task.test.cropSize,
+                         task.test.cropSize, factor, result["bicubic_psnr"] as? Double ?? 0))
+        for layer in (result["layers"] as? [[String: Any]]) ?? [] {
+            printLine("  \(layer["name"] ?? ""): P=\(layer["accumulator_bits"] ?? ""), \(layer["final_overflows"] ?? 0) of \(layer["dot_products"] ?? 0) overflow at the end, \(layer["partial_overflows"] ?? 0) partially (\(overflow.rawValue))")
         }
     }
 }

@@ -94,8 +94,8 @@ struct TrainCommand: ParsableCommand {
                 encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
                 printLine(String(decoding: try encoder.encode(summary), as: UTF8.self))
             } else if communicator.isRoot {
-                printLine(String(format: "done: test accuracy %.2f%%, %.0f images/s, sparsity %.1f%%%@ → %@",
-                                 100 * summary.testAccuracy, summary.imagesPerSecond, 100 * summary.sparsity,
+                printLine(String(format: "done: test %@ %@, %.0f images/s, sparsity %.1f%%%@ → %@",
+                                 summary.metric, trainer.task.format(metric: summary.testMetric), summary.imagesPerSecond, 100 * summary.sparsity,
                                  summary.worstL1Usage.map { String(format: ", max ||q||₁/T %.3f, %@", $0, summary.overflowFree ? "overflow-free" : "OVERFLOW POSSIBLE") } ?? "",
                                  summary.output))
             }

@@ -207,7 +207,7 @@ struct TrainerTests {
             let trainer = try Trainer(config: config, communicator: SingleProcessCommunicator(),
                                       data: (TestData.train, TestData.test), quiet: true)
             let summary = try trainer.run()
-            accuracies[method] = summary.conversionTestAccuracy
+            accuracies[method] = summary.conversionTestMetric
         }
         #expect((accuracies[.epScaled] ?? 0) > 0.5, "\(accuracies)")
         #expect((accuracies[.epScaled] ?? 0) > (accuracies[.ep] ?? 1) + 0.2, "\(accuracies)")

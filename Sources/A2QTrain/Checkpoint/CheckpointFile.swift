@@ -1,5 +1,6 @@
 import A2QCheckpoint
 import A2QCore
+import A2QData
 import A2QInteger
 import A2QNN
 import A2QQuant
@@ -95,8 +96,10 @@ public enum CheckpointFile {
         try file.setAttribute("layers", String(decoding: try JSONEncoder().encode(names), as: UTF8.self))
         try file.setAttribute("model_description", model.description.json())
         try file.write("input_shape", model.inputShape.map(Int64.init), shape: [model.inputShape.count])
-        if let accuracy = state.floatTestAccuracy { try file.setAttribute("float_test_accuracy", accuracy) }
-        if let accuracy = state.conversionTestAccuracy { try file.setAttribute("conversion_test_accuracy", accuracy) }
+        // The task's metric under its own name: test accuracy (a fraction) or PSNR (dB).
+        let metric = model.description.task.metricName
+        if let value = state.floatTestAccuracy { try file.setAttribute("float_test_\(metric)", value) }
+        if let value = state.conversionTestAccuracy { try file.setAttribute("conversion_test_\(metric)", value) }
     }
 
     static func writeModel(_ file: HDF5File, model: Model) throws {
@@ -197,10 +200,14 @@ public enum CheckpointFile {
         guard globalStep == state.globalStep else {
             throw A2QError("\(path): global_step \(globalStep) is not earlier_steps + step = \(state.globalStep)", remedy: altered)
         }
-        for name in ["float_test_accuracy", "conversion_test_accuracy"] where file.hasAttribute(name) {
-            let accuracy = try file.finiteAttribute(name)
-            guard (0...1).contains(accuracy) else { throw A2QError("\(path): \(name) = \(accuracy) is not a fraction in 0...1", remedy: altered) }
-            if name == "float_test_accuracy" { state.floatTestAccuracy = accuracy } else { state.conversionTestAccuracy = accuracy }
+        for stage in ["float", "conversion"] {
+            for (metric, range, what) in [("accuracy", 0.0...1.0, "a fraction in 0...1"), ("psnr", 0.0...PSNR.maximumDecibels, "a PSNR in 0...100 dB")] {
+                let name = "\(stage)_test_\(metric)"
+                guard file.hasAttribute(name) else { continue }
+                let value = try file.finiteAttribute(name)
+                guard range.contains(value) else { throw A2QError("\(path): \(name) = \(value) is not \(what)", remedy: altered) }
+                if stage == "float" { state.floatTestAccuracy = value } else { state.conversionTestAccuracy = value }
+            }
         }
         let worldSize = try file.intAttribute("world_size", in: 1...maxWorldSize)
         let modelName = try file.stringAttribute("model")

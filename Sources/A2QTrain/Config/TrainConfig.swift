@@ -16,8 +16,10 @@ public struct ModelName: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let resnet8 = ModelName(rawValue: "resnet8")
     public static let resnet14 = ModelName(rawValue: "resnet14")
     public static let resnet20 = ModelName(rawValue: "resnet20")
+    public static let espcn = ModelName(rawValue: "espcn")
+    public static let espcnX3 = ModelName(rawValue: "espcn-x3")
     /// The built-in architectures.
-    public static let builtIn: [ModelName] = [.mlp, .cnn, .cnnBN, .resnet8, .resnet14, .resnet20]
+    public static let builtIn: [ModelName] = [.mlp, .cnn, .cnnBN, .resnet8, .resnet14, .resnet20, .espcn, .espcnX3]
 
     /// Whether this names a model file rather than a built-in.
     public var isFile: Bool { !ModelName.builtIn.contains(self) }
@@ -94,6 +96,10 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var seed: UInt64 = 0
     public var data = DataSource.defaultFolder
     public var trainSubset: Int?
+    /// Restoration models: the side of the high-resolution training crops, and random crops per
+    /// training image and epoch.
+    public var cropSize = 64
+    public var cropsPerImage = 32
     public var out: String?
     public var init_: WeightInitMethod = .epScaled
     public var regularizer: Float = 1e-3
@@ -188,6 +194,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         compare("seed", seed, saved.seed)
         compare("data", data, saved.data)
         compare("train-subset", trainSubset, saved.trainSubset)
+        compare("crop-size", cropSize, saved.cropSize)
+        compare("crops-per-image", cropsPerImage, saved.cropsPerImage)
         compare("float-epochs", floatEpochs, saved.floatEpochs)
         compare("init", init_.rawValue, saved.init_.rawValue)
         return problems
@@ -247,6 +255,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         try check(distill == 0 || startsFromFloatModel, "--distill needs a float teacher",
                   "distillation learns from the float model the quantized phase starts from: use a2q/a2q+ with --float-epochs > 0, or --init-from")
         try check(trainSubset.map { $0 > 0 } ?? true, "--train-subset must be positive")
+        try check(cropSize > 0 && cropSize <= 1024, "--crop-size must be between 1 and 1024 (got \(cropSize))")
+        try check(cropsPerImage > 0 && cropsPerImage <= 100_000, "--crops-per-image must be between 1 and 100000 (got \(cropsPerImage))")
         try check(logEvery > 0 && checkEvery > 0, "--log-every and --check-every must be positive")
         try check(watchdogSeconds >= 0, "--watchdog-seconds must not be negative")
         try check(allreduceBucketMB.map { $0 >= 0 && $0 <= 4096 } ?? true, "--allreduce-bucket-mb must be between 0 (fused) and 4096")

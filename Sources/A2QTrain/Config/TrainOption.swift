@@ -154,6 +154,8 @@ extension TrainConfig {
         .value("seed", \.seed, "Random seed (initialisation and shuffling)."),
         .value("data", \.data, "Data folder (MNIST-format IDX or CIFAR-10 binary files), or 'synthetic'."),
         .value("train-subset", \.trainSubset, "Use only the first N training images."),
+        .value("crop-size", \.cropSize, "Restoration models: side of the high-resolution training crops, a multiple of the upscale factor (default 64)."),
+        .value("crops-per-image", \.cropsPerImage, "Restoration models: random crops per training image and epoch (default 32)."),
         .value("out", \.out, "Output folder (default Checkpoints/<run-name>)."),
         .value("init", \.init_, "Conversion init of constrained layers: naive, ep or ep-scaled."),
         .value("regularizer", \.regularizer, "Weight of the papers' regulariser Σ relu(g − T·s)."),

@@ -18,6 +18,16 @@ public enum ModelBuilder {
         return try ModelDescription.load(path: name.rawValue)
     }
 
+    /// The factor r by which a restoration model enlarges its input (1 for a classifier): its
+    /// output's height over its input's, from a float build on a small image.
+    public static func upscaleFactor(of description: ModelDescription, config: TrainConfig, channels: Int = 3) throws -> Int {
+        guard description.task == .restoration else { return 1 }
+        let probe = 16
+        let model = try build(config, quantized: false, classes: 0, inputShape: [channels, probe, probe], description: description)
+        let output = model.network.forward(Tensor(shape: [1, channels, probe, probe]), training: false)
+        return output.shape[2] / probe
+    }
+
     /// Full names of the weight layers (conv, linear), in forward order.
     public static func weightLayerNames(_ description: ModelDescription) -> [String] {
         func walk(_ nodes: [ModelDescription.Node], _ prefix: String) -> [String] {
@@ -52,13 +62,24 @@ public enum ModelBuilder {
             state.quantizer = q
         }
         layers += try builder.build(description.layers, prefix: "", state: &state)
-        guard state.shape == [classes] else {
-            throw A2QError("\(description.name) ends in \(describe(state.shape)), not \(classes) class scores",
-                           remedy: "end the model with a linear layer without \"out\" (it gets one output per class)")
+        switch description.task {
+        case .classification:
+            guard state.shape == [classes] else {
+                throw A2QError("\(description.name) ends in \(describe(state.shape)), not \(classes) class scores",
+                               remedy: "end the model with a linear layer without \"out\" (it gets one output per class)")
+            }
+        case .restoration:
+            let (c, h, w) = (inputShape[0], inputShape[1], inputShape[2])
+            guard state.shape.count == 3, state.shape[0] == c, state.shape[1] % h == 0, state.shape[1] / h == state.shape[2] / w,
+                  state.shape[2] % w == 0 else {
+                throw A2QError("\(description.name) is a restoration model but ends in \(describe(state.shape)) for an input \(describe(inputShape))",
+                               remedy: "end it in an image of the input's \(c) channels, r times as high and wide (for example a pixelshuffle by r)")
+            }
         }
         let network = Network(root: Sequential(name: "model", layers: layers), layout: builder.layout)
         return Model(name: config.model, description: description, inputShape: inputShape, network: network,
-                     quantizedLayers: builder.quantizedLayers, activationQuantizers: builder.activations, classes: classes)
+                     quantizedLayers: builder.quantizedLayers, activationQuantizers: builder.activations,
+                     classes: description.task == .classification ? classes : 0)
     }
 }
 

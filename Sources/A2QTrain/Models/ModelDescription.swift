@@ -17,12 +17,17 @@ public struct ModelDescription: Codable, Sendable, Equatable {
     public var name: String
     /// The layers after the 8-bit image input quantizer, in order.
     public var layers: [Node]
+    /// What the network is for (`"task"` in a file; default classification): a classifier ends
+    /// in one score per class, a restoration network in an image (`[C, H·r, W·r]` for an input
+    /// `[C, H, W]`).
+    public var task: TaskKind = .classification
 
     public static let formatName = "a2q-model"
 
-    public init(name: String, layers: [Node]) {
+    public init(name: String, layers: [Node], task: TaskKind = .classification) {
         self.name = name
         self.layers = layers
+        self.task = task
     }
 
     /// One layer or block: an op of one of the kinds `OpRegistry` lists (`Ops/`, one file per
@@ -159,7 +164,7 @@ extension ModelDescription {
         return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
-    enum CodingKeys: String, CodingKey { case format, version, name, layers }
+    enum CodingKeys: String, CodingKey { case format, version, name, layers, task }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -167,5 +172,20 @@ extension ModelDescription {
         version = try c.decodeIfPresent(Int.self, forKey: .version) ?? 1
         name = try c.decode(String.self, forKey: .name)
         layers = try c.decode([Node].self, forKey: .layers)
+        if let word = try c.decodeIfPresent(String.self, forKey: .task) {
+            guard let task = TaskKind(rawValue: word) else {
+                throw A2QError("the model's task '\(word)' is not one of \(TaskKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.task = task
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(format, forKey: .format)
+        try c.encode(version, forKey: .version)
+        try c.encode(name, forKey: .name)
+        try c.encode(layers, forKey: .layers)
+        if task != .classification { try c.encode(task.rawValue, forKey: .task) }
     }
 }

@@ -5,7 +5,9 @@ import A2QQuant
 
 /// `quant`: an activation quantizer with a learned scale (skipped in float builds). Model
 /// file: `bits` (default `--act-bits`, 2...16), `signed` (false; use signed on a residual
-/// branch that ends without a ReLU). After a ReLU an unsigned quantizer takes over the ReLU
+/// branch that ends without a ReLU), `range` (absent: the scale is learned; a number R: the
+/// fixed range [0, R] of an unsigned quantizer, scale R / (2^bits − 1) — a restoration model's
+/// 8-bit output with R = 1 makes its integers the image's pixels). After a ReLU an unsigned quantizer takes over the ReLU
 /// (one fused pass, the same values and gradients). Integer form: `quantize`; the image input
 /// quantizer that every quantized build starts with is `input`.
 public struct QuantOp: ModelOp, Equatable {
@@ -14,27 +16,37 @@ public struct QuantOp: ModelOp, Equatable {
     public var name: String
     public var bits: Int?
     public var signed: Bool
+    public var range: Float?
 
-    public init(name: String, bits: Int?, signed: Bool) {
+    public init(name: String, bits: Int?, signed: Bool, range: Float? = nil) {
         self.name = name
         self.bits = bits
         self.signed = signed
+        self.range = range
     }
 
     public init(name: String, fields: ModelFileFields) throws {
-        self.init(name: name, bits: try fields.optional("bits"), signed: try fields.optional("signed") ?? false)
+        self.init(name: name, bits: try fields.optional("bits"), signed: try fields.optional("signed") ?? false,
+                  range: try fields.optional("range"))
+        if let range {
+            guard range.isFinite, range > 0, !signed else {
+                throw A2QError("\(name): range \(range) must be a positive number, on an unsigned quantizer (the fixed range [0, range])")
+            }
+        }
     }
 
     public func encode(to fields: inout ModelFileFieldsEncoder) throws {
         try fields.set("bits", bits)
         if signed { try fields.set("signed", true) }
+        try fields.set("range", range)
     }
 
     public func build(_ context: inout ModelBuildContext, name: String, state: inout ModelBuildContext.State) throws -> [any Layer] {
         guard context.quantized else { return [] }
         let format = InputFormat(bits: bits ?? context.config.actBits, signed: signed)
         guard (2...16).contains(format.bits) else { throw A2QError("\(name): bits \(format.bits) is outside 2...16") }
-        let q = ActivationQuantizer(name: name, format: format, layout: &context.layout)
+        let q = range.map { ActivationQuantizer(name: name, format: format, fixedScale: $0 / Float(format.maximum)) }
+            ?? ActivationQuantizer(name: name, format: format, layout: &context.layout)
         // ReLU then an unsigned quantizer: one fused pass (same values, see ActivationQuantizer).
         if let relu = context.previous as? ReLU, !format.signed {
             relu.passesThrough = true
@@ -57,7 +69,9 @@ public struct QuantOp: ModelOp, Equatable {
 
 extension ModelDescription.Node {
     /// A `quant` node.
-    public static func quant(name: String, bits: Int?, signed: Bool) -> Self { Self(QuantOp(name: name, bits: bits, signed: signed)) }
+    public static func quant(name: String, bits: Int?, signed: Bool, range: Float? = nil) -> Self {
+        Self(QuantOp(name: name, bits: bits, signed: signed, range: range))
+    }
 }
 
 /// Checks an activation format and scale (1...16 bits, a positive finite scale).

@@ -71,10 +71,8 @@ extension Trainer {
             let bias = layer.layer.hasParameters ? model.parameters.view(named: "\(layer.name).bias") : nil
             var sums = [Double](repeating: 0, count: 2 * channels)
             for batch in 0..<batches {
-                labels.withUnsafeMutableBufferPointer {
-                    train.fill(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
-                               into: input, labels: $0)
-                }
+                task.fillTraining(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
+                                  epoch: 0, input: input)
                 guard let reference = floatModel.network.forward(input, training: false, through: layer.name),
                       let quantized = model.network.forward(input, training: false, through: layer.name) else { continue }
                 let plane = reference.count / (reference.shape[0] * channels)
@@ -109,10 +107,8 @@ extension Trainer {
         let bins = 4096
         var histogram = [Double](repeating: 0, count: bins)
         for batch in 0..<min(config.calibrationBatches, sampler.batchesPerEpoch) {
-            labels.withUnsafeMutableBufferPointer {
-                train.fill(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
-                           into: input, labels: $0)
-            }
+            task.fillTraining(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
+                              epoch: 0, input: input)
             // Layer by layer: a quantizer's scale must be final before the next one sees its output.
             for q in quantizers {
                 guard model.network.forward(input, training: true, through: q.name) != nil else { continue }
@@ -129,14 +125,14 @@ extension Trainer {
         try synchronizeBuffers(model)
     }
 
-    func logConversion(_ model: Model, accuracy: Double, loss testLoss: Double) throws {
+    func logConversion(_ model: Model, metric: Double, loss testLoss: Double) throws {
         let layers = try LayerStatistics.measure(model)
-        metrics.write(["type": "conversion", "init": config.init_.rawValue, "test_accuracy": accuracy, "test_loss": testLoss,
+        metrics.write(["type": "conversion", "init": config.init_.rawValue, "test_\(task.metricName)": metric, "test_loss": testLoss,
                        "layers": MetricsLog.object(layers)])
         let details = layers.filter { $0.maxL1Usage != nil }.map {
             String(format: "%@ sparsity %.1f%% p_min %d", $0.name, 100 * $0.sparsity, $0.pMin ?? 0)
         }.joined(separator: ", ")
-        progress.line(String(format: "converted with %@ init: test accuracy %.2f%%, loss %.4f before fine-tuning (%@)",
-                             config.init_.rawValue, 100 * accuracy, testLoss, details))
+        progress.line(String(format: "converted with %@ init: test %@ %@, loss %.4f before fine-tuning (%@)",
+                             config.init_.rawValue, task.metricName, task.format(metric: metric), testLoss, details))
     }
 }

@@ -76,17 +76,15 @@ extension Trainer {
                     exit(3)
                 }
                 time("data") {
-                    labels.withUnsafeMutableBufferPointer {
-                        train.fill(sampler.slice(of: order, batch: batch, rank: communicator.rank,
-                                                 worldSize: communicator.worldSize), into: input, labels: $0)
-                    }
+                    task.fillTraining(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
+                                      epoch: state.epoch, input: input)
                 }
                 parameters.zeroGradients()
                 let logits = time("forward") { model.network.forward(input, training: true) }
                 let teacherLogits = time("forward") { phase == .quantized ? teacher?.network.forward(input, training: false) : nil }
-                let value = labels.withUnsafeBufferPointer { loss.forward(logits, labels: $0) }
+                let value = task.loss(logits)
                 if let teacherLogits, let distillation {
-                    distillation.blend(student: logits, teacher: teacherLogits, into: loss.backward())
+                    distillation.blend(student: logits, teacher: teacherLogits, into: task.lossGradient)
                 }
                 guard value.isFinite else {
                     throw A2QError("the training loss became \(value) at step \(state.globalStep) (\(phase) phase, epoch \(state.epoch + 1)); nothing was saved from this point",
@@ -95,9 +93,9 @@ extension Trainer {
                 time("backward") {
                     if overlap != nil {
                         overlap?.begin()
-                        model.network.backward(loss.backward()) { overlap?.layerFinished($0, communicator: communicator) }
+                        model.network.backward(task.lossGradient) { overlap?.layerFinished($0, communicator: communicator) }
                     } else {
-                        model.network.backward(loss.backward())
+                        model.network.backward(task.lossGradient)
                         model.addRegularizer(weight: config.regularizer)
                     }
                 }
@@ -129,7 +127,7 @@ extension Trainer {
                 stepObserver?(model, phase, state.step, value)
                 windowSteps += 1
                 state.window[0] += Double(value) * Double(localBatch)
-                state.window[1] += Double(loss.correctCount)
+                state.window[1] += task.metricSum(logits)
                 state.window[2] += Double(localBatch)
                 state.epochTotals[0] += Double(value) * Double(localBatch)
                 state.epochTotals[1] += Double(localBatch)
@@ -141,7 +139,7 @@ extension Trainer {
                     let rate = Double(windowSteps * config.batchSize) / max(now - windowStart, 1e-9)
                     let meanLoss = window[0] / max(window[2], 1)
                     metrics.write(["type": "step", "phase": phase.rawValue, "step": state.globalStep, "epoch": state.epoch + 1,
-                                   "loss": meanLoss, "accuracy": window[1] / max(window[2], 1),
+                                   "loss": meanLoss, task.metricName: window[1] / max(window[2], 1),
                                    "lr": Double(schedule.rate(at: state.step - 1)), "images_per_second": rate])
                     let secondsPerStep = (now - phaseStart - evaluationSeconds) / Double(max(state.step - startStep, 1))
                     progress.step(phase: phase.rawValue, epoch: state.epoch, epochs: epochs, step: state.position, stepsPerEpoch: perEpoch,
@@ -189,10 +187,10 @@ extension Trainer {
         let constrained = layers.filter { $0.maxL1Usage != nil }
         let overflowFree = constrained.allSatisfy { $0.overflowFree == true }
         metrics.write(["type": "epoch", "phase": phase.rawValue, "epoch": epoch + 1, "step": step, "train_loss": trainLoss,
-                       "test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss,
+                       "test_\(task.metricName)": evaluation.metric, "test_loss": evaluation.loss,
                        "layers": MetricsLog.object(layers), "overflow_free": overflowFree])
-        var text = String(format: "%@ epoch %d done: train loss %.4f, test accuracy %.2f%%, test loss %.4f",
-                          phase.rawValue, epoch + 1, trainLoss, 100 * evaluation.accuracy, evaluation.loss)
+        var text = String(format: "%@ epoch %d done: train loss %.4f, test %@ %@, test loss %.4f",
+                          phase.rawValue, epoch + 1, trainLoss, task.metricName, task.format(metric: evaluation.metric), evaluation.loss)
         if !constrained.isEmpty {
             let usage = constrained.compactMap(\.maxL1Usage).max() ?? 0
             text += String(format: ", max ||q||₁/T %.3f, %@", usage, overflowFree ? "overflow-free" : "OVERFLOW POSSIBLE")

@@ -9,26 +9,25 @@ import Foundation
 extension Trainer {
     // MARK: Evaluation and agreement
 
-    /// Test accuracy and mean loss, each rank evaluating a contiguous slice, reduced.
-    public func evaluate(_ model: Model) throws -> (accuracy: Double, loss: Double) {
-        let per = (test.count + communicator.worldSize - 1) / communicator.worldSize
-        let start = min(communicator.rank * per, test.count), end = min(start + per, test.count)
+    /// The task's test metric and mean loss, each rank evaluating a contiguous slice, reduced.
+    public func evaluate(_ model: Model) throws -> (metric: Double, loss: Double) {
+        let count = task.testCount
+        let per = (count + communicator.worldSize - 1) / communicator.worldSize
+        let start = min(communicator.rank * per, count), end = min(start + per, count)
         var stats = [Double](repeating: 0, count: 3)
         // 100 images per forward: every layer keeps scratch for the largest batch it has seen (a
-        // resnet20 conv at 500 images holds ~0.5 GB), so evaluation stays near the training sizes.
-        let evalBatch = 100
-        var evalLabels = [Int32](repeating: 0, count: evalBatch)
+        // resnet20 conv at 500 images holds ~0.5 GB), so evaluation stays near the training sizes;
+        // whole test images (restoration) one at a time.
+        let evalBatch = task.kind == .classification ? 100 : 1
         let x = Tensor(shape: [0])
         var first = start
         while first < end {
             let last = min(first + evalBatch, end)
-            evalLabels.withUnsafeMutableBufferPointer { test.fill(first..<last, into: x, labels: $0) }
-            let logits = model.network.forward(x, training: false)
-            let value = evalLabels.withUnsafeBufferPointer {
-                loss.forward(logits, labels: UnsafeBufferPointer(rebasing: $0[0..<(last - first)]))
-            }
+            task.fillTest(first..<last, input: x)
+            let output = model.network.forward(x, training: false)
+            let value = task.loss(output)
             stats[0] += Double(value) * Double(last - first)
-            stats[1] += Double(loss.correctCount)
+            stats[1] += task.metricSum(output)
             stats[2] += Double(last - first)
             first = last
         }
@@ -38,7 +37,7 @@ extension Trainer {
 
     /// Every rank must run the same configuration with the same parameter count.
     func checkAgreement() throws {
-        let mine: [Int64] = [Int64(bitPattern: config.hash), Int64(model.parameters.count), Int64(train.count)]
+        let mine: [Int64] = [Int64(bitPattern: config.hash), Int64(model.parameters.count), Int64(task.trainCount)]
         var low = mine, high = mine
         try low.withUnsafeMutableBufferPointer { try communicator.allReduceMin($0) }
         try high.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }

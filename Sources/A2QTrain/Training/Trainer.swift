@@ -15,8 +15,8 @@ import Foundation
 public final class Trainer: @unchecked Sendable {
     public let config: TrainConfig
     public let communicator: any Communicator
-    public let train: Dataset
-    public let test: Dataset
+    /// What the run learns: its data, loss and metric (`ClassificationTask`, `RestorationTask`).
+    public let task: any TrainingTask
     public let sampler: EpochSampler
     /// The output folder (rank 0's decision; empty on other ranks).
     public private(set) var output = ""
@@ -27,8 +27,6 @@ public final class Trainer: @unchecked Sendable {
     let progress: Progress
     let localBatch: Int
     let input = Tensor(shape: [0])
-    var labels: [Int32]
-    let loss = SoftmaxCrossEntropy()
     /// `--distill`: the soft-target term and its teacher, the float model the quantized phase
     /// starts from (evaluated in inference mode, never trained).
     let distillation: Distillation?
@@ -40,32 +38,31 @@ public final class Trainer: @unchecked Sendable {
     public var stepObserver: ((_ model: Model, _ phase: TrainingPhase, _ step: Int, _ loss: Float) -> Void)?
 
     /// Loads and validates data and configuration. Errors here are the same on every rank.
+    /// `data` replaces a classification run's data (tests).
     public init(config: TrainConfig, communicator: any Communicator, data: (train: Dataset, test: Dataset)? = nil,
                 quiet: Bool = false) throws {
         if let subset = config.trainSubset, subset <= 0 {  // before it is taken (a negative prefix traps)
             throw A2QError("--train-subset must be positive (got \(subset))", remedy: "pass a number of training images ≥ 1, or leave it out")
         }
-        let (fullTrain, test) = try data ?? DataSource(argument: config.data).load()
-        let train = config.trainSubset.map { fullTrain.prefix($0) } ?? fullTrain
-        try test.requireImageSize(height: fullTrain.height, width: fullTrain.width, channels: fullTrain.channels,
-                                  source: "\(config.data) (test images, against the training images)")
-        try config.validate(trainCount: train.count, worldSize: communicator.worldSize)
-        let sampler = EpochSampler(count: train.count, globalBatch: config.batchSize, seed: config.seed)
+        let task = try Trainer.loadTask(config, data: data)
+        try config.validate(trainCount: task.trainCount, worldSize: communicator.worldSize)
+        if task.kind != .classification && config.distill > 0 {
+            throw A2QError("--distill blends class probabilities; a \(task.kind.rawValue) model has none", remedy: "leave --distill at 0")
+        }
+        let sampler = EpochSampler(count: task.trainCount, globalBatch: config.batchSize, seed: config.seed)
         guard sampler.batchesPerEpoch >= 1 else {
-            throw A2QError("the training set (\(train.count)) holds no full global batch of \(config.batchSize)")
+            throw A2QError("the training set (\(task.trainCount)) holds no full global batch of \(config.batchSize)")
         }
         var resolved = config
         resolved.lr = config.learningRate
         self.config = resolved
         distillation = config.distill > 0 ? Distillation(weight: config.distill, temperature: config.distillTemperature) : nil
         self.communicator = communicator
-        self.train = train
-        self.test = test
+        self.task = task
         self.sampler = sampler
         // Building the model validates the per-layer settings (e.g. P too narrow) up front.
-        model = try ModelBuilder.build(config, quantized: true, classes: train.classes, inputShape: train.imageShape)
+        model = try ModelBuilder.build(config, quantized: true, classes: task.classes, inputShape: task.inputShape)
         localBatch = config.batchSize / communicator.worldSize
-        labels = Array(repeating: 0, count: localBatch)
         communicator.timeout = config.watchdogSeconds
         communicator.setSumOrder(config.allreduceOrder)
         if communicator.isRoot {
@@ -105,7 +102,14 @@ public final class Trainer: @unchecked Sendable {
             state.epochTotals = ownRow(resumeHeader.state.epochTotals, width: 2, savedRanks: resumeHeader.worldSize)
         }
         progress.line("a2q train: \(config.runName), \(communicator.worldSize) rank(s), global batch \(config.batchSize), "
-                      + "\(train.count) training / \(test.count) test images → \(output)")
+                      + "\(task.trainCount) training / \(task.testCount) test \(task.kind == .classification ? "images" : "crops") → \(output)")
+        if let restoration = task as? RestorationTask {
+            let bicubic = restoration.bicubicPSNR()
+            metrics.write(["type": "baseline", "bicubic_psnr": bicubic, "test_crop": restoration.test.cropSize,
+                           "upscale_factor": restoration.test.upscaleFactor])
+            progress.line(String(format: "bicubic ×%d on the %d test crops (%d×%d): %.2f dB", restoration.test.upscaleFactor,
+                                 restoration.testCount, restoration.test.cropSize, restoration.test.cropSize, bicubic))
+        }
         if let resumeHeader {
             progress.line("resuming from \(resumeHeader.path): \(state.phase) phase, epoch \(state.epoch + 1), "
                           + "batch \(state.position), global step \(state.globalStep)")
@@ -126,7 +130,7 @@ public final class Trainer: @unchecked Sendable {
             if distillation != nil { teacher = floatModel }
             var next = TrainingState(phase: .quantized)
             next.earlierSteps = state.globalStep
-            next.floatTestAccuracy = try evaluate(floatModel).accuracy
+            next.floatTestAccuracy = try evaluate(floatModel).metric
             next.conversionTestAccuracy = try convertAndReport(from: floatModel)
             state = next
             progress.line("phase 2/2: quantized fine-tuning (\(config.quantizer.rawValue)), \(config.epochs) epoch(s)")
@@ -140,7 +144,7 @@ public final class Trainer: @unchecked Sendable {
                 "initialising from \($0) (\($1) tensors), --init \(self.config.init_.rawValue)"
             }
             if distillation != nil { teacher = floatModel }
-            state.floatTestAccuracy = try evaluate(floatModel).accuracy
+            state.floatTestAccuracy = try evaluate(floatModel).metric
             state.conversionTestAccuracy = try convertAndReport(from: floatModel)
         } else if resumeHeader == nil && !config.usesFloatPhase {
             try initialize(model)
@@ -165,8 +169,8 @@ public final class Trainer: @unchecked Sendable {
         let sparsity = zip(counted, sizes).reduce(0.0) { $0 + $1.0.sparsity * Double($1.1) } / Double(totalSize)
         let summary = TrainSummary(
             runName: config.runName, output: output, worldSize: communicator.worldSize, steps: state.globalStep,
-            finalTrainLoss: result.trainLoss, testAccuracy: evaluation.accuracy, testLoss: evaluation.loss,
-            floatTestAccuracy: state.floatTestAccuracy, conversionTestAccuracy: state.conversionTestAccuracy,
+            finalTrainLoss: result.trainLoss, task: task.kind, testMetric: evaluation.metric, testLoss: evaluation.loss,
+            floatTestMetric: state.floatTestAccuracy, conversionTestMetric: state.conversionTestAccuracy,
             imagesPerSecond: result.imagesPerSecond, sparsity: sparsity,
             worstL1Usage: constrained.compactMap(\.maxL1Usage).max(),
             overflowFree: constrained.allSatisfy { $0.overflowFree == true }, layers: layers,
@@ -181,7 +185,7 @@ public final class Trainer: @unchecked Sendable {
 
     /// The float build of the run's model (same description and input shape).
     func buildFloatModel() throws -> Model {
-        try ModelBuilder.build(config, quantized: false, classes: train.classes, inputShape: model.inputShape,
+        try ModelBuilder.build(config, quantized: false, classes: task.classes, inputShape: model.inputShape,
                                description: model.description)
     }
 
@@ -220,7 +224,7 @@ public final class Trainer: @unchecked Sendable {
         return floatModel
     }
 
-    /// Converts the float model into `model` and returns the test accuracy before fine-tuning.
+    /// Converts the float model into `model` and returns the test metric before fine-tuning.
     func convertAndReport(from floatModel: Model) throws -> Double {
         try convert(from: floatModel, to: model)
         try calibrate(model)
@@ -229,7 +233,7 @@ public final class Trainer: @unchecked Sendable {
             try calibrate(model)
         }
         let converted = try evaluate(model)
-        try logConversion(model, accuracy: converted.accuracy, loss: converted.loss)
-        return converted.accuracy
+        try logConversion(model, metric: converted.metric, loss: converted.loss)
+        return converted.metric
     }
 }
