@@ -1,5 +1,7 @@
 import A2QCheckpoint
+import A2QCore
 import A2QData
+import A2QNN
 import A2QTrain
 import Foundation
 import Testing
@@ -22,6 +24,29 @@ struct RestorationTests {
 
     static func json(_ text: String) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not JSON: \(text)")
+    }
+
+    @Test("mean squared error: the loss is Σ(y − t)²/n and its gradient matches central finite differences", arguments: [[1, 1], [2, 3, 4, 5], [3, 7]])
+    func meanSquaredError(shape: [Int]) {
+        var g = Xoshiro256(seed: UInt64(shape.reduce(1, *)))
+        let y = randomTensor(shape, &g), t = randomTensor(shape, &g)
+        let loss = MeanSquaredError()
+        let value = Double(loss.forward(y, target: t))
+        let n = Double(y.count)
+        let expected = (0..<y.count).reduce(0.0) { $0 + pow(Double(y[$1]) - Double(t[$1]), 2) } / n
+        #expect(abs(value - expected) <= 1e-6 * max(1, expected))
+        let gradient = loss.backward().array
+        let h = 1e-3
+        for i in 0..<y.count {
+            func at(_ shift: Double) -> Double {
+                (0..<y.count).reduce(0.0) { total, j in
+                    let d = Double(y[j]) + (j == i ? shift : 0) - Double(t[j])
+                    return total + d * d
+                } / n
+            }
+            let numeric = (at(h) - at(-h)) / (2 * h)
+            #expect(abs(Double(gradient[i]) - numeric) < 1e-4, "∂L/∂y[\(i)]: \(gradient[i]) vs \(numeric)")
+        }
     }
 
     @Test("summary.json and metrics.jsonl report PSNR (and the bicubic baseline), never accuracy")
@@ -51,6 +76,19 @@ struct RestorationTests {
         #expect(layers.count == 4 && layers.allSatisfy { $0["final_overflows"] as? Int == 0 && $0["proven_safe"] as? Bool == true }, "\(layers)")
         let summary = try Self.json(try String(contentsOfFile: run + "/summary.json", encoding: .utf8))
         #expect(abs((summary["test_psnr"] as? Double ?? 0) - a) < 1e-9, "the run's own evaluation and eval differ")
+
+        // The same first test crop through `a2q upscale` (the engine's pixels as a PNG, PSNR from
+        // their levels): eval's PSNR of that image is the same number.
+        let first = try #require(try ImageFolder.split(RestorationData.defaultFolder).test.first)
+        let image = try Image.read(path: first)
+        let side = try #require(integer["crop"] as? Int)
+        let crop = run + "/first-crop.png"
+        try image.cropped(x: (image.width - side) / 2, y: (image.height - side) / 2, width: side, height: side).writePNG(path: crop)
+        let one = try Self.json(try runA2Q(["eval", "--integer", run + "/final.h5", "--limit", "1", "--json"], timeout: 300).output)
+        let upscaled = try Self.json(try runA2Q(["upscale", run + "/final.h5", crop, "--from-original", "--out", run + "/first-x2.png", "--json"],
+                                                timeout: 300).output)
+        let p1 = try #require(one["psnr"] as? Double), p2 = try #require(upscaled["psnr"] as? Double)
+        #expect(abs(p1 - p2) < 1e-9, "eval \(p1) dB, upscale \(p2) dB on \(first)")
 
         #expect(try runA2Q(["verify", run + "/final.h5"]).status == 0)
         let export = run + "/model.h5"
