@@ -137,9 +137,23 @@ extension ONNXOpWriter {
 }
 
 /// An op that is a weight layer (`conv2d`, `linear`): the BatchNorm that follows it folds into
-/// its requantisation.
+/// its requantisation. Both run, plan and export the same way (below); they differ in their
+/// shape rule and topology entry.
 public protocol IntegerLayerOperation: IntegerOperation {
     var layer: IntegerLayer { get set }
+}
+
+extension IntegerLayerOperation {
+    /// The dot products in the layer's P-bit register, then `acc · multiplier + offset`.
+    public func run(_ values: inout IntegerActivations, _ path: IntegerReferencePath) { path.accumulate(layer, &values) }
+
+    public func plan(_ builder: inout IntegerPlanBuilder) throws -> String? { try builder.layer(layer) }
+
+    /// The integer weights, `Conv`/`Gemm` on the integers, `· multiplier + offset`.
+    public func emit<Writer: ONNXOpWriter>(_ writer: inout Writer) throws {
+        writer.current = try writer.weightLayer(layer, input: writer.current)
+        writer.datatype = nil
+    }
 }
 
 extension IntegerFlow {

@@ -88,13 +88,4 @@ public struct IntegerConv: IntegerLayerOperation {
         }
         flow.shape = shape
     }
-
-    public func run(_ values: inout IntegerActivations, _ path: IntegerReferencePath) { path.accumulate(layer, &values) }
-
-    public func plan(_ builder: inout IntegerPlanBuilder) throws -> String? { try builder.layer(layer) }
-
-    public func emit<Writer: ONNXOpWriter>(_ writer: inout Writer) throws {
-        writer.current = try writer.weightLayer(layer, input: writer.current)
-        writer.datatype = nil
-    }
 }

@@ -72,13 +72,4 @@ public struct IntegerLinear: IntegerLayerOperation {
         }
         flow.shape = [layer.shape[0]]
     }
-
-    public func run(_ values: inout IntegerActivations, _ path: IntegerReferencePath) { path.accumulate(layer, &values) }
-
-    public func plan(_ builder: inout IntegerPlanBuilder) throws -> String? { try builder.layer(layer) }
-
-    public func emit<Writer: ONNXOpWriter>(_ writer: inout Writer) throws {
-        writer.current = try writer.weightLayer(layer, input: writer.current)
-        writer.datatype = nil
-    }
 }

@@ -87,11 +87,5 @@ public struct ModelFileFieldsEncoder {
     }
 }
 
-/// A model-file field name.
-public struct FieldKey: CodingKey {
-    public var stringValue: String
-    public var intValue: Int? { nil }
-    public init(_ name: String) { stringValue = name }
-    public init?(stringValue: String) { self.stringValue = stringValue }
-    public init?(intValue: Int) { nil }
-}
+/// A model-file field name (any name, as a configuration key).
+public typealias FieldKey = OptionKey
