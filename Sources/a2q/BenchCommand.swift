@@ -55,7 +55,7 @@ struct TrainBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Training images/s through the real trainer, with a per-phase breakdown (run under mpirun for R > 1).")
 
-    @Option(help: "Models to run (mlp, cnn, cnn-bn).") var model: [ModelName] = [.cnn]
+    @Option(help: "Models to run (mlp, cnn, cnn-bn, resnet8/14/20; espcn and espcn-x3 train on the photo set's crops).") var model: [ModelName] = [.cnn]
     @Option(help: "Quantizers to run.") var quantizer: [WeightQuantizerKind] = [.a2qPlus]
     @Option(help: "Timed training steps per configuration.") var steps = 200
     @Option(help: "Batch size per rank.") var batch = 64

@@ -75,6 +75,9 @@ public enum TrainingBenchmark {
             }
             quantizerSeconds = times[times.count / 2]
         }
+        // The layers' shapes of a training batch (the run's last forward was the evaluation,
+        // whose restoration test crops are larger than the training crops).
+        _ = trainer.model.network.forward(Tensor(shape: [1] + trainer.task.inputShape), training: false)
         return Result(model: model.rawValue, quantizer: quantizer.rawValue, ranks: communicator.worldSize,
                       batchPerRank: batchPerRank, steps: steps, imagesPerSecond: summary.imagesPerSecond,
                       secondsPerStep: perStep, allreduceShare: (perStep["allreduce"] ?? 0) / max(stepSeconds, 1e-12),
