@@ -59,11 +59,13 @@ let package = Package(
         // Deployment: the integer model, its engine, verify and the HDF5 export (no trainer).
         .target(name: "A2QInteger", dependencies: ["A2QCore", "A2QQuant", "A2QData", "A2QCheckpoint", "QuantKernels",
                                                    "IntegerKernels", "COpenBLAS"]),
-        .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData", "A2QDistributed",
-                                                 "A2QCheckpoint", "A2QInteger", "QuantKernels", "IntegerKernels", "COpenBLAS"]),
         // ONNX's protobuf schema as Swift types, generated once by Launch/generate-onnx-proto.sh.
         .target(name: "ONNXProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
+        // The trainer; its Import/ folder reads float ONNX models (PyTorch exports) through ONNXProto.
+        .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData", "A2QDistributed",
+                                                 "A2QCheckpoint", "A2QInteger", "QuantKernels", "IntegerKernels", "COpenBLAS",
+                                                 "ONNXProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // QONNX and ONNX writers of the integer model.
         .target(name: "A2QExport", dependencies: ["A2QCore", "A2QQuant", "A2QInteger", "ONNXProto",
                                                   .product(name: "SwiftProtobuf", package: "swift-protobuf")]),

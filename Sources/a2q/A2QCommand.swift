@@ -13,7 +13,7 @@ struct A2QCommand: ParsableCommand {
         version: a2qVersion,
         subcommands: [TrainCommand.self, EvalCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self,
                       QuantizeCommand.self, ReportCommand.self, EnvCommand.self, BenchCommand.self, ModelCommand.self,
-                      SelfTestCommand.self, UpscaleCommand.self])
+                      ImportCommand.self, SelfTestCommand.self, UpscaleCommand.self])
 }
 
 /// `a2q env`: what this process sees of MPI, HDF5 and OpenBLAS.

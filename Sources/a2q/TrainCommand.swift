@@ -7,7 +7,7 @@ import Foundation
 
 extension ModelName: ExpressibleByArgument {
     public init?(argument: String) { self.init(validating: argument) }
-    public static var allValueStrings: [String] { builtIn.map(\.rawValue) + ["PATH.json"] }
+    public static var allValueStrings: [String] { builtIn.map(\.rawValue) + ["PATH.json", "PATH.onnx"] }
 }
 
 /// `a2q train`: the papers' recipe, data-parallel under mpirun.

@@ -28,7 +28,8 @@ public enum CheckpointFile {
 
         /// The model this checkpoint holds, built empty (float or quantized as saved).
         public func buildModel() throws -> Model {
-            try ModelBuilder.build(config, quantized: state.phase != .float, inputShape: inputShape, description: description)
+            try ModelBuilder.build(config, quantized: state.phase != .float, classes: description.declaredClasses ?? 10,
+                                   inputShape: inputShape, description: description)
         }
     }
 
@@ -47,8 +48,10 @@ public enum CheckpointFile {
     /// `state.window` / `state.epochTotals` hold every rank's local sums (rank-major) and
     /// `rankBuffers` every rank's copy of each buffer (`[R, n]`), so that a resume with the same
     /// rank count restores each rank exactly; `/model` holds the rank average of the buffers.
+    /// `annotate` may add groups of its own (an import's `/import`) before the file is committed.
     public static func save(path: String, model: Model, optimizer: (any Optimizer)?, state: TrainingState,
-                            config: TrainConfig, worldSize: Int, rankBuffers: [String: [Float]] = [:]) throws {
+                            config: TrainConfig, worldSize: Int, rankBuffers: [String: [Float]] = [:],
+                            annotate: ((HDF5File) throws -> Void)? = nil) throws {
         let temporary = path + ".tmp"
         do {
             let file = try HDF5File.create(temporary)
@@ -68,6 +71,7 @@ public enum CheckpointFile {
             for (name, rows) in rankBuffers.sorted(by: { $0.key < $1.key }) {
                 try perRank.write(name, rows, shape: [worldSize, rows.count / max(worldSize, 1)])
             }
+            try annotate?(file)
             try file.flush()
             try file.close()
             try FileSystem.commit(temporary: temporary, to: path)

@@ -5,7 +5,8 @@ import A2QQuant
 import Foundation
 
 /// What `a2q train --model` names: a built-in architecture (`mlp`, `cnn`, `cnn-bn`, `resnet8`,
-/// `resnet14`, `resnet20`) or the path of a model file (`*.json`, see `ModelDescription`).
+/// `resnet14`, `resnet20`), the path of a model file (`*.json`, see `ModelDescription`), or of a
+/// float ONNX model (`*.onnx`, read by `ONNXImport`).
 public struct ModelName: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
     public let rawValue: String
     public init(rawValue: String) { self.rawValue = rawValue }
@@ -31,10 +32,13 @@ public struct ModelName: RawRepresentable, Hashable, Sendable, Codable, CustomSt
 
     public var description: String { rawValue }
 
-    /// A built-in's name, or a path ending in `.json`; nil otherwise.
+    /// Whether this names an ONNX model (`*.onnx`).
+    public var isONNX: Bool { isFile && rawValue.hasSuffix(".onnx") }
+
+    /// A built-in's name, or a path ending in `.json` or `.onnx`; nil otherwise.
     public init?(validating text: String) {
         let name = ModelName(rawValue: text)
-        guard !name.isFile || text.hasSuffix(".json") else { return nil }
+        guard !name.isFile || text.hasSuffix(".json") || text.hasSuffix(".onnx") else { return nil }
         self = name
     }
 
@@ -42,7 +46,7 @@ public struct ModelName: RawRepresentable, Hashable, Sendable, Codable, CustomSt
         let container = try decoder.singleValueContainer()
         let text = try container.decode(String.self)
         guard let name = ModelName(validating: text) else {
-            throw DecodingError.dataCorruptedError(in: container, debugDescription: "unknown model '\(text)': use one of \(ModelName.builtIn.map(\.rawValue).joined(separator: ", ")) or a model file PATH.json")
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "unknown model '\(text)': use one of \(ModelName.builtIn.map(\.rawValue).joined(separator: ", ")) or a model file PATH.json or PATH.onnx")
         }
         self = name
     }

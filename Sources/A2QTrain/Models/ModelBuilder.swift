@@ -12,9 +12,11 @@ public enum ModelBuilder {
     /// `[channels, height, width]` of the default data.
     public static let defaultInputShape = [1, 28, 28]
 
-    /// The description `--model` names: a built-in, or a model file read from disk.
+    /// The description `--model` names: a built-in, a model file read from disk, or the tree of
+    /// a float ONNX model (`ONNXImport`; its weights come from `a2q import`'s checkpoint).
     public static func description(of name: ModelName) throws -> ModelDescription {
         if let builtIn = BuiltInModels.description(name) { return builtIn }
+        if name.isONNX { return try ONNXImport.description(path: name.rawValue) }
         return try ModelDescription.load(path: name.rawValue)
     }
 

@@ -157,6 +157,13 @@ extension ModelDescription {
         return text.isEmpty ? "the file" : text
     }
 
+    /// The number of class scores the model declares: the `out` of its last layer when that is
+    /// a linear layer with an explicit size (imported models); nil when the data decides.
+    public var declaredClasses: Int? {
+        guard let last = layers.last?.op as? LinearOp else { return nil }
+        return last.layer.out
+    }
+
     /// The description as pretty JSON (a model file).
     public func json() -> String {
         let encoder = JSONEncoder()

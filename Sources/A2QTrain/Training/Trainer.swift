@@ -214,7 +214,8 @@ public final class Trainer: @unchecked Sendable {
         if communicator.isRoot {
             let path = try path()
             let header = try CheckpointFile.header(path)
-            guard header.config.model == config.model else {
+            // The same network: the same --model, or the same tree (an imported model under another path).
+            guard header.config.model == config.model || header.description.layers == model.description.layers else {
                 throw A2QError("\(path) holds a \(header.config.model.rawValue), but this run trains a \(config.model.rawValue)",
                                remedy: "--init-from needs a checkpoint of the same --model")
             }
