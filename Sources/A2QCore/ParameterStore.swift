@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// What a parameter is for. Optimizers read it to decide on weight decay; quantizers and
 /// checkpoints read it to find their tensors.
 public enum ParameterRole: String, Sendable, Codable, CaseIterable {
@@ -71,22 +74,29 @@ public final class ParameterStore: @unchecked Sendable {
     public let gradients: UnsafeMutablePointer<Float>
     private let index: [String: Int]
 
-    /// Allocates zeroed value and gradient buffers for a layout.
+    /// Allocates zeroed value and gradient buffers for a layout. `calloc`: large buffers are
+    /// fresh zero pages that take memory only once written, so a model that is never trained
+    /// (evaluation, `a2q import`) does not pay for its gradients.
     public init(layout: ParameterLayout) {
         views = layout.views
         count = layout.count
-        values = .allocate(capacity: max(count, 1))
-        values.initialize(repeating: 0, count: max(count, 1))
-        gradients = .allocate(capacity: max(count, 1))
-        gradients.initialize(repeating: 0, count: max(count, 1))
+        values = ParameterStore.zeroed(max(count, 1))
+        gradients = ParameterStore.zeroed(max(count, 1))
         var index: [String: Int] = [:]
         for (i, view) in views.enumerated() { index[view.name] = i }
         self.index = index
     }
 
+    private static func zeroed(_ count: Int) -> UnsafeMutablePointer<Float> {
+        guard let raw = calloc(count, MemoryLayout<Float>.stride) else {
+            preconditionFailure("cannot allocate \(count) parameters (\(count * 4) bytes)")
+        }
+        return raw.bindMemory(to: Float.self, capacity: count)
+    }
+
     deinit {
-        values.deallocate()
-        gradients.deallocate()
+        free(values)
+        free(gradients)
     }
 
     /// The view named `name`, if any.

@@ -156,7 +156,8 @@ public final class WeightQuantizer: @unchecked Sendable {
             logScale = layout.declare("\(layerName).weight_log2_scale", shape: [outChannels], role: .logScale)
             logNorm = layout.declare("\(layerName).weight_log2_norm", shape: [outChannels], role: .logNorm)
         }
-        let n = outChannels * fanIn
+        // Float layers use `v` itself (`forward`), so their scratch is one value, not a second copy.
+        let n = spec.kind == .float ? 1 : outChannels * fanIn
         quantized = .allocate(capacity: n); quantized.initialize(repeating: 0, count: n)
         reductions = .allocate(capacity: 4); reductions.initialize(repeating: 0, count: 4)
         projectionScratch = .allocate(capacity: fanIn); projectionScratch.initialize(repeating: 0, count: fanIn)

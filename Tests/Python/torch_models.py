@@ -10,6 +10,7 @@ onnxruntime (Launch/setup-python.sh).
     python3 torch_models.py broken OUT                    # files to refuse: missing initializer, truncated, ...
     python3 torch_models.py describe FILE.onnx ...        # the graph as text: nodes, attributes, initializers
     python3 torch_models.py list                          # the models and what the importer should do with them
+    python3 torch_models.py raw FILE.npz                  # FILE.input.f32, FILE.ort.f32 (for tests in Swift)
 
 export writes OUT/EXPORTER/opsetN/NAME.onnx (plus NAME.onnx.data when the exporter puts the
 weights in an external file: the dynamo exporter does by default, even for tiny models; see
@@ -177,16 +178,17 @@ class ResNet18For32(nn.Module):
 class SmallCNN(nn.Module):
     """Conv (bias) → ReLU → MaxPool → Conv → ReLU → MaxPool → flatten → Linear → ReLU → Linear.
     pool: "max" (nn.MaxPool2d(2)) or "avg" (nn.AvgPool2d(2)); flatten: "flatten" (nn.Flatten())
-    or "view" (x.view(x.size(0), -1)); fc1_bias False gives the hidden Linear no bias."""
+    or "view" (x.view(x.size(0), -1)); fc1_bias False gives the hidden Linear no bias; pad1 is the
+    first conv's padding (0: a normalisation folded into it is exact, no border)."""
 
-    def __init__(self, in_channels=1, size=28, num_classes=10, pool="max", flatten="flatten", fc1_bias=True):
+    def __init__(self, in_channels=1, size=28, num_classes=10, pool="max", flatten="flatten", fc1_bias=True, pad1=1):
         super().__init__()
         self.flatten_kind = flatten
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=pad1)
         self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
         self.pool = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(32 * (size // 4) ** 2, 64, bias=fc1_bias)
+        self.fc1 = nn.Linear(32 * (((size + 2 * pad1 - 2) // 2) // 2) ** 2, 64, bias=fc1_bias)
         self.fc2 = nn.Linear(64, num_classes)
 
     def forward(self, x):
@@ -292,6 +294,13 @@ MODELS = {
                   "Conv+bias, MaxPool, nn.Flatten, Linear", False),
     "small_cnn_view_avg": (lambda: SmallCNN(1, 28, pool="avg", flatten="view", fc1_bias=False), (1, 28, 28),
                            "supported", "AvgPool2d, x.view(x.size(0), -1), Linear without bias", False),
+    "small_cnn_view": (lambda: SmallCNN(1, 28, flatten="view", fc1_bias=False), (1, 28, 28), "supported",
+                       "MaxPool, x.view(x.size(0), -1), Linear without bias (TorchScript: MatMul)", False),
+    "small_cnn_nopad": (lambda: SmallCNN(1, 28, pad1=0), (1, 28, 28), "supported",
+                        "small_cnn whose first conv has no padding (for --input-mean/--input-std folds)", False),
+    "norm_muladd_nopad_cnn": (lambda: Normalized(SmallCNN(3, 32, pad1=0), "muladd", 3), (3, 32, 32), "supported",
+                              "x * scale + shift, then a small_cnn whose first conv has no padding (the fold is exact)",
+                              False),
     "norm_scalar_cnn": (lambda: Normalized(SmallCNN(1, 28), "scalar", 1), (1, 28, 28), "supported",
                         "(x - 0.2860) / 0.3530 in forward(), then small_cnn", False),
     "norm_buffers_resnet20": (lambda: Normalized(ResNetCIFAR(3), "buffers", 3), (3, 32, 32), "supported",
@@ -307,7 +316,7 @@ MODELS = {
     "grouped_cnn": (GroupedCNN, (3, 32, 32), "extra", "grouped, depthwise and dilated convs", False),
 }
 
-NORMALIZED = {"norm_scalar_cnn", "norm_buffers_resnet20", "norm_muladd_cnn"}
+NORMALIZED = {"norm_scalar_cnn", "norm_buffers_resnet20", "norm_muladd_cnn", "norm_muladd_nopad_cnn"}
 
 
 def randomize_batchnorm(model, generator):
@@ -449,7 +458,8 @@ def command_export(args):
 def command_broken(args):
     """Files the importer must refuse, made from small_cnn (TorchScript exporter, opset 17) and its
     dynamo export with external data: a missing initializer, a truncated file, a file that is not
-    ONNX, an external-data file that is missing. Each with what the refusal should name."""
+    ONNX, an external-data file that is missing; and two Conv+BN models: BatchNorm in training form,
+    BatchNorm after a ReLU. Each with what the refusal should name."""
     os.makedirs(args.out, exist_ok=True)
     model = build("small_cnn", args.seed)
     example = torch.from_numpy(sample_inputs("small_cnn", 2, args.seed))
@@ -483,6 +493,29 @@ def command_broken(args):
     os.remove(external + ".data")
     first = next(t for t in onnx.load(external, load_external_data=False).graph.initializer if t.external_data)
     expected["missing_external_data.onnx"] = f"initializer {first.name}: external data file missing_external_data.onnx.data not found"
+
+    # BatchNorm in training form (training_mode=1, 3 outputs) and a BatchNorm after a ReLU.
+    class ConvBN(nn.Module):
+        def __init__(self, bn_after_relu):
+            super().__init__()
+            self.bn_after_relu = bn_after_relu
+            self.conv = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+            self.bn = nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = self.bn(F.relu(self.conv(x))) if self.bn_after_relu else F.relu(self.bn(self.conv(x)))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ConvBN(False).train(), (example,), os.path.join(args.out, "bn_training_mode.onnx"), dynamo=False,
+                          opset_version=17, training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False,
+                          input_names=["input"], output_names=["output"])
+        torch.onnx.export(ConvBN(True).eval(), (example,), os.path.join(args.out, "bn_after_relu.onnx"), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["output"])
+    expected["bn_training_mode.onnx"] = "node /bn/BatchNormalization (BatchNormalization): training_mode=1"
+    expected["bn_after_relu.onnx"] = "node /bn/BatchNormalization (BatchNormalization) after a Relu, not after a Conv or Gemm"
 
     os.remove(base)
     with open(os.path.join(args.out, "expected.json"), "w") as f:
@@ -652,6 +685,21 @@ def command_list(_):
     return 0
 
 
+def command_raw(args):
+    """NAME.npz's input and ort_output as little-endian float32 files NAME.input.f32 and NAME.ort.f32;
+    prints their shapes as JSON (what the Swift tests read)."""
+    for path in args.files:
+        data = np.load(path)
+        stem = path[:-len(".npz")] if path.endswith(".npz") else path
+        shapes = {}
+        for key, suffix in (("input", "input"), ("ort_output", "ort")):
+            array = np.ascontiguousarray(data[key], dtype="<f4")
+            array.tofile(f"{stem}.{suffix}.f32")
+            shapes[suffix] = list(array.shape)
+        print(json.dumps({"file": path, **shapes}))
+    return 0
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -689,9 +737,11 @@ def main(argv):
     b.add_argument("out")
     b.add_argument("--seed", type=int, default=0)
     sub.add_parser("list")
+    r = sub.add_parser("raw")
+    r.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
     return {"export": command_export, "train": command_train, "describe": command_describe,
-            "broken": command_broken, "list": command_list}[args.command](args)
+            "broken": command_broken, "list": command_list, "raw": command_raw}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ extension ONNXImport {
     }
 
     /// Reads every weight, fills a float build of `description` and saves it to `path`
-    /// atomically (nothing is left under `path` when anything fails).
+    /// atomically (nothing is left under `path` when anything fails). Each tensor is read once
+    /// and its ONNX data released as it is copied (`ImportedTensors`), so call this once per import.
     public func writeCheckpoint(to path: String, data: String) throws -> Written {
         var config = TrainConfig()
         config.model = ModelName(rawValue: source)
@@ -27,8 +28,8 @@ extension ONNXImport {
         let parameters = model.parameters
         var filled = 0
         for view in parameters.views {
-            guard let tensor = tensors[view.name] else {
-                preconditionFailure("the imported tree declares \(view.name), which the import did not read")
+            guard let tensor = tensors.take(view.name) else {
+                preconditionFailure("the imported tree declares \(view.name), which the import did not read (or writeCheckpoint ran twice)")
             }
             let values = try finite(tensor.values(), view.name)
             precondition(values.count == view.count && tensor.shape == view.shape,
@@ -39,12 +40,15 @@ extension ONNXImport {
             filled += 1
         }
         for (name, buffer) in model.network.buffers {
-            guard let tensor = tensors[name] else { preconditionFailure("the imported tree declares the buffer \(name), which the import did not read") }
+            guard let tensor = tensors.take(name) else {
+                preconditionFailure("the imported tree declares the buffer \(name), which the import did not read (or writeCheckpoint ran twice)")
+            }
             let values = try finite(tensor.values(), name)
             precondition(values.count == buffer.count, "\(name): imported \(values.count) values for \(buffer.count)")
             for (i, v) in values.enumerated() { buffer.data[i] = v }
             filled += 1
         }
+        precondition(tensors.isEmpty, "the import read tensors the tree does not declare")
         try CheckpointFile.save(path: path, model: model, optimizer: nil, state: TrainingState(phase: .float), config: config,
                                 worldSize: 1, annotate: annotate)
         return Written(parameters: parameters.count, tensors: filled)

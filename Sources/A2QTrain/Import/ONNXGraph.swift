@@ -45,7 +45,7 @@ struct ONNXGraph {
         let graph = model.graph
         opset = ONNXModelFile.opset(of: model)
         nodes = graph.node
-        let external = ONNXExternalData(folder: folder)
+        let external = ONNXExternalData(folder: folder, source: source)
         var constants: [String: ONNXTensor] = [:]
         for tensor in graph.initializer {
             guard !tensor.name.isEmpty else { throw A2QError("\(source): an initializer has no name", remedy: ONNXExternalData.damaged) }

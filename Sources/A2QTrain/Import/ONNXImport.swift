@@ -30,8 +30,8 @@ public struct ONNXImport {
     public let normalizationNodes: [String]
     /// What was folded into the first layer (nil when nothing: no normalisation, identity conventions).
     public let fold: (layer: String, scale: [Double], shift: [Double], borderChange: Double)?
-    /// Parameters and buffers by full name (`layer1_0.conv1.weight`).
-    let tensors: [String: ImportedTensor]
+    /// Parameters and buffers by full name (`layer1_0.conv1.weight`), taken by `writeCheckpoint`.
+    let tensors: ImportedTensors
 
     /// Reads `path` and matches its graph; with `weights` false nothing but the structure is read
     /// (no external data, no fold).
@@ -76,7 +76,7 @@ public struct ONNXImport {
         mapping = naming.rows.map { ($0.name, $0.kind, $0.origin) }
         normalizationNodes = match.normalization.nodes
         fold = report.map { (layer: target.map { layers[$0].name } ?? $0.layer, scale: $0.a, shift: $0.b, borderChange: $0.borderChange) }
-        tensors = naming.tensors
+        tensors = ImportedTensors(naming.tensors)
         try checkBuilds()
     }
 

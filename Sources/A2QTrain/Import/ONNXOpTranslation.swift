@@ -16,6 +16,10 @@ extension ONNXGraphMatcher {
         guard !layerOps.contains(node.opType) || inputs.first == input else {
             throw error(node, "reads \(input) as its input #\((inputs.firstIndex(of: input) ?? 0) + 1) rather than as its data (#1): a2q has no layer for that")
         }
+        if node.opType == "BatchNormalization", try node.int("training_mode", 0) != 0 {
+            throw error(node, "is in training mode (training_mode = 1: batch statistics, and the export updated the running averages)",
+                        remedy: "export the model in eval mode (model.eval(); no training=TrainingMode.TRAINING)")
+        }
         let outputs = node.presentOutputs
         guard outputs.count == 1, let output = outputs.first else {
             throw error(node, "has \(outputs.count) outputs; a2q imports the inference form of \(node.opType), which has one",
@@ -229,10 +233,6 @@ extension ONNXGraphMatcher {
         guard case .layer(let layer)? = previous, layer.isWeightLayer else {
             throw error(node, "does not directly follow a Conv or Gemm: a2q folds BatchNorm into the weight layer before it in integer models",
                         remedy: "a2q imports BatchNormalization right after a Conv or Linear (PyTorch's exporters fold those into the Conv already)")
-        }
-        guard try node.int("training_mode", 0) == 0 else {
-            throw error(node, "is in training mode (training_mode = 1: batch statistics, and the export updated the running averages)",
-                        remedy: "export the model in eval mode (model.eval(); no training=TrainingMode.TRAINING)")
         }
         let inputs = node.presentInputs
         guard inputs.count == 5 else { throw error(node, "has \(inputs.count) inputs (expected X, scale, B, mean, var)") }

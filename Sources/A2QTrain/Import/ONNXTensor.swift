@@ -23,14 +23,14 @@ struct ONNXTensor: @unchecked Sendable {
 
     init(_ proto: Onnx_TensorProto, name: String, external: ONNXExternalData) throws {
         guard proto.dims.allSatisfy({ $0 >= 0 && $0 <= Int64(ONNXTensor.maxElements) }) else {
-            throw A2QError("tensor \(name) has the shape \(proto.dims), which is not a shape", remedy: ONNXExternalData.damaged)
+            throw A2QError("\(external.source): tensor \(name) has the shape \(proto.dims), which is not a shape", remedy: ONNXExternalData.damaged)
         }
         let dims = proto.dims.map { Int($0) }
         var product = 1
         for d in dims {
             let (next, overflow) = product.multipliedReportingOverflow(by: d)
             guard !overflow, next <= ONNXTensor.maxElements else {
-                throw A2QError("tensor \(name) declares \(proto.dims) elements (more than 2^31)", remedy: ONNXExternalData.damaged)
+                throw A2QError("\(external.source): tensor \(name) declares \(proto.dims) elements (more than 2^31)", remedy: ONNXExternalData.damaged)
             }
             product = next
         }
@@ -57,7 +57,7 @@ struct ONNXTensor: @unchecked Sendable {
     /// The values of a float32 tensor.
     func floats() throws -> [Float] {
         guard proto.dataType == ONNXTensor.float else {
-            throw A2QError("tensor \(name) holds \(typeName) values; a2q imports float32 weights",
+            throw A2QError("\(external.source): tensor \(name) holds \(typeName) values; a2q imports float32 weights",
                            remedy: "export the model in float32 (model.float() before torch.onnx.export)")
         }
         if !proto.floatData.isEmpty {
@@ -70,7 +70,7 @@ struct ONNXTensor: @unchecked Sendable {
     /// The values of an int64 tensor (shapes, axes, indices).
     func int64s() throws -> [Int64] {
         guard proto.dataType == ONNXTensor.int64 else {
-            throw A2QError("tensor \(name) holds \(typeName) values where an int64 tensor is expected")
+            throw A2QError("\(external.source): tensor \(name) holds \(typeName) values where an int64 tensor is expected")
         }
         if !proto.int64Data.isEmpty {
             guard proto.int64Data.count == count else { throw sizeError(proto.int64Data.count * 8, expected: count * 8) }
@@ -96,67 +96,82 @@ struct ONNXTensor: @unchecked Sendable {
     }
 
     private func sizeError(_ bytes: Int, expected: Int) -> A2QError {
-        A2QError("tensor \(name) has \(bytes) bytes of data, but its shape \(dims) needs \(expected)", remedy: ONNXExternalData.damaged)
+        A2QError("\(external.source): tensor \(name) has \(bytes) bytes of data, but its shape \(dims) needs \(expected)", remedy: ONNXExternalData.damaged)
     }
 }
 
 /// The external-data files of one model (`NAME.onnx.data` beside `NAME.onnx`, as the dynamo
-/// exporter writes by default), each read once and kept while the import runs.
+/// exporter writes by default), each opened once while the import runs.
 final class ONNXExternalData: @unchecked Sendable {
     /// The folder of the model file (locations are relative to it).
     let folder: String
-    private var files: [String: Data] = [:]
+    /// The model file (messages start with it).
+    let source: String
+    private var files: [String: (FileHandle, Int)] = [:]
 
     static let damaged = "the file is damaged or was not written by an ONNX exporter; export the model again"
 
-    init(folder: String) { self.folder = folder }
+    init(folder: String, source: String) {
+        self.folder = folder
+        self.source = source
+    }
 
-    /// The file holding the tensor's values and the range of `length` bytes its
-    /// `external_data` entries point at.
+    /// The `length` bytes the tensor's `external_data` entries point at (read from the file,
+    /// not mapped: only the tensor being copied is in memory).
     func bytes(of tensor: ONNXTensor, length expected: Int) throws -> (Data, Range<Int>) {
         var entries: [String: String] = [:]
         for entry in tensor.proto.externalData { entries[entry.key] = entry.value }
         guard let location = entries["location"], !location.isEmpty else {
-            throw A2QError("initializer \(tensor.name) is stored externally but names no file (no 'location')", remedy: Self.damaged)
+            throw A2QError("\(source): initializer \(tensor.name) is stored externally but names no file (no 'location')", remedy: Self.damaged)
         }
         guard !location.hasPrefix("/"), !location.split(separator: "/").contains("..") else {
-            throw A2QError("initializer \(tensor.name): its external data file '\(location)' is not inside the model's folder",
+            throw A2QError("\(source): initializer \(tensor.name): its external data file '\(location)' is not inside the model's folder",
                            remedy: "ONNX external data must be next to the model file (a relative path without '..')")
         }
         let offset = try number(entries["offset"], "offset", tensor) ?? 0
-        let data = try file(location, tensor: tensor)
-        let length = try number(entries["length"], "length", tensor) ?? (data.count - offset)
+        let (handle, size) = try file(location, tensor: tensor)
+        let length = try number(entries["length"], "length", tensor) ?? (size - offset)
         guard length == expected else {
-            throw A2QError("initializer \(tensor.name): its external data is \(length) bytes long, but its shape \(tensor.dims) needs \(expected)",
+            throw A2QError("\(source): initializer \(tensor.name): its external data is \(length) bytes long, but its shape \(tensor.dims) needs \(expected)",
                            remedy: Self.damaged)
         }
-        guard offset >= 0, offset <= data.count, length <= data.count - offset else {
-            throw A2QError("initializer \(tensor.name): bytes \(offset)..<\(offset + length) of \(location) are past its end (\(data.count) bytes)",
+        guard offset >= 0, offset <= size, length <= size - offset else {
+            throw A2QError("\(source): initializer \(tensor.name): bytes \(offset)..<\(offset + length) of \(location) are past its end (\(size) bytes)",
                            remedy: "the external data file is truncated or belongs to another export; export the model again")
         }
-        return (data, offset..<(offset + length))
+        let data: Data
+        do {
+            try handle.seek(toOffset: UInt64(offset))
+            data = try handle.read(upToCount: length) ?? Data()
+        } catch {
+            throw A2QError("\(source): initializer \(tensor.name): cannot read \(location): \(error.localizedDescription)")
+        }
+        guard data.count == length else {
+            throw A2QError("\(source): initializer \(tensor.name): \(location) ended after \(data.count) of \(length) bytes", remedy: Self.damaged)
+        }
+        return (data, 0..<length)
     }
 
     private func number(_ text: String?, _ key: String, _ tensor: ONNXTensor) throws -> Int? {
         guard let text else { return nil }
         guard let value = Int(text), value >= 0 else {
-            throw A2QError("initializer \(tensor.name): external data \(key) '\(text)' is not a byte count", remedy: Self.damaged)
+            throw A2QError("\(source): initializer \(tensor.name): external data \(key) '\(text)' is not a byte count", remedy: Self.damaged)
         }
         return value
     }
 
-    private func file(_ location: String, tensor: ONNXTensor) throws -> Data {
-        if let data = files[location] { return data }
+    private func file(_ location: String, tensor: ONNXTensor) throws -> (FileHandle, Int) {
+        if let open = files[location] { return open }
         let path = (folder as NSString).appendingPathComponent(location)
         guard FileManager.default.fileExists(atPath: path) else {
-            throw A2QError("initializer \(tensor.name): external data file \(location) not found (looked for \(path))",
+            throw A2QError("\(source): initializer \(tensor.name): external data file \(location) not found (looked for \(path))",
                            remedy: "keep the .onnx.data file the exporter wrote next to the .onnx file, or export with external_data=False")
         }
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw A2QError("initializer \(tensor.name): cannot read the external data file \(path): \(error.localizedDescription)")
+        guard let handle = FileHandle(forReadingAtPath: path),
+              let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int else {
+            throw A2QError("\(source): initializer \(tensor.name): cannot read the external data file \(path)")
         }
-        files[location] = data
-        return data
+        files[location] = (handle, size)
+        return (handle, size)
     }
 }
