@@ -29,6 +29,7 @@ BatchNorm running statistics and affine parameters are randomised (seeded) befor
 a BN folded into the wrong place shows in the outputs. The exporters:
   torchscript  torch.onnx.export(..., dynamo=False): the TorchScript exporter (deprecated since
                torch 2.9, still present in 2.13); writes the requested opset.
+  torchscript_nofold  the same with do_constant_folding=False: BatchNormalization nodes stay.
   dynamo       torch.onnx.export(..., dynamo=True), the default since torch 2.9 (needs
                onnxscript); implements opset >= 18 only and tries to convert down when a lower
                one is asked for, keeping 18 when the conversion fails.
@@ -356,14 +357,14 @@ def export(model, example, path, exporter, opset, batch="dynamic", dynamic_hw=Fa
     names = dict(input_names=["input"], output_names=["output"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if exporter == "torchscript":
+        if exporter in ("torchscript", "torchscript_nofold"):
             axes = None
             if batch == "dynamic" or dynamic_hw:
                 axes = {"input": {0: "batch"}, "output": {0: "batch"}}
                 if dynamic_hw:
                     axes["input"].update({2: "height", 3: "width"})
             torch.onnx.export(model, (example,), path, dynamo=False, opset_version=opset,
-                              dynamic_axes=axes, **names)
+                              dynamic_axes=axes, do_constant_folding=exporter == "torchscript", **names)
         else:
             shapes = None
             if batch == "dynamic" or dynamic_hw:
@@ -707,7 +708,10 @@ def main(argv):
     e.add_argument("out")
     e.add_argument("--models", nargs="+", choices=list(MODELS))
     e.add_argument("--opsets", nargs="+", type=int, default=[17])
-    e.add_argument("--exporters", nargs="+", choices=["torchscript", "dynamo"], default=["torchscript", "dynamo"])
+    e.add_argument("--exporters", nargs="+", choices=["torchscript", "dynamo", "torchscript_nofold"],
+                   default=["torchscript", "dynamo"],
+                   help="torchscript_nofold: the TorchScript exporter with do_constant_folding=False, which keeps "
+                        "BatchNormalization nodes instead of folding them into the convs")
     e.add_argument("--batch", choices=["dynamic", "fixed"], default="dynamic",
                    help="dynamic: a symbolic batch dimension (exported from a batch of 2); fixed: batch = --samples")
     e.add_argument("--samples", type=int, default=16)

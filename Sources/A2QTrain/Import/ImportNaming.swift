@@ -77,8 +77,9 @@ struct ImportNaming {
         rows.append(Row(name: full, kind: "residual (body + \(block.shortcut.isEmpty ? "identity" : "shortcut"), then after)", origin: block.origin))
         let body = nodes(block.body, prefix: full + ".", strip: shared)
         // PyTorch's shortcut modules are often called `shortcut` already; a2q adds that prefix itself.
-        let shortcutPaths = block.shortcut.flatMap(\.layers).map(\.path)
-        let shortcutStrip = !shared.isEmpty && shortcutPaths.allSatisfy({ $0.hasPrefix(shared + ".shortcut.") }) ? shared + ".shortcut" : shared
+        let shortcutPaths = block.shortcut.flatMap(\.layers).filter { $0.kind != .quant(signed: true) && $0.kind != .quant(signed: false) }.map(\.path)
+        let shortcutStrip = !shared.isEmpty && !shortcutPaths.isEmpty && shortcutPaths.allSatisfy({ $0.hasPrefix(shared + ".shortcut.") })
+            ? shared + ".shortcut" : shared
         let shortcut = block.shortcut.isEmpty ? nil : nodes(block.shortcut, prefix: full + ".shortcut.", strip: shortcutStrip)
         let after = nodes(block.after, prefix: full + ".", strip: shared)
         return ModelDescription.Node(ResidualOp(name: local, body: body, shortcut: shortcut, after: after))

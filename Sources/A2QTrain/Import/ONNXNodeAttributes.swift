@@ -53,7 +53,13 @@ extension Onnx_NodeProto {
     /// scopes in `pkg.torch.onnx.name_scopes`: `['', 'layer1', 'layer1.0', 'relu_1']` →
     /// `layer1.0.relu_1`, `['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_3']` →
     /// `layer1.0.relu_3`. Otherwise the node's name without dynamo's `node_`.
-    var sourcePath: String {
+    var sourcePath: String { path(moduleCall: false) }
+
+    /// The path of a node that is the call of a module (nn.Conv2d, nn.Linear, nn.BatchNorm2d:
+    /// `/layer2/layer2.0/shortcut/shortcut.0/Conv` → `layer2.0.shortcut.0`).
+    var modulePath: String { path(moduleCall: true) }
+
+    private func path(moduleCall: Bool) -> String {
         if let scopes = metadataProps.first(where: { $0.key == "pkg.torch.onnx.name_scopes" })?.value {
             let entries = Self.pythonStrings(scopes)
             if let last = entries.last, !last.isEmpty {
@@ -68,7 +74,7 @@ extension Onnx_NodeProto {
         if name.hasPrefix("/") {
             var parts = name.split(separator: "/").map(String.init)
             guard let last = parts.popLast() else { return "" }
-            let leafCall = last == opType && parts.last.map { !$0.contains(".") } == true
+            let leafCall = last == opType && !parts.isEmpty && (moduleCall || parts.last.map { !$0.contains(".") } == true)
             if !leafCall { parts.append(last.lowercased()) }
             var path: [String] = []
             var previous = ""

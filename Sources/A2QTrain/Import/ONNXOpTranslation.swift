@@ -70,7 +70,7 @@ extension ONNXGraphMatcher {
     /// the module's (`layer1.0.conv1.weight` → `layer1.0.conv1`), else the node's.
     func weightPath(_ node: Onnx_NodeProto, weight: String) -> String {
         let generated = weight.hasPrefix("onnx::") || weight.hasPrefix("val_") || !weight.contains(where: \.isLetter)
-        guard !generated else { return node.sourcePath }
+        guard !generated else { return node.modulePath }
         for suffix in [".weight", "_weight"] where weight.hasSuffix(suffix) { return String(weight.dropLast(suffix.count)) }
         return weight
     }
