@@ -254,6 +254,10 @@ extension ONNXGraphMatcher {
         let label = node.label, file = source
         result.tensors["running_var"] = ImportedTensor(shape: [channels]) {
             let values = try variance.floats()
+            if let bad = values.firstIndex(where: { $0 < 0 }) {
+                throw A2QError("\(file): \(label) has a negative running variance (\(values[bad]) in channel \(bad))",
+                               remedy: "the model's BatchNorm statistics are broken; check the PyTorch model")
+            }
             guard epsilon != Self.batchNormEpsilon else { return values }
             let moved = values.map { Float(Double($0) + Double(epsilon) - Double(Self.batchNormEpsilon)) }
             guard moved.allSatisfy({ $0 >= 0 }) else {
