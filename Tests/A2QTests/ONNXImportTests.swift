@@ -223,6 +223,30 @@ struct ONNXImportTests {
         #expect(difference <= 1e-4, "\(difference)")
     }
 
+    @Test("round trip without torch: an a2q float model (trained a few steps, so BatchNorm statistics are not the identity) written to ONNX by an independent script (Tests/Python/a2q_to_onnx.py: h5py + onnx.helper) and imported back gives onnxruntime's outputs within 1e-4 relative (resnet8: residual blocks, projection shortcuts, global pool; cnn-bn: max pools, flatten, BatchNorm after a linear layer)",
+          arguments: ["resnet8", "cnn-bn"])
+    func roundTrip(model: String) throws {
+        let folder = temporaryFolder("import-round-trip-\(model)")
+        let train = try runA2Q(["train", "--model", model, "--quantizer", "float", "--data", "synthetic", "--max-steps", "10", "--epochs", "1",
+                                "--log-every", "10", "--out", folder + "/run"], timeout: 300)
+        #expect(train.status == 0, "\(train.output)")
+        let onnx = folder + "/\(model).onnx"
+        let (status, printed) = try python("a2q_to_onnx.py", [folder + "/run/final.h5", onnx, "--samples", "200"])
+        #expect(status == 0, "\(printed)")
+        let shape = try #require(printed.split(separator: "\n").last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }?["input"] as? [Int],
+                                 "\(printed)")
+        let imported = try runA2Q(["import", onnx, "--out", folder + "/float.h5"])
+        #expect(imported.status == 0, "\(imported.output)")
+        func floats(_ path: String) throws -> [Float] {
+            try Data(contentsOf: URL(fileURLWithPath: path)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        }
+        let stem = folder + "/\(model)"
+        let difference = TorchModels.relativeDifference(try TorchModels.outputs(folder + "/float.h5", try floats(stem + ".input.f32"), shape: shape),
+                                                        try floats(stem + ".ort.f32"))
+        print("round trip \(model): max relative difference \(difference) over \(shape[0]) inputs")
+        #expect(difference <= 1e-4, "\(model): \(difference)")
+    }
+
     /// `a2q ARGUMENTS` with its wall time and, where /usr/bin/time exists, its peak RSS.
     static func measured(_ arguments: [String]) throws -> (status: Int32, output: String, seconds: Double, peakKB: Int?) {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/time") else {

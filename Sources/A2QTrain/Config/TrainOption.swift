@@ -47,7 +47,9 @@ extension AllReduceProgress: OptionChoice {}
 extension SumOrder: OptionChoice {}
 extension ModelName: OptionValue {
     public init?(word: String) { self.init(validating: word) }
-    public static var valueName: String { (builtIn.map(\.rawValue) + ["PATH.json", "PATH.onnx"]).joined(separator: "|") }
+    /// `PATH` is a model file (`.json`) or an ONNX model (`.onnx`), as the help says; short enough
+    /// that `--help` keeps the flag and its values on one line.
+    public static var valueName: String { (builtIn.map(\.rawValue) + ["PATH"]).joined(separator: "|") }
 }
 
 /// A coding key for any option name.
@@ -134,7 +136,7 @@ extension TrainConfig {
     /// Every option of `a2q train`, in help order: the one declaration of each setting's flag,
     /// config-file key and help.
     public static let options: [TrainOption] = [
-        .value("model", \.model, "Model: a built-in (mlp, cnn, cnn-bn, resnet8, resnet14, resnet20), a model file PATH.json (README, \"Networks\") or a float ONNX model PATH.onnx (its tree; the weights come from `a2q import`, README \"Import a PyTorch model\")."),
+        .value("model", \.model, "Model: a built-in (mlp, cnn, cnn-bn, resnet8, resnet14, resnet20, espcn, espcn-x3), a model file PATH.json (README, \"Networks\") or a float ONNX model PATH.onnx (its tree; the weights come from `a2q import`, README \"Import a PyTorch model\")."),
         .value("quantizer", \.quantizer, "Weight quantizer: float, qat, a2q or a2q+."),
         .value("weight-bits", \.weightBits, "Weight bits M of the constrained layers (2...16)."),
         .value("act-bits", \.actBits, "Activation bits N of the quantizers (2...16)."),

@@ -12,7 +12,9 @@ import Foundation
 extension ONNXImport {
     /// What `writeCheckpoint` wrote.
     public struct Written: Sendable {
+        /// Parameter values in the float build.
         public var parameters: Int
+        /// Tensors filled (parameters and BatchNorm buffers).
         public var tensors: Int
     }
 

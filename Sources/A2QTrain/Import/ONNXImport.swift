@@ -18,9 +18,11 @@ public struct ONNXImport {
     public let inputShape: [Int]
     /// The number of class scores.
     public let classes: Int
-    /// The graph's default-domain opset, IR version and producer (`pytorch 2.13.0`).
+    /// The graph's default-domain opset.
     public let opset: Int
+    /// The file's ONNX IR version.
     public let irVersion: Int
+    /// Who wrote the file (`pytorch 2.13.0`).
     public let producer: String
     /// What the caller said the model's input is (see `InputConventions`).
     public let conventions: InputConventions
@@ -85,8 +87,8 @@ public struct ONNXImport {
         try ONNXImport(path: path, weights: false).description
     }
 
-    /// Both builds a2q makes of the tree work: the float one (the weights' shapes) and a quantized
-    /// one (every weight layer's input and both inputs of every add quantized).
+    /// The tree builds as a quantized a2q model (every weight layer's input and both inputs of
+    /// every add quantized, every shape right); `writeCheckpoint` builds the float one.
     func checkBuilds() throws {
         var config = TrainConfig()
         config.model = ModelName(rawValue: source)
