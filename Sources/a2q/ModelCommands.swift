@@ -85,6 +85,7 @@ struct InspectCommand: ParsableCommand {
         var step: Int?
         var phase: String?
         var config: TrainConfig?
+        var imported: ImportRecord?
         var layers: [LayerVerdict]
     }
 
@@ -97,12 +98,13 @@ struct InspectCommand: ParsableCommand {
             let header = try CheckpointFile.header(file)
             let layers = header.state.phase == .float ? [] : LayerVerdict.verify(try ModelFiles.integerModel(file))
             report = Report(file: file, kind: "checkpoint", model: header.config.model.rawValue, step: header.state.globalStep,
-                            phase: header.state.phase.rawValue, config: header.config, layers: layers)
+                            phase: header.state.phase.rawValue, config: header.config, imported: try ImportRecord.read(file), layers: layers)
         }
         if json { try printJSON(report); return }
         printLine("\(report.file): \(report.kind) of \(report.model)"
                   + (report.step.map { ", global step \($0) (\(report.phase ?? "") phase)" } ?? ""))
         if let config = report.config { printLine("configuration: \(config.json(pretty: false))") }
+        if let imported = report.imported { printLine(imported.summary) }
         printLine(report.layers.isEmpty ? "(float model: no integer layers)" : LayerVerdict.table(report.layers))
     }
 }

@@ -188,6 +188,9 @@ struct ONNXImportTests {
         #expect(try group.stringAttribute("input_conventions") == #"{"mean":[0.5],"scale":255,"std":[0.25]}"#)
         #expect(try group.stringAttribute("folded_into") == "conv1")
         #expect(try group.read("folded_scale", as: Double.self).values == [1020])
+        let inspect = try runA2Q(["inspect", checkpoint])
+        #expect(inspect.status == 0 && inspect.output.contains("imported from small_cnn_nopad.onnx")
+                && inspect.output.contains("input conventions scale 255.0, mean 0.5, std 0.25; folded into conv1"), "\(inspect.output)")
 
         let padded = try runA2Q(["import", folder + "/norm_scalar_cnn.onnx", "--out", checkpoint, "--overwrite"])
         #expect(padded.status == 0 && padded.output.contains("folded the graph's normalisation (node '/Sub' (Sub), node '/Div' (Div)) into net_conv1")
