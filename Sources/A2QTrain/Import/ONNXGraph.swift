@@ -87,24 +87,45 @@ struct ONNXGraph {
         guard producer[self.output] != nil else {
             throw A2QError("\(source): no node computes the graph output \(self.output)")
         }
-        // Op types before anything else: the first unknown one is named.
-        for node in nodes where !Self.supportedOps.contains(node.opType) {
-            throw Self.unsupported(node, source: source)
-        }
-        // Constant nodes and Identity nodes of constants, in graph order (an Identity may forward a Constant).
+        // Constants made by nodes, in graph order: Constant; Identity of a constant (TorchScript's
+        // deduplication); and, in graphs exported without constant folding, Unsqueeze of a
+        // constant and the 2-D Transpose of a constant weight.
         var constantNodes = Set<Int>()
         for (i, node) in nodes.enumerated() {
-            if node.opType == "Constant" {
-                guard let name = node.presentOutputs.first, let a = node.attribute("value"), a.hasT else {
+            guard let name = node.presentOutputs.first, node.presentOutputs.count == 1 else { continue }
+            let inputs = node.presentInputs.map { constants[$0] }
+            switch node.opType {
+            case "Constant":
+                guard let a = node.attribute("value"), a.hasT else {
                     throw A2QError("\(source): \(node.label) holds no tensor 'value' (sparse or list constants are not imported)")
                 }
                 constants[name] = try ONNXTensor(a.t, name: name, external: external)
-                constantNodes.insert(i)
-            } else if node.opType == "Identity", let from = node.presentInputs.first, let tensor = constants[from],
-                      let name = node.presentOutputs.first {
-                constants[name] = ONNXTensor(aliasing: tensor, as: name)
-                constantNodes.insert(i)
+            case "Identity":
+                guard inputs.count == 1, let tensor = inputs[0] else { continue }
+                constants[name] = ONNXTensor(aliasing: tensor, as: name, dims: tensor.dims)
+            case "Unsqueeze":
+                guard inputs.count == 2, let tensor = inputs[0], let axes = try? inputs[1]?.int64s(), tensor.transposedFrom == nil else { continue }
+                var dims = tensor.dims
+                for axis in axes.map({ Int($0) < 0 ? Int($0) + tensor.dims.count + axes.count : Int($0) }).sorted() {
+                    guard axis >= 0, axis <= dims.count else { break }
+                    dims.insert(1, at: axis)
+                }
+                guard dims.count == tensor.dims.count + axes.count else { continue }
+                constants[name] = ONNXTensor(aliasing: tensor, as: name, dims: dims)
+            case "Transpose":
+                guard inputs.count == 1, let tensor = inputs[0], tensor.dims.count == 2, tensor.transposedFrom == nil,
+                      (try node.ints("perm")) ?? [1, 0] == [1, 0] else { continue }
+                var transposed = ONNXTensor(aliasing: tensor, as: name, dims: [tensor.dims[1], tensor.dims[0]])
+                transposed.transposedFrom = (tensor.dims[0], tensor.dims[1])
+                constants[name] = transposed
+            default:
+                continue
             }
+            constantNodes.insert(i)
+        }
+        // Op types before the structure: the first unknown one that is not a constant is named.
+        for (i, node) in nodes.enumerated() where !constantNodes.contains(i) && !Self.supportedOps.contains(node.opType) {
+            throw Self.unsupported(node, source: source)
         }
         self.producer = producer
         self.consumers = consumers
@@ -167,11 +188,12 @@ struct ONNXGraph {
 }
 
 extension ONNXTensor {
-    /// The same tensor under another name (an Identity's output).
-    init(aliasing tensor: ONNXTensor, as name: String) {
+    /// The same values under another name and shape (an Identity's or Unsqueeze's output).
+    init(aliasing tensor: ONNXTensor, as name: String, dims: [Int]) {
         self.name = name
-        dims = tensor.dims
+        self.dims = dims
         proto = tensor.proto
         external = tensor.external
+        transposedFrom = tensor.transposedFrom
     }
 }

@@ -13,6 +13,9 @@ struct ONNXTensor: @unchecked Sendable {
     let proto: Onnx_TensorProto
     /// External-data files of this model (shared by every tensor that points into one).
     let external: ONNXExternalData
+    /// Set when this is the transpose of a stored `[rows, columns]` matrix (a `Transpose` node
+    /// of a constant, which the TorchScript exporter leaves when it does not fold constants).
+    var transposedFrom: (rows: Int, columns: Int)?
 
     /// Element types the importer reads.
     static let float = Int32(Onnx_TensorProto.DataType.float.rawValue)
@@ -56,6 +59,15 @@ struct ONNXTensor: @unchecked Sendable {
 
     /// The values of a float32 tensor.
     func floats() throws -> [Float] {
+        let values = try storedFloats()
+        guard let (rows, columns) = transposedFrom else { return values }
+        var result = [Float](repeating: 0, count: values.count)
+        for r in 0..<rows { for c in 0..<columns { result[c * rows + r] = values[r * columns + c] } }
+        return result
+    }
+
+    /// The float32 values as stored.
+    private func storedFloats() throws -> [Float] {
         guard proto.dataType == ONNXTensor.float else {
             throw A2QError("\(external.source): tensor \(name) holds \(typeName) values; a2q imports float32 weights",
                            remedy: "export the model in float32 (model.float() before torch.onnx.export)")
@@ -69,7 +81,7 @@ struct ONNXTensor: @unchecked Sendable {
 
     /// The values of an int64 tensor (shapes, axes, indices).
     func int64s() throws -> [Int64] {
-        guard proto.dataType == ONNXTensor.int64 else {
+        guard proto.dataType == ONNXTensor.int64, transposedFrom == nil else {
             throw A2QError("\(external.source): tensor \(name) holds \(typeName) values where an int64 tensor is expected")
         }
         if !proto.int64Data.isEmpty {
