@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Optional: installs PyPI's torch as a CPU build for the tests that export PyTorch models to ONNX
-# (Tests/Python/torch_models.py, the ONNX importer's references). Not part of Launch/test.sh's
-# setup: the suite must stay fast on a fresh machine, and whoever runs these tests calls this
-# first. Runs Launch/setup-python.sh first (onnx, onnxruntime and onnxscript, which the dynamo
+# (Tests/Python/torch_models.py, the ONNX importer's references). Launch/test.sh calls it and
+# goes on without torch when it fails (those tests are then skipped with the reason). Runs
+# Launch/setup-python.sh first (onnx, onnxruntime and onnxscript, which the dynamo
 # exporter needs, are pinned there).
 #
 # What it installs (measured 2026-12-07, Python 3.11, on this project's machine):

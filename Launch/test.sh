@@ -20,6 +20,11 @@ trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM  # so that EXIT r
 
 Launch/setup.sh
 Launch/setup-python.sh
+# torch (a CPU build, for the tests that export PyTorch models) where this machine's pip offers
+# one; elsewhere those tests are skipped with the reason and the torch-free round trip still runs.
+if ! Launch/setup-torch.sh >/dev/null 2>&1; then
+  echo "test: no CPU build of torch to be had here (Launch/setup-torch.sh); the PyTorch-export tests will be skipped"
+fi
 
 echo "test: building (release, so the numerical tests run in seconds) and running the test suite"
 export SWIFT_BACKTRACE=color=no
