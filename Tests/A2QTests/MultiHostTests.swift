@@ -91,9 +91,10 @@ struct MultiHostTests {
             let result = try TestHosts.run(hosts: 2, ["bench", "allreduce", "--bytes", "4096", "--repeats", "15", "--json"],
                                            environment: environment, timeout: 120)
             #expect(result.status == 0, "\(result.output)")
-            let line = result.output.split(separator: "\n").first { $0.hasPrefix("[") } ?? ""
-            let rows = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [[String: Any]]
-            return try #require(rows?.first?["median_seconds"] as? Double)
+            // The JSON line; Open MPI's own messages also start with "[" ("[host:pid] …").
+            let rows = result.output.split(separator: "\n").filter { $0.hasPrefix("[") }
+                .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [[String: Any]] }.first
+            return try #require(rows?.first?["median_seconds"] as? Double, "no JSON result in: \(result.output)")
         }
         // Two ranks exchange once (recursive doubling), each message delayed 2 ms on its way out;
         // the timed call also absorbs up to one delay of skew from the barrier before it.
