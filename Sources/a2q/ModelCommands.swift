@@ -238,11 +238,7 @@ extension EvalCommand {
             let header = try CheckpointFile.header(file)
             factor = try ModelBuilder.upscaleFactor(of: header.description, config: header.config)
         }
-        var task = try RestorationTask.load(folder: folder, factor: factor, cropSize: factor, cropsPerImage: 1, seed: 0)
-        if let limit, limit < task.testCount {
-            task = RestorationTask(train: task.train, test: try RestorationDataset(images: Array(task.test.images.prefix(limit)), upscaleFactor: factor,
-                                                                                 cropSize: task.test.cropSize, cropping: .centre))
-        }
+        let task = try RestorationTask.evaluation(folder: folder, factor: factor, limit: limit)
         let start = monotonicSeconds()
         var result: [String: Any] = ["file": file, "images": task.testCount, "crop": task.test.cropSize, "upscale_factor": factor,
                                      "bicubic_psnr": task.bicubicPSNR()]

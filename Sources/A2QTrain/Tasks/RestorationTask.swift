@@ -29,6 +29,16 @@ public final class RestorationTask: TrainingTask {
         return RestorationTask(train: train, test: test)
     }
 
+    /// For evaluation only: the test images of `folder` (the first `limit`), as `load` cuts
+    /// them; no training image is read (the training set is the test set, unused).
+    public static func evaluation(folder: String, factor: Int, limit: Int? = nil) throws -> RestorationTask {
+        let images = try RestorationData.loadTest(folder: folder)
+        let testCrop = RestorationDataset.largestCrop(of: images, factor: factor)
+        let test = try RestorationDataset(images: Array(images.prefix(limit ?? images.count)), upscaleFactor: factor,
+                                          cropSize: testCrop, cropping: .centre)
+        return RestorationTask(train: test, test: test)
+    }
+
     public var kind: TaskKind { .restoration }
     public var metricName: String { TaskKind.restoration.metricName }
     public var trainCount: Int { train.count }
