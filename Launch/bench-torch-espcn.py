@@ -5,9 +5,11 @@ core, for the throughput comparison with `a2q bench train --model espcn --quanti
 
     OPENBLAS_NUM_THREADS=1 python3 Launch/bench-torch-espcn.py [--batch 16] [--crop 64] [--steps 200] [--factor 2]
 
-Same model (conv 5x5 3->64, conv 3x3 64->64, conv 3x3 64->32 without bias, each with
-BatchNorm and ReLU, conv 3x3 32->3r^2 with bias, PixelShuffle(r)), same batch and crop, Adam,
-mean squared error, random inputs in [0, 1]. Prints crops/s after a warm-up.
+Same model (conv 5x5 3->64, conv 3x3 64->64, conv 3x3 64->32, each with bias and ReLU, conv
+3x3 32->3r^2, PixelShuffle(r); with --batchnorm the authors' form, `Launch/models/espcn-bn.json`:
+the first three without bias and each followed by BatchNorm), same batch and crop, Adam, mean
+squared error, random inputs in [0, 1]. Prints crops/s and high-resolution pixels/s after a
+warm-up.
 """
 import argparse
 import time
@@ -21,6 +23,7 @@ parser.add_argument("--crop", type=int, default=64, help="high-resolution crop s
 parser.add_argument("--factor", type=int, default=2)
 parser.add_argument("--steps", type=int, default=200)
 parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--batchnorm", action="store_true", help="the authors' form with BatchNorm (espcn-bn.json)")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
@@ -28,7 +31,9 @@ r = args.factor
 
 
 def block(cin, cout, k):
-    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    if args.batchnorm:
+        return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU()]
 
 
 model = nn.Sequential(*block(3, 64, 5), *block(64, 64, 3), *block(64, 32, 3),
@@ -53,5 +58,7 @@ start = time.perf_counter()
 for _ in range(args.steps):
     step()
 elapsed = time.perf_counter() - start
-print(f"pytorch {torch.__version__} espcn x{r} float: batch {args.batch}, crop {args.crop}, {args.threads} thread(s): "
-      f"{args.steps * args.batch / elapsed:.0f} crops/s ({1000 * elapsed / args.steps:.1f} ms/step)")
+crops = args.steps * args.batch / elapsed
+print(f"pytorch {torch.__version__} espcn{'-bn' if args.batchnorm else ''} x{r} float: batch {args.batch}, crop {args.crop}, "
+      f"{args.threads} thread(s): {crops:.0f} crops/s, {crops * args.crop * args.crop / 1e6:.2f} Mpixels/s "
+      f"({1000 * elapsed / args.steps:.1f} ms/step)")

@@ -25,15 +25,18 @@ public enum BuiltInModels {
 
     static func quant(_ name: String, signed: Bool = false) -> Node { .quant(name: name, bits: nil, signed: signed) }
 
-    /// ESPCN (Shi et al.; as the A2Q authors define it): conv 5×5 3→64, conv 3×3 64→64, conv
-    /// 3×3 64→32, each with BatchNorm and ReLU, conv 3×3 32→3·r², PixelShuffle(r), and an
-    /// unsigned 8-bit output quantizer on the fixed range [0, 1]: its integers are the pixels.
-    /// The first and last convolutions stay 8-bit and unconstrained (`--first-last`).
+    /// ESPCN (Shi et al.), the A2Q authors' layers without their BatchNorms: conv 5×5 3→64,
+    /// conv 3×3 64→64, conv 3×3 64→32, each with a bias and ReLU, conv 3×3 32→3·r²,
+    /// PixelShuffle(r), and an unsigned 8-bit output quantizer on the fixed range [0, 1]: its
+    /// integers are the pixels. The first and last convolutions stay 8-bit and unconstrained
+    /// (`--first-last`). Without BatchNorm the float model trains far faster on small crops
+    /// (README, "Super-resolution"); the authors' form with BatchNorm is
+    /// `Launch/models/espcn-bn.json`.
     static func espcn(name: String, factor r: Int) -> ModelDescription {
         var layers: [Node] = []
         for (index, (out, kernel)) in [(64, 5), (64, 3), (32, 3)].enumerated() {
             let i = index + 1
-            layers += [conv("conv\(i)", out, kernel: kernel, bias: false), .batchNorm(name: "bn\(i)"), .relu(name: "relu\(i)"), quant("act\(i)")]
+            layers += [conv("conv\(i)", out, kernel: kernel), .relu(name: "relu\(i)"), quant("act\(i)")]
         }
         layers += [conv("conv4", 3 * r * r, kernel: 3), .pixelShuffle(name: "shuffle", factor: r),
                    .quant(name: "output", bits: 8, signed: false, range: 1)]
