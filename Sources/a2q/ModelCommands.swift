@@ -315,12 +315,13 @@ struct VerifyCommand: ParsableCommand {
 /// `a2q report`: a sweep folder into results.csv, results.json and the trade-off plot.
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "report", abstract: "Collect a sweep folder (Launch/sweep.sh) into CSV, JSON and an SVG plot.")
+        commandName: "report", abstract: "Collect a sweep folder (Launch/sweep.sh, Launch/espcn-table.sh) into CSV, JSON, Markdown and an SVG plot.")
 
     @Argument(help: "The sweep folder (one run per subfolder).") var folder: String
     @Option(help: "Write CSV here.") var csv: String?
     @Option(help: "Write JSON here.") var json: String?
     @Option(help: "Write the SVG plot here.") var svg: String?
+    @Option(help: "Write the Markdown table (the README's form) here.") var markdown: String?
 
     func run() throws {
         let rows = try SweepReport.collect(folder)
@@ -332,6 +333,7 @@ struct ReportCommand: ParsableCommand {
             try encoder.encode(rows).write(to: URL(fileURLWithPath: json))
         }
         if let svg { try SweepReport.svg(rows).write(toFile: svg, atomically: true, encoding: .utf8) }
+        if let markdown { try SweepReport.markdown(rows).write(toFile: markdown, atomically: true, encoding: .utf8) }
         printLine(SweepReport.csv(rows))
     }
 }

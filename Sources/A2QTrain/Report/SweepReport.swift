@@ -2,7 +2,9 @@ import A2QCore
 import Foundation
 
 /// Collects a sweep folder (one run per subfolder: config.json, summary.json, integer.json,
-/// verify.json) into rows, CSV, JSON and an SVG plot.
+/// verify.json) into rows, CSV, JSON, a Markdown table and an SVG plot. The task's metric
+/// (accuracy for classifiers, PSNR for restoration) names the columns; one folder holds one
+/// task's runs.
 public enum SweepReport {
     public struct Row: Sendable, Codable {
         public var run: String
@@ -13,19 +15,26 @@ public enum SweepReport {
         /// Accumulator bits of the hidden layers (32 for float and qat).
         public var accumulatorBits: Int
         public var initMethod: String
-        public var testAccuracy: Double
-        public var integerAccuracy: Double?
+        /// What the run was trained for; names the metric.
+        public var task: TaskKind
+        /// The fake-quantized (or float) model's test metric (`summary.json`).
+        public var testMetric: Double
+        /// The integer engine's test metric (`integer.json`, `a2q eval --integer --json`).
+        public var integerMetric: Double?
         /// Zero fraction over the constrained (hidden) layers' integer weights.
         public var sparsity: Double
         /// `layer:p_min` for every quantized layer.
         public var pMin: [String: Int]
         /// `verify`: every layer proven overflow-free.
         public var verified: Bool?
-        public var floatTestAccuracy: Double?
+        /// The float model the run started from (its test metric).
+        public var floatTestMetric: Double?
+        /// Restoration: bicubic upscaling's PSNR on the same test crops (`integer.json`).
+        public var bicubicPSNR: Double?
 
         public init(run: String, model: String, quantizer: String, weightBits: Int, actBits: Int, accumulatorBits: Int,
-                    initMethod: String, testAccuracy: Double, integerAccuracy: Double?, sparsity: Double, pMin: [String: Int],
-                    verified: Bool?, floatTestAccuracy: Double?) {
+                    initMethod: String, task: TaskKind = .classification, testMetric: Double, integerMetric: Double?,
+                    sparsity: Double, pMin: [String: Int], verified: Bool?, floatTestMetric: Double?, bicubicPSNR: Double? = nil) {
             self.run = run
             self.model = model
             self.quantizer = quantizer
@@ -33,22 +42,69 @@ public enum SweepReport {
             self.actBits = actBits
             self.accumulatorBits = accumulatorBits
             self.initMethod = initMethod
-            self.testAccuracy = testAccuracy
-            self.integerAccuracy = integerAccuracy
+            self.task = task
+            self.testMetric = testMetric
+            self.integerMetric = integerMetric
             self.sparsity = sparsity
             self.pMin = pMin
             self.verified = verified
-            self.floatTestAccuracy = floatTestAccuracy
+            self.floatTestMetric = floatTestMetric
+            self.bicubicPSNR = bicubicPSNR
         }
 
-        enum CodingKeys: String, CodingKey {
-            case run, model, quantizer, weightBits = "weight_bits", actBits = "act_bits", accumulatorBits = "accumulator_bits"
-            case initMethod = "init", testAccuracy = "test_accuracy", integerAccuracy = "integer_accuracy", sparsity
-            case pMin = "p_min", verified, floatTestAccuracy = "float_test_accuracy"
+        /// The metric's name (`accuracy`, `psnr`).
+        public var metric: String { task.metricName }
+
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(_ name: String) { stringValue = name }
+            init?(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: Key.self)
+            task = try c.decodeIfPresent(TaskKind.self, forKey: Key("task")) ?? .classification
+            let metric = task.metricName
+            run = try c.decode(String.self, forKey: Key("run"))
+            model = try c.decode(String.self, forKey: Key("model"))
+            quantizer = try c.decode(String.self, forKey: Key("quantizer"))
+            weightBits = try c.decode(Int.self, forKey: Key("weight_bits"))
+            actBits = try c.decode(Int.self, forKey: Key("act_bits"))
+            accumulatorBits = try c.decode(Int.self, forKey: Key("accumulator_bits"))
+            initMethod = try c.decode(String.self, forKey: Key("init"))
+            testMetric = try c.decode(Double.self, forKey: Key("test_\(metric)"))
+            integerMetric = try c.decodeIfPresent(Double.self, forKey: Key("integer_\(metric)"))
+            sparsity = try c.decode(Double.self, forKey: Key("sparsity"))
+            pMin = try c.decode([String: Int].self, forKey: Key("p_min"))
+            verified = try c.decodeIfPresent(Bool.self, forKey: Key("verified"))
+            floatTestMetric = try c.decodeIfPresent(Double.self, forKey: Key("float_test_\(metric)"))
+            bicubicPSNR = try c.decodeIfPresent(Double.self, forKey: Key("bicubic_psnr"))
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: Key.self)
+            try c.encode(run, forKey: Key("run"))
+            try c.encode(model, forKey: Key("model"))
+            try c.encode(quantizer, forKey: Key("quantizer"))
+            try c.encode(weightBits, forKey: Key("weight_bits"))
+            try c.encode(actBits, forKey: Key("act_bits"))
+            try c.encode(accumulatorBits, forKey: Key("accumulator_bits"))
+            try c.encode(initMethod, forKey: Key("init"))
+            try c.encode(task, forKey: Key("task"))
+            try c.encode(testMetric, forKey: Key("test_\(metric)"))
+            try c.encodeIfPresent(integerMetric, forKey: Key("integer_\(metric)"))
+            try c.encode(sparsity, forKey: Key("sparsity"))
+            try c.encode(pMin, forKey: Key("p_min"))
+            try c.encodeIfPresent(verified, forKey: Key("verified"))
+            try c.encodeIfPresent(floatTestMetric, forKey: Key("float_test_\(metric)"))
+            try c.encodeIfPresent(bicubicPSNR, forKey: Key("bicubic_psnr"))
         }
     }
 
-    /// Reads every finished run under `folder`, sorted by model, bits, quantizer, P.
+    /// Reads every finished run under `folder`, in name order. Throws when the folder mixes
+    /// tasks (their metrics cannot share a column).
     public static func collect(_ folder: String) throws -> [Row] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else {
             throw A2QError("\(folder) is not a readable folder")
@@ -67,33 +123,90 @@ public enum SweepReport {
             for layer in summary["layers"] as? [[String: Any]] ?? [] {
                 if let n = layer["name"] as? String, let p = layer["p_min"] as? Int { pMin[n] = p }
             }
+            let task = (summary["task"] as? String).flatMap(TaskKind.init(rawValue:)) ?? .classification
+            let metric = task.metricName
+            guard let testMetric = summary["test_\(metric)"] as? Double else {
+                throw A2QError("\(dir)/summary.json has no test_\(metric) (task \(task.rawValue)); is it a finished a2q run?")
+            }
             let constrained = config.quantizer.isAccumulatorAware
             rows.append(Row(run: name, model: config.model.rawValue, quantizer: config.quantizer.rawValue,
                             weightBits: config.weightBits, actBits: config.actBits,
                             accumulatorBits: constrained ? config.accumulatorBits : 32, initMethod: config.init_.rawValue,
-                            testAccuracy: summary["test_accuracy"] as? Double ?? 0,
-                            integerAccuracy: integer?["accuracy"] as? Double,
+                            task: task, testMetric: testMetric, integerMetric: integer?[metric] as? Double,
                             sparsity: constrained ? summary["sparsity"] as? Double ?? 0 : 0, pMin: pMin,
                             verified: verify?["overflow_free"] as? Bool,
-                            floatTestAccuracy: summary["float_test_accuracy"] as? Double))
+                            floatTestMetric: summary["float_test_\(metric)"] as? Double,
+                            bicubicPSNR: integer?["bicubic_psnr"] as? Double))
+        }
+        if let first = rows.first, let other = rows.first(where: { $0.task != first.task }) {
+            throw A2QError("\(folder) mixes \(first.task.rawValue) runs (\(first.run)) and \(other.task.rawValue) runs (\(other.run)); "
+                           + "report one task per sweep folder")
         }
         return rows
     }
 
+    /// A metric value as the tables print it: accuracy as a fraction with 4 decimals, PSNR in dB
+    /// with 2.
+    static func format(_ value: Double, _ task: TaskKind) -> String {
+        String(format: task == .classification ? "%.4f" : "%.2f", value)
+    }
+
+    /// A metric value for people: accuracy in percent, PSNR in dB.
+    static func display(_ value: Double, _ task: TaskKind) -> String {
+        task == .classification ? String(format: "%.2f%%", 100 * value) : String(format: "%.2f dB", value)
+    }
+
     public static func csv(_ rows: [Row]) -> String {
-        var lines = ["run,model,quantizer,weight_bits,act_bits,accumulator_bits,init,test_accuracy,integer_accuracy,sparsity,p_min,verified"]
+        let metric = rows.first?.metric ?? TaskKind.classification.metricName
+        var lines = ["run,model,quantizer,weight_bits,act_bits,accumulator_bits,init,test_\(metric),integer_\(metric),sparsity,p_min,verified"]
         for r in rows {
             let p = r.pMin.keys.sorted().map { "\($0):\(r.pMin[$0] ?? 0)" }.joined(separator: ";")
             lines.append([r.run, r.model, r.quantizer, "\(r.weightBits)", "\(r.actBits)", "\(r.accumulatorBits)", r.initMethod,
-                          String(format: "%.4f", r.testAccuracy), r.integerAccuracy.map { String(format: "%.4f", $0) } ?? "",
+                          format(r.testMetric, r.task), r.integerMetric.map { format($0, r.task) } ?? "",
                           String(format: "%.4f", r.sparsity), p, r.verified.map { $0 ? "yes" : "no" } ?? ""].joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// Two panels per model: test accuracy and sparsity against accumulator bits, one line per
-    /// quantizer and bit width, float and 32-bit qat as horizontal references.
+    /// The README's table: per model, bicubic (restoration) and float first, then every run by
+    /// bit width, quantizer and P: the fake-quantized metric, the integer engine's, sparsity of
+    /// the constrained layers and `verify`'s verdict.
+    public static func markdown(_ rows: [Row]) -> String {
+        let task = rows.first?.task ?? .classification
+        let name = task == .classification ? "accuracy" : "PSNR"
+        var lines = ["| model | W/A | quantizer | P | \(name) (fake-quantized) | \(name) (integer engine) | sparsity | verify |",
+                     "|---|---|---|---|---|---|---|---|"]
+        let order = ["float": 0, "qat": 1, "a2q": 2, "a2q+": 3]
+        for model in Array(Set(rows.map(\.model))).sorted() {
+            let runs = rows.filter { $0.model == model }
+            if let bicubic = runs.compactMap(\.bicubicPSNR).first {
+                lines.append("| \(model) | - | bicubic | - | \(display(bicubic, task)) | - | - | - |")
+            }
+            if !runs.contains(where: { $0.quantizer == "float" }), let float = runs.compactMap(\.floatTestMetric).first {
+                lines.append("| \(model) | float | float (the runs' float phase) | - | \(display(float, task)) | - | - | - |")
+            }
+            let sorted = runs.sorted {
+                ($0.quantizer == "float" ? 0 : 1, -$0.weightBits, order[$0.quantizer] ?? 9, -$0.accumulatorBits, $0.run)
+                    < ($1.quantizer == "float" ? 0 : 1, -$1.weightBits, order[$1.quantizer] ?? 9, -$1.accumulatorBits, $1.run)
+            }
+            for r in sorted {
+                let floatRun = r.quantizer == "float"
+                lines.append("| \(model) | \(floatRun ? "float" : "W\(r.weightBits)A\(r.actBits)") | \(r.quantizer) | "
+                             + "\(r.quantizer.hasPrefix("a2q") ? "\(r.accumulatorBits)" : "-") | \(display(r.testMetric, task)) | "
+                             + "\(r.integerMetric.map { display($0, task) } ?? "-") | "
+                             + "\(r.quantizer.hasPrefix("a2q") ? String(format: "%.1f%%", 100 * r.sparsity) : "-") | "
+                             + "\(r.verified.map { $0 ? "overflow-free" : "CAN OVERFLOW" } ?? "-") |")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Two panels per model: the task's metric and sparsity against accumulator bits, one line
+    /// per quantizer and bit width; float, 32-bit qat and (restoration) bicubic as horizontal
+    /// references.
     public static func svg(_ rows: [Row]) -> String {
+        let task = rows.first?.task ?? .classification
+        let classification = task == .classification
         let models = Array(Set(rows.map(\.model))).sorted()
         let panelWidth = 430.0, panelHeight = 260.0, margin = 55.0
         let width = 2 * (panelWidth + margin) + margin, height = Double(models.count) * (panelHeight + 2 * margin) + 20
@@ -105,33 +218,44 @@ public enum SweepReport {
         for (m, model) in models.enumerated() {
             let top = 20 + Double(m) * (panelHeight + 2 * margin) + margin
             let sweep = rows.filter { $0.model == model && $0.initMethod == "ep-scaled" }
-            for (panel, metric) in ["accuracy", "sparsity"].enumerated() {
+            var references: [(String, Double, String)] = []
+            if let f = sweep.compactMap(\.floatTestMetric).first ?? rows.first(where: { $0.model == model && $0.quantizer == "float" })?.testMetric {
+                references.append(("float", f, "#333"))
+            }
+            for bits in [8, 4] {
+                if let q = rows.first(where: { $0.model == model && $0.quantizer == "qat" && $0.weightBits == bits }) {
+                    references.append(("qat W\(bits)A\(bits) (P=32)", q.testMetric, bits == 8 ? "#2ca02c" : "#98df8a"))
+                }
+            }
+            if let bicubic = rows.first(where: { $0.model == model && $0.bicubicPSNR != nil })?.bicubicPSNR {
+                references.append(("bicubic", bicubic, "#8c564b"))
+            }
+            for (panel, showsMetric) in [true, false].enumerated() {
                 let left = margin + Double(panel) * (panelWidth + margin)
-                let values = sweep.map { metric == "accuracy" ? $0.testAccuracy : $0.sparsity } + (metric == "accuracy" ? sweep.compactMap(\.floatTestAccuracy) : [])
-                let low = metric == "accuracy" ? max(0, (values.min() ?? 0) - 0.02) : 0, high = metric == "accuracy" ? min(1, (values.max() ?? 1) + 0.01) : 1
+                func value(_ r: Row) -> Double { showsMetric ? r.testMetric : r.sparsity }
+                let values = sweep.map(value) + (showsMetric ? references.map(\.1) : [])
+                let (low, high): (Double, Double)
+                if !showsMetric { (low, high) = (0, 1) }
+                else if classification { (low, high) = (max(0, (values.min() ?? 0) - 0.02), min(1, (values.max() ?? 1) + 0.01)) }
+                else { (low, high) = ((values.min() ?? 0) - 0.5, (values.max() ?? 1) + 0.5) }
                 func x(_ p: Double) -> Double { left + (p - pLow) / max(pHigh - pLow, 1) * panelWidth }
                 func y(_ v: Double) -> Double { top + panelHeight - (v - low) / max(high - low, 1e-9) * panelHeight }
+                func label(_ v: Double) -> String { showsMetric ? display(v, task) : String(format: "%.1f%%", 100 * v) }
                 out.append("<rect x=\"\(left)\" y=\"\(top)\" width=\"\(panelWidth)\" height=\"\(panelHeight)\" fill=\"none\" stroke=\"#999\"/>")
-                out.append("<text x=\"\(left)\" y=\"\(top - 10)\" font-size=\"14\">\(model): \(metric == "accuracy" ? "test accuracy" : "sparsity of constrained layers") vs accumulator bits P</text>")
+                let title = showsMetric ? (classification ? "test accuracy" : "test PSNR") : "sparsity of constrained layers"
+                out.append("<text x=\"\(left)\" y=\"\(top - 10)\" font-size=\"14\">\(model): \(title) vs accumulator bits P</text>")
                 for p in stride(from: Int(pLow), through: Int(pHigh), by: 1) {
                     out.append("<text x=\"\(x(Double(p)) - 6)\" y=\"\(top + panelHeight + 16)\">\(p)</text>")
                 }
                 for i in 0...4 {
                     let v = low + (high - low) * Double(i) / 4
                     out.append("<line x1=\"\(left)\" x2=\"\(left + panelWidth)\" y1=\"\(y(v))\" y2=\"\(y(v))\" stroke=\"#eee\"/>")
-                    out.append("<text x=\"\(left - 48)\" y=\"\(y(v) + 4)\">\(String(format: "%.1f%%", 100 * v))</text>")
+                    out.append("<text x=\"\(left - 52)\" y=\"\(y(v) + 4)\">\(label(v))</text>")
                 }
-                if metric == "accuracy" {
-                    var references: [(String, Double, String)] = []
-                    if let f = sweep.compactMap(\.floatTestAccuracy).first { references.append(("float", f, "#333")) }
-                    for bits in [8, 4] {
-                        if let q = rows.first(where: { $0.model == model && $0.quantizer == "qat" && $0.weightBits == bits }) {
-                            references.append(("qat W\(bits)A\(bits) (P=32)", q.testAccuracy, bits == 8 ? "#2ca02c" : "#98df8a"))
-                        }
-                    }
-                    for (i, (label, value, color)) in references.enumerated() {
-                        out.append("<line x1=\"\(left)\" x2=\"\(left + panelWidth)\" y1=\"\(y(value))\" y2=\"\(y(value))\" stroke=\"\(color)\" stroke-dasharray=\"5,4\"/>")
-                        out.append("<text x=\"\(left + 5 + Double(i) * 140)\" y=\"\(y(value) - 4)\" fill=\"\(color)\">\(label) \(String(format: "%.1f%%", 100 * value))</text>")
+                if showsMetric {
+                    for (i, (name, v, color)) in references.enumerated() {
+                        out.append("<line x1=\"\(left)\" x2=\"\(left + panelWidth)\" y1=\"\(y(v))\" y2=\"\(y(v))\" stroke=\"\(color)\" stroke-dasharray=\"5,4\"/>")
+                        out.append("<text x=\"\(left + 5 + Double(i % 3) * 140)\" y=\"\(y(v) - 4)\" fill=\"\(color)\">\(name) \(label(v))</text>")
                     }
                 }
                 var legend = 0
@@ -140,10 +264,10 @@ public enum SweepReport {
                         let points = sweep.filter { $0.quantizer == q && $0.weightBits == bits }.sorted { $0.accumulatorBits < $1.accumulatorBits }
                         guard !points.isEmpty else { continue }
                         let key = "\(q) W\(bits)A\(bits)", color = colors[key] ?? "#000"
-                        let path = points.map { "\(x(Double($0.accumulatorBits))),\(y(metric == "accuracy" ? $0.testAccuracy : $0.sparsity))" }.joined(separator: " ")
+                        let path = points.map { "\(x(Double($0.accumulatorBits))),\(y(value($0)))" }.joined(separator: " ")
                         out.append("<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"/>")
                         for p in points {
-                            out.append("<circle cx=\"\(x(Double(p.accumulatorBits)))\" cy=\"\(y(metric == "accuracy" ? p.testAccuracy : p.sparsity))\" r=\"3\" fill=\"\(color)\"/>")
+                            out.append("<circle cx=\"\(x(Double(p.accumulatorBits)))\" cy=\"\(y(value(p)))\" r=\"3\" fill=\"\(color)\"/>")
                         }
                         out.append("<text x=\"\(left + panelWidth - 110)\" y=\"\(top + panelHeight - 10 - Double(legend) * 15)\" fill=\"\(color)\">\(key)</text>")
                         legend += 1
