@@ -19,6 +19,8 @@ struct UpscaleCommand: ParsableCommand {
     @Option(help: "The original of IMAGE (for PSNR and --compare).") var reference: String?
     @Option(help: ArgumentHelp("Also write a side-by-side PNG: the input (enlarged, nearest neighbour), bicubic, the model's output and, given an original, the original.",
                                valueName: "file")) var compare: String?
+    @Option(help: ArgumentHelp("Use only this region of IMAGE: left, top, width, height in IMAGE's pixels (with --reference, the original's matching region ×factor).",
+                               valueName: "x,y,width,height")) var region: String?
     @Option(help: "Overflow behaviour of the P-bit accumulators: wrap, saturate or wide.") var overflow: OverflowMode = .wrap
     @Flag(help: "Print JSON.") var json = false
 
@@ -36,10 +38,19 @@ struct UpscaleCommand: ParsableCommand {
             let folder = (path as NSString).deletingLastPathComponent
             try FileSystem.ensureWritableFolder(folder.isEmpty ? "." : folder)
         }
+        let box = try region.map(Self.parseRegion)
+        func cut(_ read: Image, _ path: String, scale: Int = 1) throws -> Image {
+            guard let (x, y, width, height) = box else { return read }
+            guard x + width <= read.width / scale, y + height <= read.height / scale else {
+                throw A2QError("--region \(region ?? "") reaches beyond \(path) (\(read.width)×\(read.height)\(scale > 1 ? ", ×\(scale)" : ""))",
+                               remedy: "choose a region inside the image")
+            }
+            return read.cropped(x: x * scale, y: y * scale, width: width * scale, height: height * scale)
+        }
         var original: Image?
         let input: Image
         if fromOriginal {
-            let read = try Image.read(path: image)
+            let read = try cut(try Image.read(path: image), image)
             guard read.width >= factor, read.height >= factor else {
                 throw A2QError("\(image) is \(read.width)×\(read.height), smaller than the upscale factor \(factor)")
             }
@@ -48,9 +59,9 @@ struct UpscaleCommand: ParsableCommand {
             input = BicubicResampler(inputWidth: full.width, inputHeight: full.height, outputWidth: full.width / factor,
                                      outputHeight: full.height / factor).resize(full)
         } else {
-            input = try Image.read(path: image)
+            input = try cut(try Image.read(path: image), image)
             if let reference {
-                let full = try Image.read(path: reference)
+                let full = try cut(try Image.read(path: reference), reference, scale: factor)
                 guard full.width >= input.width * factor, full.height >= input.height * factor else {
                     throw A2QError("\(reference) is \(full.width)×\(full.height), smaller than \(image) enlarged ×\(factor) (\(input.width * factor)×\(input.height * factor))")
                 }
@@ -87,6 +98,17 @@ struct UpscaleCommand: ParsableCommand {
             printLine(String(format: "PSNR against the original: model %.2f dB, bicubic %.2f dB", psnr, bicubicPSNR))
         }
         if let compare { printLine("\(compare): input (enlarged) | bicubic | model" + (original == nil ? "" : " | original")) }
+    }
+
+    /// `x,y,width,height` with non-negative offsets and positive sizes.
+    static func parseRegion(_ text: String) throws -> (Int, Int, Int, Int) {
+        let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 4, let x = parts[0], let y = parts[1], let width = parts[2], let height = parts[3],
+              x >= 0, y >= 0, width > 0, height > 0 else {
+            throw A2QError("--region \(text) is not x,y,width,height (non-negative offsets, positive sizes)",
+                           remedy: "e.g. --region 100,60,160,160")
+        }
+        return (x, y, width, height)
     }
 
     /// PSNR of two 8-bit images of one size (`PSNR.decibels` on levels / 255).

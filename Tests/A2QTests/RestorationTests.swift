@@ -128,6 +128,19 @@ struct RestorationTests {
         let (status, output) = try python("restoration_interop.py", [run + "/model.qonnx.onnx", run + "/model.onnx", small, smallOut])
         #expect(status == 0, "\(output)")
 
+        // --region: the same pixels as upscaling a file holding only that region; outside the image it is refused.
+        let regionFile = run + "/region.png"
+        try Image.read(path: original).cropped(x: 40, y: 30, width: 48, height: 32).writePNG(path: regionFile)
+        #expect(try runA2Q(["upscale", run + "/final.h5", regionFile, "--from-original", "--out", run + "/region-file-x2.png"]).status == 0)
+        let regional = try runA2Q(["upscale", run + "/final.h5", original, "--from-original", "--region", "40,30,48,32",
+                                   "--out", run + "/region-x2.png"])
+        #expect(regional.status == 0, "\(regional.output)")
+        let fromRegion = try Image.read(path: run + "/region-x2.png"), fromFile = try Image.read(path: run + "/region-file-x2.png")
+        #expect(fromRegion.width == 48 && fromRegion.height == 32 && fromRegion.pixels == fromFile.pixels)
+        let outside = try runA2Q(["upscale", run + "/final.h5", original, "--region", "440,0,32,32", "--out", run + "/z.png"])
+        #expect(outside.status == 1 && outside.output.contains("--region") && !FileManager.default.fileExists(atPath: run + "/z.png"),
+                "\(outside.output)")
+
         let text = run + "/not-an-image.png"
         try "hello".write(toFile: text, atomically: true, encoding: .utf8)
         let refused = try runA2Q(["upscale", run + "/final.h5", text, "--out", run + "/x.png"])
