@@ -76,6 +76,11 @@ struct TrainBench: ParsableCommand {
             if json { try printJSON(results) } else {
                 printLine("a2q bench train — \(BLAS.kernelSummary); convolutions \(Conv2d.defaultBackend.rawValue), \(BLAS.threads) thread(s); CPU \(CPU.description)")
                 printLine(BenchTables.training(results))
+                for result in results {
+                    guard let pixels = result.pixelsPerSecond, let perCrop = result.outputPixelsPerImage else { continue }
+                    printLine(String(format: "%@ %@: %.0f crops/s × %d output pixels = %.2f Mpixels/s (high-resolution, per channel)",
+                                     result.model, result.quantizer, result.imagesPerSecond, perCrop, pixels / 1e6))
+                }
                 for result in results where !result.convolutions.isEmpty {
                     printLine("convolutions of \(result.model): \(result.convolutions.joined(separator: "; "))")
                 }

@@ -27,13 +27,19 @@ public enum TrainingBenchmark {
         /// What ran the convolutions: each distinct `Conv2d.implementation` with its layer count.
         public var convolutions: [String]
         /// `flopsPerImage · images/s`: the GEMM work rate the whole step sustains.
+        /// Restoration models: the high-resolution output pixels of one training crop (per
+        /// channel), so that `pixelsPerSecond` compares with other tools' pixels/s; nil for
+        /// classifiers.
+        public var outputPixelsPerImage: Int?
         public var gflops: Double { flopsPerImage * imagesPerSecond / 1e9 }
+        /// High-resolution output pixels per second (restoration models).
+        public var pixelsPerSecond: Double? { outputPixelsPerImage.map { Double($0) * imagesPerSecond } }
 
         enum CodingKeys: String, CodingKey {
             case model, quantizer, ranks, batchPerRank = "batch_per_rank", steps, imagesPerSecond = "images_per_second"
             case secondsPerStep = "seconds_per_step", allreduceShare = "allreduce_share"
             case quantizerSecondsPerStep = "quantizer_seconds_per_step", flopsPerImage = "flops_per_image"
-            case convolutions
+            case convolutions, outputPixelsPerImage = "output_pixels_per_image"
         }
     }
 
@@ -82,7 +88,9 @@ public enum TrainingBenchmark {
                       batchPerRank: batchPerRank, steps: steps, imagesPerSecond: summary.imagesPerSecond,
                       secondsPerStep: perStep, allreduceShare: (perStep["allreduce"] ?? 0) / max(stepSeconds, 1e-12),
                       quantizerSecondsPerStep: quantizerSeconds, flopsPerImage: trainingFlopsPerImage(trainer.model),
-                      convolutions: convolutionImplementations(trainer.model))
+                      convolutions: convolutionImplementations(trainer.model),
+                      outputPixelsPerImage: trainer.task.kind == .restoration
+                          ? trainer.task.outputShape.dropFirst().reduce(1, *) : nil)
     }
 
     /// "N × implementation" for each distinct implementation among the model's convolutions.
