@@ -29,9 +29,10 @@ public enum BuiltInModels {
     /// conv 3×3 64→64, conv 3×3 64→32, each with a bias and ReLU, conv 3×3 32→3·r²,
     /// PixelShuffle(r), and an unsigned 8-bit output quantizer on the fixed range [0, 1]: its
     /// integers are the pixels. The first and last convolutions stay 8-bit and unconstrained
-    /// (`--first-last`). Without BatchNorm the float model trains far faster on small crops
-    /// (README, "Super-resolution"); the authors' form with BatchNorm is
-    /// `Launch/models/espcn-bn.json`.
+    /// (`--first-last`). The float weights start as bilinear upsampling (`"init": "bilinear"`,
+    /// `BilinearPath`), which the BatchNorms would break; without both the float model trains
+    /// far faster on small crops (README, "Super-resolution"). The authors' form with BatchNorm
+    /// and PyTorch's initialisation is `Launch/models/espcn-bn.json`.
     static func espcn(name: String, factor r: Int) -> ModelDescription {
         var layers: [Node] = []
         for (index, (out, kernel)) in [(64, 5), (64, 3), (32, 3)].enumerated() {
@@ -40,7 +41,7 @@ public enum BuiltInModels {
         }
         layers += [conv("conv4", 3 * r * r, kernel: 3), .pixelShuffle(name: "shuffle", factor: r),
                    .quant(name: "output", bits: 8, signed: false, range: 1)]
-        return ModelDescription(name: name, layers: layers, task: .restoration)
+        return ModelDescription(name: name, layers: layers, task: .restoration, initialization: .bilinear)
     }
 
     /// 784–256–256–10 with ReLUs.

@@ -78,6 +78,7 @@ public enum ModelBuilder {
                                remedy: "end it in an image of the input's \(c) channels, r times as high and wide (for example a pixelshuffle by r)")
             }
         }
+        if description.initialization == .bilinear { try BilinearPath.check(description, channels: inputShape[0]) }
         let network = Network(root: Sequential(name: "model", layers: layers), layout: builder.layout)
         return Model(name: config.model, description: description, inputShape: inputShape, network: network,
                      quantizedLayers: builder.quantizedLayers, activationQuantizers: builder.activations,

@@ -21,13 +21,16 @@ public struct ModelDescription: Codable, Sendable, Equatable {
     /// in one score per class, a restoration network in an image (`[C, H·r, W·r]` for an input
     /// `[C, H, W]`).
     public var task: TaskKind = .classification
+    /// How the float weights start (`"init"` in a file; default `layers`, each layer's own).
+    public var initialization: ModelInitialization = .layers
 
     public static let formatName = "a2q-model"
 
-    public init(name: String, layers: [Node], task: TaskKind = .classification) {
+    public init(name: String, layers: [Node], task: TaskKind = .classification, initialization: ModelInitialization = .layers) {
         self.name = name
         self.layers = layers
         self.task = task
+        self.initialization = initialization
     }
 
     /// One layer or block: an op of one of the kinds `OpRegistry` lists (`Ops/`, one file per
@@ -171,7 +174,7 @@ extension ModelDescription {
         return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
-    enum CodingKeys: String, CodingKey { case format, version, name, layers, task }
+    enum CodingKeys: String, CodingKey { case format, version, name, layers, task, initialization = "init" }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -185,6 +188,12 @@ extension ModelDescription {
             }
             self.task = task
         }
+        if let word = try c.decodeIfPresent(String.self, forKey: .initialization) {
+            guard let initialization = ModelInitialization(rawValue: word) else {
+                throw A2QError("the model's init '\(word)' is not one of \(ModelInitialization.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.initialization = initialization
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -194,5 +203,6 @@ extension ModelDescription {
         try c.encode(name, forKey: .name)
         try c.encode(layers, forKey: .layers)
         if task != .classification { try c.encode(task.rawValue, forKey: .task) }
+        if initialization != .layers { try c.encode(initialization.rawValue, forKey: .initialization) }
     }
 }

@@ -15,6 +15,7 @@ extension Trainer {
     func initialize(_ model: Model) throws {
         var generator = Xoshiro256(seed: config.seed)
         model.network.initialize(generator: &generator)
+        if model.description.initialization == .bilinear { BilinearPath.apply(to: model) }
         try broadcastState(model)
     }
 
