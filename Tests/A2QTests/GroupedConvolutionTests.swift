@@ -1,6 +1,8 @@
 import A2QCheckpoint
 import A2QCore
 import A2QData
+import A2QInteger
+import A2QQuant
 import A2QTrain
 import Foundation
 import Testing
@@ -58,6 +60,15 @@ struct GroupedConvolutionTests {
         #expect(groups.map(\.0) == ["conv1", "grouped", "depthwise", "pointwise"] && groups.map(\.1) == [1, 4, 32, 1], "\(groups)")
         #expect(printed.output.components(separatedBy: "\"groups\"").count == 3, "groups 1 is not written: \(printed.output)")
 
+        // The weight quantizers constrain, and EP-init projects, each channel's K = (in/groups)·k² weights.
+        var config = TrainConfig()
+        config.model = ModelName(rawValue: path)
+        config.quantizer = .a2qPlus
+        let model = try ModelBuilder.build(config, quantized: true, inputShape: [1, 28, 28])
+        #expect(model.quantizedLayers.map(\.name) == ["conv1", "grouped", "depthwise", "pointwise", "fc"])
+        #expect(model.quantizedLayers.map(\.quantizer.fanIn) == [9, 4 * 9, 9, 32, 32 * 3 * 3])
+        #expect(model.constrainedLayers.map(\.name) == ["grouped", "depthwise", "pointwise"])
+
         for (change, fragments) in [(("\"groups\": 4", "\"groups\": 3"), ["grouped: groups 3", "16 input and 32 output channels"]),
                                     (("\"groups\": 4", "\"groups\": 0"), ["grouped: groups 0"]),
                                     (("\"out\": 32, \"kernel\": 3, \"groups\": 4", "\"out\": 30, \"kernel\": 3, \"groups\": 4"),
@@ -71,6 +82,39 @@ struct GroupedConvolutionTests {
             let train = try runA2Q(["train", "--model", bad, "--out", folder + "/run", "--epochs", "1"])
             #expect(train.status == 1 && train.output.contains(fragments[0]), "\(train.output)")
             #expect(!FileManager.default.fileExists(atPath: folder + "/run"), "no run folder")
+        }
+    }
+
+    @Test("the integer model refuses a conv2d whose groups do not divide its output channels, a linear layer with groups, and an input that does not have groups · in/groups channels")
+    func integerModelChecksGroups() throws {
+        let format = InputFormat(bits: 8, signed: false)
+        func conv(out: Int, perGroup: Int, groups: Int, kind: IntegerLayer.Kind = .conv2d) -> IntegerLayer {
+            let shape = kind == .conv2d ? [out, perGroup, 1, 1] : [out, perGroup]
+            var layer = IntegerLayer(name: "dw", kind: kind, shape: shape, weights: [Int32](repeating: 1, count: out * perGroup),
+                                     quantizer: "a2q", weightBits: 8, accumulatorBits: 16, input: format, inputScale: 1,
+                                     weightScale: [Float](repeating: 1, count: out), bias: [Float](repeating: 0, count: out),
+                                     multiplier: [Float](repeating: 1, count: out), offset: [Float](repeating: 0, count: out),
+                                     l1Bound: nil, rounding: "toward_zero", foldedBatchNorm: nil)
+            layer.groups = groups
+            return layer
+        }
+        func model(_ layer: IntegerLayer, input: [Int]) throws -> IntegerModel {
+            let op: any IntegerOperation = layer.kind == .conv2d ? IntegerConv(layer: layer) : IntegerLinear(layer: layer)
+            return try IntegerModel(model: "t", classes: 0, inputShape: input, ops: [IntegerInput(format: format, scale: 1), op,
+                                                                                        IntegerQuantize(name: "q", format: format, scale: 1)])
+        }
+        // Depthwise 8 → 8 with a 1×1 kernel is a valid (restoration-shaped) model; its accumulators' K is 1.
+        let valid = try model(conv(out: 3, perGroup: 1, groups: 3), input: [3, 4, 4])
+        #expect(valid.layers.first?.fanIn == 1 && valid.layers.first?.inChannels == 3)
+        for (layer, input, fragment) in [(conv(out: 3, perGroup: 1, groups: 2), [2, 4, 4], "groups 2 does not divide its 3 output channels"),
+                                         (conv(out: 4, perGroup: 2, groups: 2), [3, 4, 4], "in 2 groups"),
+                                         (conv(out: 3, perGroup: 3, groups: 3, kind: .linear), [3], "not a convolution")] {
+            do {
+                _ = try model(layer, input: input)
+                Issue.record("accepted \(layer.shape) in \(layer.groups) groups on \(input)")
+            } catch {
+                #expect("\(error)".contains(fragment), "\(error)")
+            }
         }
     }
 

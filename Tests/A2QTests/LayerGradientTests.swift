@@ -120,7 +120,8 @@ struct LayerGradientTests {
         var layout = ParameterLayout()
         let layer = try Conv2d(name: "conv", inChannels: t.c, outChannels: t.out, kernelSize: t.k, stride: t.stride,
                                padding: t.pad, groups: t.groups, backend: backend, layout: &layout)
-        #expect(layer.weight.shape == [t.out, t.c / t.groups, t.k, t.k] && layer.fanIn == t.c / t.groups * t.k * t.k)
+        #expect(layer.weight.shape == [t.out, t.c / t.groups, t.k, t.k] && layer.fanIn == t.c / t.groups * t.k * t.k
+                && layer.quantizer.fanIn == layer.fanIn)
         let store = ParameterStore(layout: layout)
         var g = Xoshiro256(seed: UInt64(t.h * 31 + t.w + t.groups))
         randomize(store, &g)
