@@ -19,7 +19,9 @@ import IntegerKernels
 /// zero weight adds 0 to every sum and every partial sum, so every kernel (16-bit lanes
 /// included: each pair and partial sum stays within the channel's worst case) and the register
 /// simulation (zero weights change no partial sum, in the same weight-index order) give the
-/// grouped layer's integers exactly, at `groups` times a grouped kernel's multiply-adds.
+/// grouped layer's integers exactly, at `groups` times a grouped kernel's multiply-adds. A
+/// grouped layer whose dense form would hold more than `IntegerLayer.maxStoredWeights` weights
+/// runs the model on the reference path instead (one `dgemm` per group).
 final class IntegerPlan {
     /// A max pool on the uint8 output of a step, with its input's height and width.
     struct Pool { var kernel: Int; var stride: Int; var height: Int; var width: Int }
@@ -319,6 +321,9 @@ public struct IntegerPlanBuilder {
         var step = IntegerPlan.Step(layer: layer, isConv: layer.kind == .conv2d)
         step.out = layer.outChannels
         step.k = layer.kind == .conv2d ? layer.inChannels * layer.shape[2] * layer.shape[3] : layer.fanIn
+        guard step.out * step.k <= IntegerLayer.maxStoredWeights else {
+            return "\(layer.name): its block-diagonal dense form (\(layer.groups) groups) would hold \(step.out * step.k) weights"
+        }
         step.kp = Int(a2qi_padded_k(Int64(step.k)))
         step.outp = Int(a2qi_padded_out(Int64(step.out)))
         step.bits = bits[index]
