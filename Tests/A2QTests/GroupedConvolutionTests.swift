@@ -118,6 +118,41 @@ struct GroupedConvolutionTests {
         }
     }
 
+    /// The int8 plan runs a grouped layer as its block-diagonal dense form; one whose dense form
+    /// would exceed 2^26 weights (a 3×3 depthwise conv over 4,096 channels: 4,096 × 36,864) sends
+    /// the model to the reference path, and both give the same scores.
+    @Test("a depthwise layer too large for the block-diagonal int8 plan runs the model on the reference path; a small one runs on the plan with the reference path's scores")
+    func largeGroupedLayerFallsBack() throws {
+        let format = InputFormat(bits: 8, signed: false)
+        func layer(_ name: String, kind: IntegerLayer.Kind, shape: [Int], groups: Int, seed: Int32) -> IntegerLayer {
+            let count = shape.reduce(1, *), out = shape[0]
+            var layer = IntegerLayer(name: name, kind: kind, shape: shape, weights: (0..<count).map { Int32($0 % 7) - 3 + seed % 2 },
+                                     quantizer: "a2q", weightBits: 8, accumulatorBits: 32, input: format, inputScale: 1,
+                                     weightScale: [Float](repeating: 1, count: out), bias: [Float](repeating: 0, count: out),
+                                     multiplier: [Float](repeating: 1 / 64, count: out), offset: [Float](repeating: 0, count: out),
+                                     l1Bound: nil, rounding: "toward_zero", foldedBatchNorm: nil)
+            layer.groups = groups
+            if kind == .conv2d { layer.padding = 1 }
+            return layer
+        }
+        for channels in [4096, 64] {
+            let model = try IntegerModel(model: "t", classes: 2, inputShape: [channels, 3, 3], ops: [
+                IntegerInput(format: format, scale: 1), IntegerConv(layer: layer("dw", kind: .conv2d, shape: [channels, 1, 3, 3], groups: channels, seed: 0)),
+                IntegerQuantize(name: "q", format: format, scale: 1), IntegerFlatten(),
+                IntegerLinear(layer: layer("fc", kind: .linear, shape: [2, channels * 9], groups: 1, seed: 1))])
+            let engine = try IntegerEngine(model: model)
+            let reference = try IntegerEngine(model: model, kernels: IntegerKernelChoice(accumulation: .reference))
+            if channels == 4096 {
+                #expect(engine.referenceReason?.contains("dw: its block-diagonal dense form (4096 groups)") == true, "\(engine.referenceReason ?? "plan")")
+            } else {
+                #expect(engine.referenceReason == nil, "\(engine.referenceReason ?? "")")
+            }
+            let pixels = (0..<(2 * channels * 9)).map { UInt8(($0 * 37) % 256) }
+            let scores = pixels.withUnsafeBufferPointer { (engine.logits(pixels: $0, count: 2), reference.logits(pixels: $0, count: 2)) }
+            #expect(scores.0 == scores.1 && scores.0.count == 4 && scores.0.contains { $0 != 0 }, "\(channels): \(scores)")
+        }
+    }
+
     /// Trains the grouped model with `quantizer` (a short run on a 4,000-image subset).
     static func train(_ quantizer: String) throws -> String {
         let path = try GroupedModel.write()
