@@ -98,8 +98,9 @@ public final class Conv2d: Layer, @unchecked Sendable {
     /// K = (in / groups) · kh · kw, the dot-product length per output channel.
     public var fanIn: Int { inChannels / groups * kernelHeight * kernelWidth }
 
-    /// Input and output channels per group.
+    /// Input channels per group (`weight.shape[1]`).
     public var groupInChannels: Int { inChannels / groups }
+    /// Output channels per group: group g's are `g·groupOutChannels ..< (g+1)·groupOutChannels`.
     public var groupOutChannels: Int { outChannels / groups }
 
     /// A convolution `inChannels → outChannels` with a square `kernelSize` kernel; `groups` must
