@@ -308,10 +308,12 @@ public enum ONNXExport {
                 let kernel = layer.shape[2]
                 shape = [layer.outChannels, (shape[1] + 2 * layer.padding - kernel) / layer.stride + 1,
                          (shape[2] + 2 * layer.padding - kernel) / layer.stride + 1]
-                accumulator = emit("Conv", [input, weights], output: "\(name).acc",
-                                           attributes: [ONNXGraphBuilder.attribute("kernel_shape", ints: [kernel, kernel]),
-                                                        ONNXGraphBuilder.attribute("strides", ints: [layer.stride, layer.stride]),
-                                                        ONNXGraphBuilder.attribute("pads", ints: Array(repeating: layer.padding, count: 4))])
+                var attributes = [ONNXGraphBuilder.attribute("kernel_shape", ints: [kernel, kernel]),
+                                  ONNXGraphBuilder.attribute("strides", ints: [layer.stride, layer.stride]),
+                                  ONNXGraphBuilder.attribute("pads", ints: Array(repeating: layer.padding, count: 4))]
+                // Grouped and depthwise: ONNX's `group`, weights [out, in/group, k, k] as stored.
+                if layer.groups != 1 { attributes.append(ONNXGraphBuilder.attribute("group", int: layer.groups)) }
+                accumulator = emit("Conv", [input, weights], output: "\(name).acc", attributes: attributes)
                 channelShape = [layer.outChannels, 1, 1]
             case .linear:
                 shape = [layer.outChannels]

@@ -47,6 +47,7 @@ public enum ExportFile {
                 try g.setAttribute("kind", layer.kind.rawValue)
                 try g.setAttribute("stride", layer.stride)
                 try g.setAttribute("padding", layer.padding)
+                if layer.groups != 1 { try g.setAttribute("groups", layer.groups) }
                 try g.setAttribute("folded_batchnorm", layer.foldedBatchNorm ?? "")
             }
             try file.flush()
@@ -201,7 +202,7 @@ public struct TopologyEntry {
         }
 
         /// A `linear`/`conv2d` entry describes `layer`: `shape` equal to its weights' shape and,
-        /// for conv2d, `stride` and `padding` equal to its group's attributes.
+        /// for conv2d, `stride`, `padding` and `groups` (absent: 1) equal to its group's attributes.
         public func matches(_ layer: IntegerLayer) throws {
             guard let declared = item["shape"] as? [Int] else {
                 throw A2QError("\(path): topology entry \(index) (\(op) \(layer.name)) needs a shape (a list of integers), found \(item["shape"].map { "\($0)" } ?? "none")")
@@ -211,6 +212,11 @@ public struct TopologyEntry {
                                remedy: "the file was altered or is not a2q's; export the checkpoint again")
             }
             guard layer.kind == .conv2d else { return }
+            let groups = item["groups"] == nil ? 1 : try integer("groups", in: 1...65536)
+            guard groups == layer.groups else {
+                throw A2QError("\(path): topology entry \(index) declares conv2d \(layer.name) with groups \(groups), but /layers/\(layer.name) has groups \(layer.groups)",
+                               remedy: "the file was altered or is not a2q's; export the checkpoint again")
+            }
             for (key, value) in [("stride", layer.stride), ("padding", layer.padding)] {
                 let declared = try integer(key, in: 0...64)
                 guard declared == value else {
@@ -271,6 +277,8 @@ extension ExportFile {
             l1Bound: bound >= 0 ? bound : nil, rounding: rounding, foldedBatchNorm: folded.isEmpty ? nil : folded)
         layer.stride = try g.intAttribute("stride", in: 1...64)
         layer.padding = try g.intAttribute("padding", in: 0...64)
+        // Files written before grouped convolutions (and ungrouped layers) have no `groups`: 1.
+        layer.groups = g.hasAttribute("groups") ? try g.intAttribute("groups", in: 1...65536) : 1
         if layer.foldedBatchNorm == nil {
             // Without a BatchNorm, the requantisation is the integer view's: s · input_scale and the bias.
             let multiplier = layer.weightScale.map { $0 * layer.inputScale }

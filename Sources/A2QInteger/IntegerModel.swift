@@ -7,10 +7,13 @@ public struct IntegerLayer: Sendable {
     public enum Kind: String, Sendable, Codable { case linear, conv2d }
     public var name: String
     public var kind: Kind
-    /// `[out, in]` or `[out, in, kh, kw]`.
+    /// `[out, in]` or `[out, in/groups, kh, kw]`.
     public var shape: [Int]
     public var stride: Int = 1
     public var padding: Int = 0
+    /// A convolution's groups (1 for linear layers): output channel `o` reads only the
+    /// `shape[1]` input channels of its group `o / (out/groups)`.
+    public var groups: Int = 1
     /// Integer weights, row-major, one row of K per output channel.
     public var weights: [Int32]
     public var quantizer: String
@@ -52,7 +55,10 @@ public struct IntegerLayer: Sendable {
     }
 
     public var outChannels: Int { shape[0] }
+    /// K, the inputs of one output channel's dot product (`(in/groups)·kh·kw` for a conv).
     public var fanIn: Int { shape.dropFirst().reduce(1, *) }
+    /// The input channels (features of a linear layer) the layer takes.
+    public var inChannels: Int { shape[1] * groups }
 
     /// Exact per-channel facts of the integer weights.
     public var report: LayerAccumulatorReport {
@@ -203,6 +209,10 @@ extension IntegerLayer {
             guard layer.stride > 0, layer.padding >= 0 else {
                 throw A2QError("layer \(name): stride \(layer.stride) and padding \(layer.padding) (stride must be positive, padding not negative)")
             }
+        }
+        guard layer.groups >= 1, layer.groups == 1 || layer.kind == .conv2d, layer.outChannels % layer.groups == 0,
+              layer.shape[1] <= Int.max / layer.groups else {
+            throw A2QError("layer \(name): groups \(layer.groups) does not divide its \(layer.outChannels) output channels (or the layer is not a convolution)")
         }
         guard layer.weights.count == layer.shape.reduce(1, *) else {
             throw A2QError("layer \(name): \(layer.weights.count) weights for shape \(describe(layer.shape))")

@@ -13,6 +13,15 @@ import IntegerKernels
 /// range, exactly as `IntegerReferencePath` does. It runs models whose inputs are unsigned
 /// ≤ 8 bits and weights ≤ 8 bits with worst-case sums inside int32; anything else runs on the
 /// reference path (`IntegerPlan.make` returns the reason).
+///
+/// A grouped (or depthwise) convolution runs here as the dense convolution whose weights are
+/// zero outside each output channel's group (block-diagonal): the same dot products, since a
+/// zero weight adds 0 to every sum and every partial sum, so every kernel (16-bit lanes
+/// included: each pair and partial sum stays within the channel's worst case) and the register
+/// simulation (zero weights change no partial sum, in the same weight-index order) give the
+/// grouped layer's integers exactly, at `groups` times a grouped kernel's multiply-adds. A
+/// grouped layer whose dense form would hold more than `IntegerLayer.maxStoredWeights` weights
+/// runs the model on the reference path instead (one `dgemm` per group).
 final class IntegerPlan {
     /// A max pool on the uint8 output of a step, with its input's height and width.
     struct Pool { var kernel: Int; var stride: Int; var height: Int; var width: Int }
@@ -311,7 +320,10 @@ public struct IntegerPlanBuilder {
         guard magnitude < (1 << 31) - (1 << 16) else { return "\(layer.name): worst-case sums exceed 32 bits" }
         var step = IntegerPlan.Step(layer: layer, isConv: layer.kind == .conv2d)
         step.out = layer.outChannels
-        step.k = layer.fanIn
+        step.k = layer.kind == .conv2d ? layer.inChannels * layer.shape[2] * layer.shape[3] : layer.fanIn
+        guard step.out * step.k <= IntegerLayer.maxStoredWeights else {
+            return "\(layer.name): its block-diagonal dense form (\(layer.groups) groups) would hold \(step.out * step.k) weights"
+        }
         step.kp = Int(a2qi_padded_k(Int64(step.k)))
         step.outp = Int(a2qi_padded_out(Int64(step.out)))
         step.bits = bits[index]
@@ -322,7 +334,7 @@ public struct IntegerPlanBuilder {
         step.inputWidth = w
         switch layer.kind {
         case .conv2d:
-            guard !flat, layer.shape.count == 4, layer.shape[1] == c else { return "\(layer.name): input shape" }
+            guard !flat, layer.shape.count == 4, layer.inChannels == c else { return "\(layer.name): input shape" }
             let size = layer.shape[2]
             step.outputHeight = (h + 2 * layer.padding - size) / layer.stride + 1
             step.outputWidth = (w + 2 * layer.padding - size) / layer.stride + 1
@@ -343,11 +355,12 @@ public struct IntegerPlanBuilder {
             (h, w, c) = (1, 1, step.out)
             flat = true
         }
+        let weights = IntegerPlanBuilder.denseWeights(layer)
         var rowOrder = [Int8](repeating: 0, count: step.out * step.k)
         var absolute = rowOrder
         for o in 0..<step.out {
             for k in 0..<step.k {
-                let weight = Int8(truncatingIfNeeded: layer.weights[o * step.k + k])
+                let weight = Int8(truncatingIfNeeded: weights[o * step.k + k])
                 rowOrder[o * step.k + Int(step.positions[k])] = weight
                 absolute[o * step.k + Int(step.positions[k])] = Int8(abs(Int(weight)))
             }
@@ -355,7 +368,7 @@ public struct IntegerPlanBuilder {
         if step.simulate {
             step.ldw = (step.out + 63) / 64 * 64
             step.simulationWeights = [Int16](repeating: 0, count: step.k * step.ldw)
-            for o in 0..<step.out { for k in 0..<step.k { step.simulationWeights[k * step.ldw + o] = Int16(layer.weights[o * step.k + k]) } }
+            for o in 0..<step.out { for k in 0..<step.k { step.simulationWeights[k * step.ldw + o] = Int16(weights[o * step.k + k]) } }
         }
         step.kernel = kernel32
         let fits16 = (report.minimumBits.max() ?? 1) <= 16
@@ -387,6 +400,23 @@ public struct IntegerPlanBuilder {
         current = step
         index += 1
         return nil
+    }
+
+    /// The layer's weights as a dense `[out, in·kh·kw]` matrix in the original (channel,
+    /// kernel row, kernel column) order: a grouped convolution's weights with zeros at the input
+    /// channels outside each output channel's group; any other layer's weights as they are.
+    static func denseWeights(_ layer: IntegerLayer) -> [Int32] {
+        guard layer.groups > 1 else { return layer.weights }
+        let (out, k, taps) = (layer.outChannels, layer.fanIn, layer.shape[2] * layer.shape[3])
+        let (groupOut, groupIn) = (out / layer.groups, layer.shape[1])
+        let denseK = k * layer.groups
+        var dense = [Int32](repeating: 0, count: out * denseK)
+        for o in 0..<out {
+            // Group g's channels are g·groupIn ..< (g+1)·groupIn: one block of K = groupIn·taps.
+            let first = (o / groupOut) * groupIn * taps
+            for i in 0..<k { dense[o * denseK + first + i] = layer.weights[o * k + i] }
+        }
+        return dense
     }
 
     /// ReLU after a layer (after quantisation the integers are unsigned: the identity).

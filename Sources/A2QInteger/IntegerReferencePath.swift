@@ -111,10 +111,14 @@ public final class IntegerReferencePath {
     }
 
     /// One layer: integer dot products with the overflow behaviour applied, then the float
-    /// requantisation `acc · multiplier + offset`; returns NCHW or [N, out] floats.
+    /// requantisation `acc · multiplier + offset`; returns NCHW or [N, out] floats. A grouped
+    /// convolution runs one `dgemm` per group: the im2col rows of group g's input channels are
+    /// the consecutive rows `g·K ..< (g+1)·K` (rows are (channel, kernel row, kernel column)),
+    /// and its output channels the rows `g·out/groups ..< (g+1)·out/groups`.
     private func accumulate(_ layer: IntegerLayer, _ x: [Float], _ shape: [Int], index: Int, counts overflows: inout [LayerOverflow],
                             last lastAccumulators: inout [Int64]) -> ([Float], [Int]) {
         let n = shape[0], out = layer.outChannels, k = layer.fanIn
+        let groups = layer.groups, groupOut = out / groups
         let p = overflows[index].accumulatorBits
         let hi = (Int64(1) << (p - 1)) - 1, lo = -(Int64(1) << (p - 1))
         let weights = layer.weights.map(Double.init)
@@ -132,15 +136,28 @@ public final class IntegerReferencePath {
             columns = im2col(x, n: n, c: c, h: h, w: w, kernel: kh, stride: layer.stride, padding: layer.padding, ho: ho, wo: wo)
             outShape = [n, out, ho, wo]
         }
+        /// c = a · b per group: a [out, K] weights, b the columns, c [out, count].
+        func products(_ a: [Double], _ b: [Double], _ c: inout [Double]) {
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    c.withUnsafeMutableBufferPointer { c in
+                        guard let ab = a.baseAddress, let bb = b.baseAddress, let cb = c.baseAddress else { return }
+                        for g in 0..<groups {
+                            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(groupOut), blasint(count), blasint(k), 1,
+                                        ab + g * groupOut * k, blasint(k), bb + g * k * count, blasint(count), 0,
+                                        cb + g * groupOut * count, blasint(count))
+                        }
+                    }
+                }
+            }
+        }
         var wide = [Double](repeating: 0, count: out * count)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(out), blasint(count), blasint(k), 1, weights,
-                    blasint(k), columns, blasint(count), 0, &wide, blasint(count))
+        products(weights, columns, &wide)
         var finals = 0, partials = 0
         if !overflows[index].provenSafe {
             let absWeights = weights.map(abs), absColumns = columns.map(abs)
             var bound = [Double](repeating: 0, count: out * count)
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(out), blasint(count), blasint(k), 1, absWeights,
-                        blasint(k), absColumns, blasint(count), 0, &bound, blasint(count))
+            products(absWeights, absColumns, &bound)
             // Re-accumulate, in weight order, the blocks of columns where some dot product could
             // overflow at a partial sum.
             let block = 64
@@ -155,7 +172,7 @@ public final class IntegerReferencePath {
                             let width = min(block, count - j0)
                             let row = o * count + j0
                             guard (0..<width).contains(where: { bound[row + $0] > Double(hi) }) else { j0 += width; continue }
-                            a2qk_sequential_block(wBase + o * k, colBase + j0, Int64(count), Int64(k), Int64(width),
+                            a2qk_sequential_block(wBase + o * k, colBase + (o / groupOut) * k * count + j0, Int64(count), Int64(k), Int64(width),
                                                   Double(lo), Double(hi), &blockWide, &blockSaturated, &blockPartial)
                             for jj in 0..<width {
                                 let value = Int64(blockWide[jj])

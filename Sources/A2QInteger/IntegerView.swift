@@ -12,7 +12,7 @@ extension IntegerLayer {
     /// `offset = bias`) and what the accumulator analysis needs. A quantizer whose values do
     /// not fit its integers (non-finite or out-of-range weights) throws, naming the layer.
     public init(quantizer: WeightQuantizer, name: String, kind: Kind, parameters: ParameterStore, input: InputFormat,
-                inputScale: Float, bias: [Float]?, stride: Int = 1, padding: Int = 0) throws {
+                inputScale: Float, bias: [Float]?, stride: Int = 1, padding: Int = 0, groups: Int = 1) throws {
         _ = quantizer.forward(parameters)
         let integers: [Int32]
         do { integers = try quantizer.integerWeights() } catch let error as A2QError {
@@ -27,6 +27,7 @@ extension IntegerLayer {
                   rounding: quantizer.spec.kind.isAccumulatorAware ? "toward_zero" : "nearest", foldedBatchNorm: nil)
         self.stride = stride
         self.padding = padding
+        self.groups = groups
     }
 
     /// Writes the integer view into a layer's group: `weight_int`, `l1_norm`, `acc_min`,

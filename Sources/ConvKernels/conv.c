@@ -89,24 +89,36 @@ static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t wh
 }
 
 a2qc_conv *a2qc_conv_create(int64_t n, int64_t ic, int64_t h, int64_t w, int64_t oc, int64_t k, int64_t stride,
-                            int64_t padding, int32_t has_bias, char *error, int64_t error_length) {
+                            int64_t padding, int64_t groups, int32_t has_bias, char *error, int64_t error_length) {
     dnnl_status_t s;
     const char *where = "";
     dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
     dnnl_primitive_attr_t attr = NULL;
     a2qc_conv *c = calloc(1, sizeof(*c));
     if (!c) { snprintf(error, (size_t)error_length, "out of memory"); return NULL; }
+    if (groups < 1 || ic % groups || oc % groups) {
+        snprintf(error, (size_t)error_length, "%lld groups do not divide %lld input and %lld output channels", (long long)groups,
+                 (long long)ic, (long long)oc);
+        free(c);
+        return NULL;
+    }
     int64_t ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1;
-    dnnl_dims_t src_dims = {n, ic, h, w}, weight_dims = {oc, ic, k, k}, bias_dims = {oc}, dst_dims = {n, oc, ho, wo};
+    // Grouped: oneDNN's 5-D weights [g, oc/g, ic/g, k, k] (goihw), the same bytes as OIHW [oc, ic/g, k, k].
+    int grouped = groups > 1, weight_rank = grouped ? 5 : 4;
+    dnnl_dims_t src_dims = {n, ic, h, w}, bias_dims = {oc}, dst_dims = {n, oc, ho, wo};
+    dnnl_dims_t weight_dims = {oc, ic, k, k};
+    if (grouped) {
+        weight_dims[0] = groups; weight_dims[1] = oc / groups; weight_dims[2] = ic / groups; weight_dims[3] = k; weight_dims[4] = k;
+    }
     dnnl_dims_t strides = {stride, stride}, pads = {padding, padding};
     dnnl_memory_desc_t src_plain, weights_plain, bias_plain, dst_plain, src_any, weights_any, dst_any;
     CHECK(runtime());
     CHECK(dnnl_memory_desc_init_by_tag(&src_plain, 4, src_dims, dnnl_f32, dnnl_nchw));
-    CHECK(dnnl_memory_desc_init_by_tag(&weights_plain, 4, weight_dims, dnnl_f32, dnnl_oihw));
+    CHECK(dnnl_memory_desc_init_by_tag(&weights_plain, weight_rank, weight_dims, dnnl_f32, grouped ? dnnl_goihw : dnnl_oihw));
     CHECK(dnnl_memory_desc_init_by_tag(&bias_plain, 1, bias_dims, dnnl_f32, dnnl_a));
     CHECK(dnnl_memory_desc_init_by_tag(&dst_plain, 4, dst_dims, dnnl_f32, dnnl_nchw));
     CHECK(dnnl_memory_desc_init_by_tag(&src_any, 4, src_dims, dnnl_f32, dnnl_format_tag_any));
-    CHECK(dnnl_memory_desc_init_by_tag(&weights_any, 4, weight_dims, dnnl_f32, dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&weights_any, weight_rank, weight_dims, dnnl_f32, dnnl_format_tag_any));
     CHECK(dnnl_memory_desc_init_by_tag(&dst_any, 4, dst_dims, dnnl_f32, dnnl_format_tag_any));
     CHECK(dnnl_primitive_attr_create(&attr));
     CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
@@ -150,7 +162,7 @@ a2qc_conv *a2qc_conv_create(int64_t n, int64_t ic, int64_t h, int64_t w, int64_t
         if (pads_md[i] && dnnl_memory_desc_get_size(pads_md[i]) > 0)
             CHECK(dnnl_memory_create(scratch_memories[i], pads_md[i], engine, c->scratchpad));
 
-    c->weight_count = oc * ic * k * k;
+    c->weight_count = oc * (ic / groups) * k * k;
     c->oc = oc;
     c->has_bias = has_bias;
     c->weight_gradient = aligned_alloc(64, (size_t)((c->weight_count * 4 + 63) / 64 * 64));
@@ -174,9 +186,9 @@ a2qc_conv *a2qc_conv_create(int64_t n, int64_t ic, int64_t h, int64_t w, int64_t
     dnnl_primitive_attr_destroy(attr);
     return c;
 fail:
-    snprintf(error, (size_t)error_length, "oneDNN convolution [%lld, %lld, %lld, %lld] → %lld, %lldx%lld stride %lld pad %lld: %s failed with status %d",
+    snprintf(error, (size_t)error_length, "oneDNN convolution [%lld, %lld, %lld, %lld] → %lld, %lldx%lld stride %lld pad %lld groups %lld: %s failed with status %d",
              (long long)n, (long long)ic, (long long)h, (long long)w, (long long)oc, (long long)k, (long long)k,
-             (long long)stride, (long long)padding, where, (int)s);
+             (long long)stride, (long long)padding, (long long)groups, where, (int)s);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
     if (dpd) dnnl_primitive_desc_destroy(dpd);
     if (wpd) dnnl_primitive_desc_destroy(wpd);

@@ -14,8 +14,9 @@ static inline void valid_columns(int64_t j, int64_t w, int64_t wo, int64_t strid
     *high = hi;
 }
 
-KERNEL __attribute__((no_builtin("memcpy"))) void a2qn_im2col(const float *x, float *columns, int64_t batch, int64_t channels, int64_t h, int64_t w,
-                        int64_t kernel, int64_t stride, int64_t pad, int64_t ho, int64_t wo) {
+KERNEL __attribute__((no_builtin("memcpy"))) void a2qn_im2col(const float *x, float *columns, int64_t batch, int64_t channels,
+                        int64_t image_channels, int64_t h, int64_t w, int64_t kernel, int64_t stride, int64_t pad,
+                        int64_t ho, int64_t wo) {
     int64_t plane = ho * wo, count = batch * plane;
     for (int64_t c = 0; c < channels; c++) {
         for (int64_t i = 0; i < kernel; i++) {
@@ -29,7 +30,7 @@ KERNEL __attribute__((no_builtin("memcpy"))) void a2qn_im2col(const float *x, fl
                     // then the edge columns that fall into the padding are zeroed.
                     int64_t first = pad - i > 0 ? pad - i : 0, last = h + pad - i < ho ? h + pad - i : ho;
                     for (int64_t n = 0; n < batch; n++) {
-                        const float *image = x + (n * channels + c) * h * w;
+                        const float *image = x + (n * image_channels + c) * h * w;
                         float *dst = row + n * plane;
                         for (int64_t k = 0; k < first * wo; k++) dst[k] = 0;
                         for (int64_t k = (last > first ? last : first) * wo; k < plane; k++) dst[k] = 0;
@@ -54,7 +55,7 @@ KERNEL __attribute__((no_builtin("memcpy"))) void a2qn_im2col(const float *x, fl
                     continue;
                 }
                 for (int64_t n = 0; n < batch; n++) {
-                    const float *image = x + (n * channels + c) * h * w;
+                    const float *image = x + (n * image_channels + c) * h * w;
                     for (int64_t oh = 0; oh < ho; oh++) {
                         float *dst = row + n * plane + oh * wo;
                         int64_t ih = oh * stride - pad + i;
@@ -76,10 +77,10 @@ KERNEL __attribute__((no_builtin("memcpy"))) void a2qn_im2col(const float *x, fl
     }
 }
 
-KERNEL void a2qn_col2im(const float *columns, float *dx, int64_t batch, int64_t channels, int64_t h, int64_t w,
-                        int64_t kernel, int64_t stride, int64_t pad, int64_t ho, int64_t wo) {
+KERNEL void a2qn_col2im(const float *columns, float *dx, int64_t batch, int64_t channels, int64_t image_channels,
+                        int64_t h, int64_t w, int64_t kernel, int64_t stride, int64_t pad, int64_t ho, int64_t wo) {
     int64_t plane = ho * wo, count = batch * plane;
-    memset(dx, 0, (size_t)(batch * channels * h * w) * sizeof(float));
+    for (int64_t n = 0; n < batch; n++) memset(dx + n * image_channels * h * w, 0, (size_t)(channels * h * w) * sizeof(float));
     // Contributions to one element are added in the order (j, i), as before this was C.
     for (int64_t j = 0; j < kernel; j++) {
         int64_t low, high;
@@ -89,7 +90,7 @@ KERNEL void a2qn_col2im(const float *columns, float *dx, int64_t batch, int64_t 
                 if (low >= high) continue;
                 const float *row = columns + ((c * kernel + i) * kernel + j) * count;
                 for (int64_t n = 0; n < batch; n++) {
-                    float *image = dx + (n * channels + c) * h * w;
+                    float *image = dx + (n * image_channels + c) * h * w;
                     for (int64_t oh = 0; oh < ho; oh++) {
                         int64_t ih = oh * stride - pad + i;
                         if (ih < 0 || ih >= h) continue;

@@ -77,23 +77,27 @@ func randomize(_ store: ParameterStore, _ generator: inout Xoshiro256, low: Floa
     for i in 0..<store.count { store.values[i] = generator.uniform(low, high) }
 }
 
-/// Naive direct convolution in Float64 (NCHW input, [out, in, k, k] weight), written
-/// independently of the im2col implementation.
+/// Naive direct convolution in Float64 (NCHW input, [out, in/groups, k, k] weight; output
+/// channel o reads the input channels of its group o / (out/groups)), written independently of
+/// the im2col implementation.
 func naiveConvolution(_ x: [Double], n: Int, c: Int, h: Int, w: Int, weight: [Double], bias: [Double]?,
-                      outChannels: Int, kernel: Int, stride: Int, padding: Int) -> [Double] {
+                      outChannels: Int, kernel: Int, stride: Int, padding: Int, groups: Int = 1) -> [Double] {
     let ho = (h + 2 * padding - kernel) / stride + 1, wo = (w + 2 * padding - kernel) / stride + 1
+    let (groupIn, groupOut) = (c / groups, outChannels / groups)
     var y = [Double](repeating: 0, count: n * outChannels * ho * wo)
     for b in 0..<n {
         for o in 0..<outChannels {
+            let firstChannel = (o / groupOut) * groupIn
             for i in 0..<ho {
                 for j in 0..<wo {
                     var sum = bias?[o] ?? 0
-                    for ci in 0..<c {
+                    for ci in 0..<groupIn {
                         for ki in 0..<kernel {
                             for kj in 0..<kernel {
                                 let yi = i * stride + ki - padding, xj = j * stride + kj - padding
                                 guard yi >= 0, yi < h, xj >= 0, xj < w else { continue }
-                                sum += x[((b * c + ci) * h + yi) * w + xj] * weight[((o * c + ci) * kernel + ki) * kernel + kj]
+                                sum += x[((b * c + firstChannel + ci) * h + yi) * w + xj]
+                                    * weight[((o * groupIn + ci) * kernel + ki) * kernel + kj]
                             }
                         }
                     }

@@ -89,6 +89,105 @@ struct LayerGradientTests {
         #expect(batched.contains { $0 != 0 })
     }
 
+    struct GroupedConvCase: Sendable, CustomTestStringConvertible {
+        let n, c, h, w, out, k, stride, pad, groups: Int
+        var testDescription: String { "N\(n) C\(c) \(h)x\(w) → \(out), k\(k) s\(stride) p\(pad) groups \(groups)" }
+    }
+
+    /// Depthwise (groups = C, with a channel multiplier of 1 and 2), grouped, grouped 1×1, and
+    /// four random geometries (seeded).
+    static let groupedConvCases: [GroupedConvCase] = {
+        var cases: [GroupedConvCase] = [
+            .init(n: 2, c: 4, h: 5, w: 6, out: 4, k: 3, stride: 1, pad: 1, groups: 4),
+            .init(n: 1, c: 3, h: 7, w: 5, out: 6, k: 3, stride: 2, pad: 1, groups: 3),
+            .init(n: 2, c: 6, h: 5, w: 5, out: 4, k: 3, stride: 1, pad: 0, groups: 2),
+            .init(n: 1, c: 8, h: 4, w: 4, out: 12, k: 1, stride: 1, pad: 0, groups: 4),
+        ]
+        var g = Xoshiro256(seed: 2024)
+        for _ in 0..<4 {
+            let groups = Int.random(in: 1...4, using: &g), k = [1, 3, 5].randomElement(using: &g) ?? 3
+            cases.append(.init(n: Int.random(in: 1...3, using: &g), c: groups * Int.random(in: 1...3, using: &g),
+                               h: Int.random(in: k...8, using: &g), w: Int.random(in: k...8, using: &g),
+                               out: groups * Int.random(in: 1...3, using: &g), k: k, stride: Int.random(in: 1...2, using: &g),
+                               pad: Int.random(in: 0...k / 2, using: &g), groups: groups))
+        }
+        return cases
+    }()
+
+    @Test("Conv2d with groups, depthwise included (oneDNN and im2col): forward, input, weight and bias gradients against finite differences of a Float64 grouped convolution",
+          arguments: groupedConvCases, [Conv2d.Backend.onednn, .im2col])
+    func groupedConv2d(_ t: GroupedConvCase, backend: Conv2d.Backend) throws {
+        var layout = ParameterLayout()
+        let layer = try Conv2d(name: "conv", inChannels: t.c, outChannels: t.out, kernelSize: t.k, stride: t.stride,
+                               padding: t.pad, groups: t.groups, backend: backend, layout: &layout)
+        #expect(layer.weight.shape == [t.out, t.c / t.groups, t.k, t.k] && layer.fanIn == t.c / t.groups * t.k * t.k
+                && layer.quantizer.fanIn == layer.fanIn)
+        let store = ParameterStore(layout: layout)
+        var g = Xoshiro256(seed: UInt64(t.h * 31 + t.w + t.groups))
+        randomize(store, &g)
+        let x = randomTensor([t.n, t.c, t.h, t.w], &g)
+        let weights = t.out * t.c / t.groups * t.k * t.k
+        checkLayer(layer, store: store, input: x) { x, p in
+            naiveConvolution(x, n: t.n, c: t.c, h: t.h, w: t.w, weight: Array(p[0..<weights]), bias: Array(p[weights...]),
+                             outChannels: t.out, kernel: t.k, stride: t.stride, padding: t.pad, groups: t.groups)
+        }
+    }
+
+    /// MobileNet's shapes (depthwise 3×3 over 16–64 channels, strided, with a channel multiplier;
+    /// grouped 3×3 and 1×1), where oneDNN runs its depthwise and grouped kernels: oneDNN equals
+    /// im2col + sgemm (checked against finite differences above), and a batch of several L2-sized
+    /// chunks equals the same layer run image by image.
+    @Test("Conv2d with groups: oneDNN's primitives agree with im2col + sgemm on MobileNet's shapes; a batch equals image by image (A2Q+ weights)")
+    func groupedConv2dBackendsAgree() throws {
+        let cases: [(c: Int, h: Int, out: Int, k: Int, stride: Int, groups: Int)] = [
+            (32, 28, 32, 3, 1, 32), (32, 28, 32, 3, 2, 32), (16, 14, 32, 3, 1, 16), (64, 7, 64, 3, 1, 64),
+            (32, 14, 64, 3, 1, 4), (64, 14, 32, 1, 1, 2), (16, 32, 32, 3, 1, 2),  // the last: one image per L2 chunk
+        ]
+        var g = Xoshiro256(seed: 77)
+        for t in cases {
+            var layouts = (ParameterLayout(), ParameterLayout())
+            let spec = WeightQuantizerSpec(kind: .a2qPlus, weightBits: 8, accumulatorBits: 18)
+            let input = InputFormat(bits: 8, signed: false)
+            let fast = try Conv2d(name: "conv", inChannels: t.c, outChannels: t.out, kernelSize: t.k, stride: t.stride, padding: t.k / 2,
+                                  groups: t.groups, quantizer: spec, input: input, backend: .onednn, layout: &layouts.0)
+            let slow = try Conv2d(name: "conv", inChannels: t.c, outChannels: t.out, kernelSize: t.k, stride: t.stride, padding: t.k / 2,
+                                  groups: t.groups, quantizer: spec, input: input, backend: .im2col, layout: &layouts.1)
+            let stores = (ParameterStore(layout: layouts.0), ParameterStore(layout: layouts.1))
+            randomize(stores.0, &g)
+            fast.quantizer.initializeFromFloatWeights(stores.0)
+            stores.1.values.update(from: stores.0.values, count: stores.0.count)
+            let batch = 6
+            let x = randomTensor([batch, t.c, t.h, t.h], &g)
+            let y = (fast.forward(x, parameters: stores.0, training: true).array, slow.forward(x, parameters: stores.1, training: true).array)
+            let what = "C\(t.c) \(t.h)x\(t.h) → \(t.out) k\(t.k) s\(t.stride) groups \(t.groups) [\(fast.implementation)]"
+            #expect(fast.implementation != slow.implementation && slow.implementation == "im2col + sgemm", "oneDNN built no grouped primitives: \(what)")
+            let dy = randomTensor(fast.outputShape, &g)
+            stores.0.zeroGradients()
+            stores.1.zeroGradients()
+            let dx = (fast.backward(dy, parameters: stores.0).array, slow.backward(dy, parameters: stores.1).array)
+            let dp = (stores.0.gradientsArray(), stores.1.gradientsArray())
+            #expect(relativeDifference(y.0, y.1) < 1e-5, "output, \(what)")
+            #expect(relativeDifference(dp.0, dp.1) < 1e-5, "parameter gradients, \(what)")
+            #expect(relativeDifference(dx.0, dx.1) < 1e-5, "input gradient, \(what)")
+            #expect(dp.0.contains { $0 != 0 })
+            // Image by image on the im2col path (one primitive set per batch size on oneDNN's).
+            let (plane, outPlane) = (t.c * t.h * t.h, y.1.count / batch)
+            var summed = [Float](repeating: 0, count: dp.1.count)
+            for image in 0..<batch {
+                let xi = Tensor(shape: [1, t.c, t.h, t.h], values: Array(x.array[(image * plane)..<((image + 1) * plane)]))
+                let dyi = Tensor(shape: [1] + Array(fast.outputShape.dropFirst()),
+                                 values: Array(dy.array[(image * outPlane)..<((image + 1) * outPlane)]))
+                stores.1.zeroGradients()
+                let yi = slow.forward(xi, parameters: stores.1, training: true).array
+                #expect(relativeDifference(yi, Array(y.1[(image * outPlane)..<((image + 1) * outPlane)])) < 1e-6, "image \(image) output, \(what)")
+                let dxi = slow.backward(dyi, parameters: stores.1).array
+                #expect(relativeDifference(dxi, Array(dx.1[(image * plane)..<((image + 1) * plane)])) < 1e-6, "image \(image) input gradient, \(what)")
+                for (k, v) in stores.1.gradientsArray().enumerated() { summed[k] += v }
+            }
+            #expect(relativeDifference(summed, dp.1) < 1e-4, "weight gradients image by image, \(what)")
+        }
+    }
+
     /// The ResNets' shapes (16–64 channels, where oneDNN runs its blocked-layout kernels), odd ones
     /// and random ones: oneDNN's convolution equals im2col + sgemm (checked above against finite
     /// differences) up to summation order, with and without bias and input gradient, and across

@@ -36,6 +36,11 @@ enum TorchModels {
                                        "norm_scalar_cnn"], samples: 1000)
             .flatMap { export($0, models: ["resnet20_fmnist", "small_cnn_view"], samples: 1000, exporters: ["torchscript_nofold"]) }
     }()
+    /// Grouped convolution: the MobileNet-style block (depthwise with channel multipliers 1 and 2,
+    /// pointwise, grouped with a bias) and its variant with a normalisation folded into a
+    /// depthwise stem, both exporters at opset 17, 1,000 inputs each.
+    static let grouped: Result<String, A2QError> = export(temporaryFolder("onnx-grouped"), models: ["mobilenet_block", "norm_muladd_mobilenet"],
+                                                          samples: 1000)
     /// The 11.17M-parameter ResNet-18 for 32×32 inputs, both exporters, 16 inputs.
     static let resnet18: Result<String, A2QError> = export(temporaryFolder("onnx-resnet18"), models: ["resnet18_32"], samples: 16)
     /// Graphs to refuse: `broken` (missing initializer, truncated, not ONNX, empty, missing external
@@ -125,6 +130,34 @@ struct ONNXImportTests {
             #expect(result.output.contains("layer2_0.bn1") && result.output.contains("batchnorm  ← /layer2/layer2.0/bn1/BatchNormalization"),
                     "\(result.output)")
         }
+        if model.hasPrefix("norm") {
+            #expect(result.output.contains("folded the graph's normalisation") && !result.output.contains("note:"), "\(result.output)")
+        }
+    }
+
+    @Test("grouped and depthwise convolutions (Conv group > 1): a MobileNet-style block (depthwise with channel multipliers 1 and 2, pointwise, grouped with a bias, BatchNorm after each) and the same with a per-channel Mul/Add normalisation folded into a depthwise unpadded stem, from both exporters at opset 17: a2q's conv with groups, weights [out, in/groups, k, k], and the imported float model's outputs on 1,000 inputs within 1e-4 relative of onnxruntime's",
+          .enabled(if: enabled, reason),
+          arguments: [("torchscript", "mobilenet_block"), ("dynamo", "mobilenet_block"), ("torchscript", "norm_muladd_mobilenet"),
+                      ("dynamo", "norm_muladd_mobilenet")])
+    func grouped(exporter: String, model: String) throws {
+        let folder = try TorchModels.grouped.get() + "/\(exporter)/opset17"
+        let checkpoint = temporaryFolder("import-\(model)") + "/float.h5"
+        let result = try runA2Q(["import", "\(folder)/\(model).onnx", "--out", checkpoint])
+        #expect(result.status == 0, "\(result.output)")
+        let listed = try runA2Q(["model", checkpoint, "--parameters"])
+        #expect(listed.status == 0, "\(listed.output)")
+        let prefix = model.hasPrefix("norm") ? "net_" : ""
+        for line in ["\(prefix)conv1.weight [12, \(model.hasPrefix("norm") ? 1 : 3), 3, 3]", "\(prefix)dw1.weight [12, 1, 3, 3]",
+                     "\(prefix)pw1.weight [32, 12, 1, 1]", "\(prefix)dw2.weight [64, 1, 3, 3]", "\(prefix)grouped.weight [64, 16, 3, 3]",
+                     "\(prefix)grouped.bias [64]"] {
+            #expect(listed.output.contains(line), "\(exporter) \(model): \(line) in \(listed.output)")
+        }
+        let (input, shape, expected) = try TorchModels.samples("\(folder)/\(model)")
+        #expect(shape == [1000, 3, 32, 32])
+        let got = try TorchModels.outputs(checkpoint, input, shape: shape)
+        let difference = TorchModels.relativeDifference(got, expected)
+        print("faithfulness \(exporter) \(model): max relative difference \(difference) over \(shape[0]) inputs")
+        #expect(got.count == expected.count && difference <= 1e-4, "\(exporter) \(model): \(difference)")
         if model.hasPrefix("norm") {
             #expect(result.output.contains("folded the graph's normalisation") && !result.output.contains("note:"), "\(result.output)")
         }
@@ -227,11 +260,12 @@ struct ONNXImportTests {
         #expect(difference <= 1e-4, "\(difference)")
     }
 
-    @Test("round trip without torch: an a2q float model (trained a few steps, so BatchNorm statistics are not the identity) written to ONNX by an independent script (Tests/Python/a2q_to_onnx.py: h5py + onnx.helper) and imported back gives onnxruntime's outputs within 1e-4 relative (resnet8: residual blocks, projection shortcuts, global pool; cnn-bn: max pools, flatten, BatchNorm after a linear layer)",
-          arguments: ["resnet8", "cnn-bn"])
+    @Test("round trip without torch: an a2q float model (trained a few steps, so BatchNorm statistics are not the identity) written to ONNX by an independent script (Tests/Python/a2q_to_onnx.py: h5py + onnx.helper) and imported back gives onnxruntime's outputs within 1e-4 relative (resnet8: residual blocks, projection shortcuts, global pool; cnn-bn: max pools, flatten, BatchNorm after a linear layer; tiny-mobilenet: grouped and depthwise convs)",
+          arguments: ["resnet8", "cnn-bn", "tiny-mobilenet"])
     func roundTrip(model: String) throws {
         let folder = temporaryFolder("import-round-trip-\(model)")
-        let train = try runA2Q(["train", "--model", model, "--quantizer", "float", "--data", "synthetic", "--max-steps", "10", "--epochs", "1",
+        let source = model == "tiny-mobilenet" ? try GroupedModel.write() : model
+        let train = try runA2Q(["train", "--model", source, "--quantizer", "float", "--data", "synthetic", "--max-steps", "10", "--epochs", "1",
                                 "--log-every", "10", "--out", folder + "/run"], timeout: 300)
         #expect(train.status == 0, "\(train.output)")
         let onnx = folder + "/\(model).onnx"
@@ -268,7 +302,7 @@ struct ONNXImportTests {
             ("sigmoid_cnn.onnx", ["node '/Sigmoid' (Sigmoid) is not supported", "a2q imports Conv"]),
             ("dynamic_hw_resnet20.onnx", ["the input input has a dynamic", "height 'height', width 'width'"]),
             ("concat_cnn.onnx", ["node '/Concat' (Concat) concatenates", "no concatenation"]),
-            ("grouped_cnn.onnx", ["node '/grouped/Conv' (Conv) is a grouped convolution (group 4)"]),
+            ("grouped_cnn.onnx", ["node '/dilated/Conv' (Conv) is dilated (dilation 2)"]),
             ("small_cnn_view_avg.onnx", ["node '/pool/AveragePool' (AveragePool) is not supported"]),
             ("broken/missing_initializer.onnx", ["node '/conv2/Conv' (Conv): input conv2.weight is neither an initializer nor computed"]),
             ("broken/truncated.onnx", ["is not a readable ONNX model", "truncated"]),

@@ -51,7 +51,7 @@ class Writer:
             if layer.get("bias", True):
                 inputs.append(self.constant(full + ".bias", self.tensor(full, "bias")))
             return self.node("Conv", inputs, full, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p],
-                             dilations=[1, 1], group=1)
+                             dilations=[1, 1], group=layer.get("groups", 1))
         if kind == "linear":
             inputs = [x, self.constant(full + ".weight", self.tensor(full, "weight"))]
             if layer.get("bias", True):

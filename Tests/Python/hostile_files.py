@@ -193,6 +193,33 @@ case("checkpoint", "ckpt-format-version-float",
 case("export", "export-stride-float",
      ["missing or non-integer attribute", "stride"],
      set_attribute("layers/conv1", "stride", 1.5))
+# Grouped convolution (docs/CHECKPOINT.md, "Structure"): the topology's groups (absent: 1) is the
+# layer group's `groups` attribute (absent: 1), in 1...65536, dividing the output channels, with
+# an input of groups · shape[1] channels.
+case("export", "export-topology-groups",
+     ["topology entry 5 declares conv2d conv2 with groups 2, but /layers/conv2 has groups 1"],
+     topology(lambda items: layer_entry(items, "conv2").__setitem__("groups", 2)))
+case("export", "export-groups-attribute",
+     ["topology entry 5 declares conv2d conv2 with groups 1, but /layers/conv2 has groups 2"],
+     set_attribute("layers/conv2", "groups", 2))
+case("export", "export-groups-range",
+     ["attribute", "groups = 0 is outside 1...65536"],
+     set_attribute("layers/conv2", "groups", 0))
+
+
+def groups_everywhere(value):
+    def change(f):
+        f["layers/conv2"].attrs["groups"] = value
+        topology(lambda items: layer_entry(items, "conv2").__setitem__("groups", value))(f)
+    return change
+
+
+case("export", "export-groups-indivisible",
+     ["layer conv2: groups 3 does not divide its 64 output channels"],
+     groups_everywhere(3), run="all")
+case("export", "export-groups-input",
+     ["layer conv2: input [32, 14, 14] does not fit weights [64, 32, 3, 3] in 2 groups"],
+     groups_everywhere(2))
 
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)

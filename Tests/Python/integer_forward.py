@@ -8,7 +8,8 @@ Residual blocks and global average pooling follow the document's definitions.
 
 With --overflow and --bits it models each dot product in a signed P-bit register, as the
 document defines it: products added one at a time in the weight tensor's row-major order
-(input channel, then kernel row, then kernel column; padding contributes zeros), `wrap` keeping
+(input channel, then kernel row, then kernel column; padding contributes zeros; a grouped
+convolution's output channel o reads only the input channels of its group o // (out/groups)), `wrap` keeping
 the low P bits of the exact sum (two's complement), `saturate` clamping after every addition,
 `wide` exact. It counts, per layer, the dot products whose final exact sum leaves the range
 and those where any partial sum does. A global average pool's per-channel sum is such a register
@@ -106,26 +107,34 @@ def run(f, ops, x, scale):
             mult = g["multiplier"][()].astype(np.float32)
             offset = g["offset"][()].astype(np.float32)
             o = w.shape[0]
+            groups = 1
             if kind == "conv2d":
                 stride, pad = int(g.attrs["stride"]), int(g.attrs["padding"])
-                _, c, kh, kw = w.shape
-                n, _, h, wd = x.shape
+                # Grouped convolution: the layer group's `groups` attribute (absent: 1), as the topology says.
+                groups = int(g.attrs.get("groups", 1))
+                assert groups == int(op.get("groups", 1)), f"{op['name']}: topology and layer disagree on groups"
+                _, c, kh, kw = w.shape          # c = input channels per group
+                n, channels, h, wd = x.shape
+                assert channels == c * groups and o % groups == 0
                 xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
                 ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-                # rows[n, y, x, k] with k in the weight's row-major order (c, i, j)
-                rows = np.stack([xp[:, ci, i:i + stride * ho:stride, j:j + stride * wo:stride]
-                                 for ci in range(c) for i in range(kh) for j in range(kw)], axis=-1)
-                rows = rows.reshape(n * ho * wo, -1)
+                # per group: rows[n, y, x, k] with k in the weight's row-major order (c, i, j) over the group's channels
+                group_rows = [np.stack([xp[:, gi * c + ci, i:i + stride * ho:stride, j:j + stride * wo:stride]
+                                        for ci in range(c) for i in range(kh) for j in range(kw)], axis=-1).reshape(n * ho * wo, -1)
+                              for gi in range(groups)]
             else:
-                rows = x.reshape(x.shape[0], -1)
+                group_rows = [x.reshape(x.shape[0], -1)]
             wflat = w.reshape(o, -1)
+            per_group = o // groups
+            def rows_of(ch):
+                return group_rows[ch // per_group]
             if args.overflow == "wide" and not args.counts:
-                sums = rows @ wflat.T
+                sums = np.concatenate([group_rows[gi] @ wflat[gi * per_group:(gi + 1) * per_group].T for gi in range(groups)], axis=1)
             else:
-                sums = np.zeros((rows.shape[0], o), np.int64)
+                sums = np.zeros((group_rows[0].shape[0], o), np.int64)
                 final = partial = 0
                 for ch in range(o):
-                    result, f_count, p_count = register(rows * wflat[ch][None, :], bits, args.overflow)
+                    result, f_count, p_count = register(rows_of(ch) * wflat[ch][None, :], bits, args.overflow)
                     sums[:, ch] = result
                     final += f_count
                     partial += p_count

@@ -53,6 +53,11 @@ with h5py.File(outputs_path, "r") as outputs:
 for path in (qonnx_path, onnx_path):
     onnx.checker.check_model(onnx.load(path), full_check=True)
 
+# Every Conv node's `group` attribute (absent: 1), per file, by its output (grouped and depthwise layers).
+report["conv_groups"] = {label: {n.output[0]: next((a.i for a in n.attribute if a.name == "group"), 1)
+                                 for n in onnx.load(path).graph.node if n.op_type == "Conv"}
+                         for label, path in (("qonnx", qonnx_path), ("onnx", onnx_path))}
+
 # 2. qonnx reads the QONNX file; its datatypes and metadata say what a2q wrote.
 wrapper = ModelWrapper(qonnx_path)
 meta = {p.key: p.value for p in wrapper.model.metadata_props}

@@ -280,6 +280,35 @@ class GroupedCNN(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class MobileNetBlock(nn.Module):
+    """A MobileNet-style network (grouped convolution): a stem conv (groups `stem_groups`, padding
+    `pad1`), a depthwise-separable block (3x3 depthwise, groups = C, and a 1x1 pointwise conv, each
+    with BatchNorm and ReLU), a strided depthwise conv with a channel multiplier of 2 (groups = C,
+    2C outputs), a grouped 3x3 conv with a bias (groups = 4), the global average pool and a
+    classifier."""
+
+    def __init__(self, in_channels=3, stem_groups=1, pad1=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 12, 3, padding=pad1, groups=stem_groups, bias=False)
+        self.bn1 = nn.BatchNorm2d(12)
+        self.dw1 = nn.Conv2d(12, 12, 3, padding=1, groups=12, bias=False)
+        self.bn_dw1 = nn.BatchNorm2d(12)
+        self.pw1 = nn.Conv2d(12, 32, 1, bias=False)
+        self.bn_pw1 = nn.BatchNorm2d(32)
+        self.dw2 = nn.Conv2d(32, 64, 3, stride=2, padding=1, groups=32, bias=False)
+        self.bn_dw2 = nn.BatchNorm2d(64)
+        self.grouped = nn.Conv2d(64, 64, 3, padding=1, groups=4)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn_dw1(self.dw1(x)))
+        x = F.relu(self.bn_pw1(self.pw1(x)))
+        x = F.relu(self.bn_dw2(self.dw2(x)))
+        x = F.relu(self.grouped(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 # name: (constructor, input shape [C, H, W], kind, what it is, dynamic H/W)
 MODELS = {
     "resnet20_fmnist": (lambda: ResNetCIFAR(1), (1, 28, 28), "supported",
@@ -315,9 +344,14 @@ MODELS = {
     "dynamic_hw_resnet20": (lambda: ResNetCIFAR(1), (1, 28, 28), "unsupported",
                             "ResNet-20 exported with dynamic height and width", True),
     "grouped_cnn": (GroupedCNN, (3, 32, 32), "extra", "grouped, depthwise and dilated convs", False),
+    "mobilenet_block": (MobileNetBlock, (3, 32, 32), "supported",
+                        "depthwise (groups = C, channel multipliers 1 and 2), pointwise and grouped (groups = 4) convs", False),
+    "norm_muladd_mobilenet": (lambda: Normalized(MobileNetBlock(3, stem_groups=3, pad1=0), "muladd", 3), (3, 32, 32),
+                              "supported", "x * scale + shift, then mobilenet_block with a depthwise, unpadded stem "
+                              "(groups = 3: the fold into a grouped conv)", False),
 }
 
-NORMALIZED = {"norm_scalar_cnn", "norm_buffers_resnet20", "norm_muladd_cnn", "norm_muladd_nopad_cnn"}
+NORMALIZED = {"norm_scalar_cnn", "norm_buffers_resnet20", "norm_muladd_cnn", "norm_muladd_nopad_cnn", "norm_muladd_mobilenet"}
 
 
 def randomize_batchnorm(model, generator):

@@ -7,7 +7,13 @@ import Glibc
 #endif
 
 /// 2-D convolution over NCHW inputs with square stride and padding, weight
-/// `[out, in, kh, kw]`, bias `[out]`, and a pluggable per-channel weight quantizer.
+/// `[out, in/groups, kh, kw]`, bias `[out]`, and a pluggable per-channel weight quantizer.
+///
+/// **Groups** (PyTorch's and ONNX's `groups`/`group`): the input and output channels are cut
+/// into `groups` equal, consecutive parts, and output channel `o` sees only the input channels
+/// of its group `g = o / (out/groups)`; `groups == in` is a depthwise convolution. Each output
+/// channel's dot product then has `K = (in/groups)·kh·kw` inputs, the `fanIn` its weight
+/// quantizer constrains.
 ///
 /// Two implementations (`Conv2d.Backend`; the process default is set by `A2Q_CONV`):
 ///
@@ -16,12 +22,17 @@ import Glibc
 /// activations and OIHW weights are reordered in and out around them, so the layer's interface
 /// and every other layer stay plain NCHW.
 ///
+/// oneDNN runs grouped and depthwise convolutions natively (5-D `goihw` weights, the same bytes).
+///
 /// **im2col**: the batch is processed in chunks of images whose im2col columns
-/// `[K, chunk·Ho·Wo]` (`K = in·kh·kw`) fit in the core's L2 cache (about 512 KiB): per chunk one
-/// im2col and one `sgemm` `W_q [out, K] · columns` into the chunk's columns of the product
-/// `[out, N·Ho·Wo]`, then one scatter into NCHW with the bias. Backward recomputes each chunk's
-/// columns (cheaper from cache than keeping the whole batch's in memory) for the weight-gradient
-/// `sgemm` (accumulated over chunks in order) and the column-gradient `sgemm` + col2im.
+/// `[K, chunk·Ho·Wo]` (`K = (in/groups)·kh·kw`) fit in the core's L2 cache (about 512 KiB): per
+/// chunk and group one im2col of the group's input channels and one `sgemm`
+/// `W_q[group] [out/groups, K] · columns` into the group's rows and the chunk's columns of the
+/// product `[out, N·Ho·Wo]`, then one scatter into NCHW with the bias. Backward recomputes each
+/// chunk's columns per group (cheaper from cache than keeping the whole batch's in memory) for
+/// the weight-gradient `sgemm` (accumulated over chunks in order) and the column-gradient
+/// `sgemm` + col2im. A group's weights, product rows, gradient rows and input channels are
+/// views (pointer offsets) into the layer's buffers: nothing is copied or allocated per group.
 public final class Conv2d: Layer, @unchecked Sendable {
     public let name: String
     public let inChannels: Int
@@ -30,6 +41,8 @@ public final class Conv2d: Layer, @unchecked Sendable {
     public let kernelWidth: Int
     public let stride: Int
     public let padding: Int
+    /// Groups of input and output channels (1: an ordinary convolution; `inChannels`: depthwise).
+    public let groups: Int
     public let weight: ParameterView
     public let bias: ParameterView?
     public let quantizer: WeightQuantizer
@@ -40,7 +53,7 @@ public final class Conv2d: Layer, @unchecked Sendable {
 
     private let output = Tensor(shape: [0])
     private let inputGradient = Tensor(shape: [0])
-    private let columns = Tensor(shape: [0])  // one chunk's im2col, [K, chunk·Ho·Wo]
+    private let columns = Tensor(shape: [0])  // one chunk's im2col of one group, [K, chunk·Ho·Wo]
     private let product = Tensor(shape: [0])  // [out, N·Ho·Wo], forward result and dY in backward
     private var input: Tensor?
     private var effectiveWeight: UnsafePointer<Float>?
@@ -82,15 +95,25 @@ public final class Conv2d: Layer, @unchecked Sendable {
     /// `[N, out, Ho, Wo]` of the last forward pass (empty before the first).
     public var outputShape: [Int] { output.shape }
 
-    /// K = in · kh · kw, the dot-product length per output channel.
-    public var fanIn: Int { inChannels * kernelHeight * kernelWidth }
+    /// K = (in / groups) · kh · kw, the dot-product length per output channel.
+    public var fanIn: Int { inChannels / groups * kernelHeight * kernelWidth }
 
+    /// Input channels per group (`weight.shape[1]`).
+    public var groupInChannels: Int { inChannels / groups }
+    /// Output channels per group: group g's are `g·groupOutChannels ..< (g+1)·groupOutChannels`.
+    public var groupOutChannels: Int { outChannels / groups }
+
+    /// A convolution `inChannels → outChannels` with a square `kernelSize` kernel; `groups` must
+    /// divide both channel counts (the model builder checks it for users).
     public init(name: String, inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int = 1,
-                padding: Int = 0, bias: Bool = true, quantizer spec: WeightQuantizerSpec = .float,
+                padding: Int = 0, groups: Int = 1, bias: Bool = true, quantizer spec: WeightQuantizerSpec = .float,
                 input format: InputFormat? = nil, backend: Backend = Conv2d.defaultBackend,
                 layout: inout ParameterLayout) throws {
         precondition(kernelSize > 0 && stride > 0 && padding >= 0, "\(name): bad conv geometry")
+        precondition(groups > 0 && inChannels % groups == 0 && outChannels % groups == 0,
+                     "\(name): \(groups) groups do not divide \(inChannels) input and \(outChannels) output channels")
         self.name = name
+        self.groups = groups
         self.inChannels = inChannels
         self.outChannels = outChannels
         kernelHeight = kernelSize
@@ -98,10 +121,10 @@ public final class Conv2d: Layer, @unchecked Sendable {
         self.stride = stride
         self.padding = padding
         self.backend = backend
-        weight = layout.declare("\(name).weight", shape: [outChannels, inChannels, kernelSize, kernelSize], role: .weight)
+        weight = layout.declare("\(name).weight", shape: [outChannels, inChannels / groups, kernelSize, kernelSize], role: .weight)
         self.bias = bias ? layout.declare("\(name).bias", shape: [outChannels], role: .bias) : nil
         quantizer = try WeightQuantizer(spec: spec, layerName: name, weight: weight, outChannels: outChannels,
-                                        fanIn: inChannels * kernelSize * kernelSize, input: format, layout: &layout)
+                                        fanIn: inChannels / groups * kernelSize * kernelSize, input: format, layout: &layout)
     }
 
     /// PyTorch's default: U(±1/sqrt(K)) for weight and bias.
@@ -144,7 +167,7 @@ public final class Conv2d: Layer, @unchecked Sendable {
         if primitivesByShape.count >= 4 { releasePrimitives() }
         var message = [CChar](repeating: 0, count: 512)
         guard let created = a2qc_conv_create(Int64(shape[0]), Int64(inChannels), Int64(shape[2]), Int64(shape[3]),
-                                             Int64(outChannels), Int64(kernelHeight), Int64(stride), Int64(padding),
+                                             Int64(outChannels), Int64(kernelHeight), Int64(stride), Int64(padding), Int64(groups),
                                              bias == nil ? 0 : 1, &message, Int64(message.count)) else {
             let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             printError("warning: \(name): \(reason); this layer runs on im2col + sgemm")
@@ -173,12 +196,16 @@ public final class Conv2d: Layer, @unchecked Sendable {
         }
         let (batch, _, _, ho, wo) = geometry
         let plane = ho * wo, columnsCount = batch * plane
+        let (k, groupOut) = (fanIn, groupOutChannels)
         var first = 0
         while first < batch {
             let images = min(chunk, batch - first), width = images * plane
-            im2col(input.data, first: first, images: images)
-            BLAS.gemm(transposeA: false, transposeB: false, m: outChannels, n: width, k: fanIn,
-                      a: w, lda: fanIn, b: columns.data, ldb: width, beta: 0, c: product.data + first * plane, ldc: columnsCount)
+            for g in 0..<groups {
+                im2col(input.data, group: g, first: first, images: images)
+                BLAS.gemm(transposeA: false, transposeB: false, m: groupOut, n: width, k: k,
+                          a: w + g * groupOut * k, lda: k, b: columns.data, ldb: width, beta: 0,
+                          c: product.data + g * groupOut * columnsCount + first * plane, ldc: columnsCount)
+            }
             first += images
         }
         a2qn_rows_to_nchw(product.data, bias.map { UnsafePointer(parameters.value($0)) }, output.data, Int64(batch),
@@ -205,17 +232,22 @@ public final class Conv2d: Layer, @unchecked Sendable {
         let p = product.data
         a2qn_nchw_to_rows(outputGradient.data, p, bias.map { parameters.gradient($0) }, Int64(batch), Int64(outChannels), Int64(plane))
         let target = quantizer.weightGradientTarget(parameters)
+        let (k, groupOut) = (fanIn, groupOutChannels)
         var first = 0
         while first < batch {
             let images = min(chunk, batch - first), width = images * plane
-            im2col(input.data, first: first, images: images)
-            BLAS.gemm(transposeA: false, transposeB: true, m: outChannels, n: fanIn, k: width,
-                      a: p + first * plane, lda: columnsCount, b: columns.data, ldb: width,
-                      beta: target.accumulate || first > 0 ? 1 : 0, c: target.pointer, ldc: fanIn)
-            if computesInputGradient {
-                BLAS.gemm(transposeA: true, transposeB: false, m: fanIn, n: width, k: outChannels,
-                          a: w, lda: fanIn, b: p + first * plane, ldb: columnsCount, beta: 0, c: columns.data, ldc: width)
-                col2im(inputGradient.data, first: first, images: images)
+            for g in 0..<groups {
+                // Group g: dY rows and weight (gradient) rows g·out/groups ..< (g+1)·out/groups.
+                let dy = p + g * groupOut * columnsCount + first * plane
+                im2col(input.data, group: g, first: first, images: images)
+                BLAS.gemm(transposeA: false, transposeB: true, m: groupOut, n: k, k: width,
+                          a: dy, lda: columnsCount, b: columns.data, ldb: width,
+                          beta: target.accumulate || first > 0 ? 1 : 0, c: target.pointer + g * groupOut * k, ldc: k)
+                if computesInputGradient {
+                    BLAS.gemm(transposeA: true, transposeB: false, m: k, n: width, k: groupOut,
+                              a: w + g * groupOut * k, lda: k, b: dy, ldb: columnsCount, beta: 0, c: columns.data, ldc: width)
+                    col2im(inputGradient.data, group: g, first: first, images: images)
+                }
             }
             first += images
         }
@@ -223,18 +255,22 @@ public final class Conv2d: Layer, @unchecked Sendable {
         return inputGradient
     }
 
-    /// im2col of images `first ..< first + images` into `columns` (`[K, images·Ho·Wo]`).
-    private func im2col(_ x: UnsafePointer<Float>, first: Int, images: Int) {
+    /// im2col of group `group`'s input channels of images `first ..< first + images` into
+    /// `columns` (`[K, images·Ho·Wo]`).
+    private func im2col(_ x: UnsafePointer<Float>, group: Int, first: Int, images: Int) {
         let (_, h, wIn, ho, wo) = geometry
         precondition(kernelHeight == kernelWidth, "\(name): square kernels only")
-        a2qn_im2col(x + first * inChannels * h * wIn, columns.data, Int64(images), Int64(inChannels), Int64(h), Int64(wIn),
-                    Int64(kernelHeight), Int64(stride), Int64(padding), Int64(ho), Int64(wo))
+        let channels = groupInChannels
+        a2qn_im2col(x + (first * inChannels + group * channels) * h * wIn, columns.data, Int64(images), Int64(channels),
+                    Int64(inChannels), Int64(h), Int64(wIn), Int64(kernelHeight), Int64(stride), Int64(padding), Int64(ho), Int64(wo))
     }
 
-    /// col2im of `columns` into the input gradient of images `first ..< first + images`.
-    private func col2im(_ dx: UnsafeMutablePointer<Float>, first: Int, images: Int) {
+    /// col2im of `columns` into group `group`'s channels of the input gradient of images
+    /// `first ..< first + images`.
+    private func col2im(_ dx: UnsafeMutablePointer<Float>, group: Int, first: Int, images: Int) {
         let (_, h, wIn, ho, wo) = geometry
-        a2qn_col2im(columns.data, dx + first * inChannels * h * wIn, Int64(images), Int64(inChannels), Int64(h), Int64(wIn),
-                    Int64(kernelHeight), Int64(stride), Int64(padding), Int64(ho), Int64(wo))
+        let channels = groupInChannels
+        a2qn_col2im(columns.data, dx + (first * inChannels + group * channels) * h * wIn, Int64(images), Int64(channels),
+                    Int64(inChannels), Int64(h), Int64(wIn), Int64(kernelHeight), Int64(stride), Int64(padding), Int64(ho), Int64(wo))
     }
 }

@@ -37,8 +37,9 @@ struct ImportNaming {
         let node: ModelDescription.Node
         let kind: String
         switch layer.kind {
-        case .conv(let out, let kernel, let stride, let padding):
-            node = .conv(.init(name: local, out: out, kernel: kernel, stride: stride, padding: padding, bias: layer.tensors["bias"] != nil))
+        case .conv(let out, let kernel, let stride, let padding, let groups):
+            node = .conv(.init(name: local, out: out, kernel: kernel, stride: stride, padding: padding, groups: groups,
+                               bias: layer.tensors["bias"] != nil))
             kind = "conv \(out)×\(kernel)×\(kernel), stride \(stride), padding \(padding)\(layer.tensors["bias"] != nil ? ", bias" : "")"
         case .linear(let out):
             node = .linear(.init(name: local, out: out, bias: layer.tensors["bias"] != nil))

@@ -31,7 +31,7 @@ final class ImportedTensors: @unchecked Sendable {
 /// One a2q layer matched from one or more ONNX nodes, before it is named.
 struct ImportedLayer {
     enum Kind: Equatable {
-        case conv(out: Int, kernel: Int, stride: Int, padding: Int)
+        case conv(out: Int, kernel: Int, stride: Int, padding: Int, groups: Int)
         case linear(out: Int)
         case batchNorm
         case relu

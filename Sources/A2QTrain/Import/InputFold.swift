@@ -74,15 +74,20 @@ enum InputFold {
                            remedy: "a2q folds the input normalisation into the first layer; export a model whose first layer is a convolution or a linear layer")
         }
         let channels = inputShape[0]
+        var groups = 1
+        if case .conv(_, _, _, _, let g) = layer.kind { groups = g }
         let bias = layer.tensors["bias"] ?? .zeros([weight.shape[0]])
         let out = weight.shape[0], perOutput = weight.shape.dropFirst().reduce(1, *)
-        // Input feature f of the weight row belongs to channel f / (per-channel size): conv [C, k, k], linear [C·H·W].
-        let perChannel = perOutput / channels
+        // Input feature f of output o's weight row belongs to channel (o's group)·C/groups + f / (per-channel
+        // size): conv [C/groups, k, k], linear [C·H·W] (one group).
+        let (groupChannels, groupOut) = (channels / groups, out / groups)
+        let perChannel = perOutput / groupChannels
+        func channel(_ o: Int, _ f: Int) -> Int { (o / groupOut) * groupChannels + f / perChannel }
         let originalWeight = weight.values, originalBias = bias.values
         layer.tensors["weight"] = ImportedTensor(shape: weight.shape) {
             var w = try originalWeight()
             for o in 0..<out {
-                for f in 0..<perOutput { w[o * perOutput + f] = Float(Double(w[o * perOutput + f]) * a[f / perChannel]) }
+                for f in 0..<perOutput { w[o * perOutput + f] = Float(Double(w[o * perOutput + f]) * a[channel(o, f)]) }
             }
             return w
         }
@@ -91,15 +96,15 @@ enum InputFold {
             var result = try originalBias()
             for o in 0..<out {
                 var sum = Double(result[o])
-                for f in 0..<perOutput { sum += Double(w[o * perOutput + f]) * b[f / perChannel] }
+                for f in 0..<perOutput { sum += Double(w[o * perOutput + f]) * b[channel(o, f)] }
                 result[o] = Float(sum)
             }
             return result
         }
         var borderChange = 0.0
-        if case .conv(_, let kernel, let stride, let padding) = layer.kind, padding > 0, b.contains(where: { $0 != 0 }) {
-            borderChange = try paddingEffect(weight: originalWeight(), out: out, channels: channels, kernel: kernel, stride: stride,
-                                             padding: padding, height: inputShape[1], width: inputShape[2], b: b)
+        if case .conv(_, let kernel, let stride, let padding, _) = layer.kind, padding > 0, b.contains(where: { $0 != 0 }) {
+            borderChange = try paddingEffect(weight: originalWeight(), out: out, channels: channels, groups: groups, kernel: kernel,
+                                             stride: stride, padding: padding, height: inputShape[1], width: inputShape[2], b: b)
         }
         nodes[index] = .layer(layer)
         return Report(layer: layer.path, a: a, b: b, borderChange: borderChange)
@@ -107,12 +112,14 @@ enum InputFold {
 
     /// The largest `|Σ W[o, c, i, j]·b_c|` over the taps that fall into the zero padding, over
     /// every output channel and position: how much a border output of the folded conv differs
-    /// from the original's.
-    static func paddingEffect(weight: [Float], out: Int, channels: Int, kernel: Int, stride: Int, padding: Int,
+    /// from the original's (`c` over the input channels of `o`'s group).
+    static func paddingEffect(weight: [Float], out: Int, channels: Int, groups: Int = 1, kernel: Int, stride: Int, padding: Int,
                               height: Int, width: Int, b: [Double]) -> Double {
         let ho = (height + 2 * padding - kernel) / stride + 1, wo = (width + 2 * padding - kernel) / stride + 1
+        let (groupChannels, groupOut) = (channels / groups, out / groups)
         var largest = 0.0
         for o in 0..<out {
+            let firstChannel = (o / groupOut) * groupChannels
             for y in 0..<ho {
                 for x in 0..<wo {
                     var sum = 0.0
@@ -121,7 +128,9 @@ enum InputFold {
                         for j in 0..<kernel {
                             let ix = x * stride - padding + j
                             guard iy < 0 || iy >= height || ix < 0 || ix >= width else { continue }
-                            for c in 0..<channels { sum += Double(weight[((o * channels + c) * kernel + i) * kernel + j]) * b[c] }
+                            for c in 0..<groupChannels {
+                                sum += Double(weight[((o * groupChannels + c) * kernel + i) * kernel + j]) * b[firstChannel + c]
+                            }
                         }
                     }
                     largest = max(largest, abs(sum))

@@ -34,7 +34,7 @@ struct ONNXGraph {
 
     /// The supported ops with what each may be, for messages.
     static let supportedList = """
-        Conv (group 1, dilation 1, symmetric padding), Gemm (alpha = beta = 1) and MatMul (+ Add of a bias), \
+        Conv (any group: grouped and depthwise; dilation 1, symmetric padding), Gemm (alpha = beta = 1) and MatMul (+ Add of a bias), \
         BatchNormalization (inference, after a Conv or Gemm), Relu, MaxPool (square, no padding, floor), \
         GlobalAveragePool and ReduceMean over H and W, Flatten, Reshape to [N, features] (also PyTorch's \
         Shape→Gather→Unsqueeze→Concat→Reshape chain of x.view(x.size(0), -1)), Add of two branches (a residual \

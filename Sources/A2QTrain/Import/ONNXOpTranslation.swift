@@ -115,16 +115,17 @@ extension ONNXGraphMatcher {
         try requireImage(node, shape)
         let inputs = node.presentInputs
         guard inputs.count >= 2 else { throw error(node, "has no weight input") }
+        // Grouped (and depthwise, group = C): a2q's `groups`, the weight [out, C/group, k, k] as PyTorch's.
         let group = try node.int("group", 1)
-        guard group == 1 else {
-            throw error(node, "is a grouped convolution (group \(group)\(group == shape[0] ? ", depthwise" : "")); grouped convolution does not exist in a2q yet",
-                        remedy: "a2q imports convolutions with groups=1")
+        guard group >= 1, shape[0] % group == 0 else {
+            throw error(node, "has group \(group), which does not divide its \(shape[0]) input channels")
         }
         let weight = try constant(node, inputs[1], "weight")
-        guard weight.dims.count == 4, weight.dims[1] == shape[0] else {
-            throw error(node, "has a weight of shape \(describe(weight.dims)) for an input of \(shape[0]) channels (expected [out, \(shape[0]), k, k])")
+        guard weight.dims.count == 4, weight.dims[1] == shape[0] / group else {
+            throw error(node, "has a weight of shape \(describe(weight.dims)) for an input of \(shape[0]) channels in \(group) group(s) (expected [out, \(shape[0] / group), k, k])")
         }
         let (out, kh, kw) = (weight.dims[0], weight.dims[2], weight.dims[3])
+        guard out % group == 0 else { throw error(node, "has \(out) output channels, which \(group) groups do not divide") }
         guard kh == kw else { throw error(node, "has a \(kh)×\(kw) kernel; a2q's convolutions are square") }
         if let declared = try node.ints("kernel_shape"), declared != [kh, kw] {
             throw error(node, "declares kernel_shape \(declared) but its weight is \(describe(weight.dims))")
@@ -138,7 +139,7 @@ extension ONNXGraphMatcher {
         }
         let (h, w) = (shape[1], shape[2])
         guard h + 2 * pad >= kh, w + 2 * pad >= kh else { throw error(node, "has a \(kh)×\(kh) kernel larger than its padded input \(describe(shape))") }
-        var layer = ImportedLayer(kind: .conv(out: out, kernel: kh, stride: stride, padding: pad), origin: origin(node),
+        var layer = ImportedLayer(kind: .conv(out: out, kernel: kh, stride: stride, padding: pad, groups: group), origin: origin(node),
                                   path: weightPath(node, weight: inputs[1]))
         layer.tensors["weight"] = ImportedTensor(shape: weight.dims, values: weight.floats)
         if inputs.count > 2 {

@@ -12,7 +12,8 @@ extension QuantizedLayer {
         let bias = parameters.view(named: "\(name).bias").map { Array(UnsafeBufferPointer(start: parameters.value($0), count: $0.count)) }
         let conv = layer as? Conv2d
         return try IntegerLayer(quantizer: quantizer, name: name, kind: kind == .conv2d ? .conv2d : .linear, parameters: parameters,
-                                input: input, inputScale: inputScale, bias: bias, stride: conv?.stride ?? 1, padding: conv?.padding ?? 0)
+                                input: input, inputScale: inputScale, bias: bias, stride: conv?.stride ?? 1, padding: conv?.padding ?? 0,
+                                groups: conv?.groups ?? 1)
     }
 
     /// The scale of the activation quantizer that feeds this layer, or nil when none does.

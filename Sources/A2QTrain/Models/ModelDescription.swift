@@ -77,6 +77,9 @@ public struct ModelDescription: Codable, Sendable, Equatable {
         public var stride = 1
         /// nil: `kernel / 2` ("same" for odd kernels at stride 1).
         public var padding: Int?
+        /// A convolution's groups of input and output channels (1; the input's channel count:
+        /// depthwise). Each output channel sees `in / groups` input channels.
+        public var groups = 1
         public var bias = true
         /// nil: the run's policy (`--first-last`: all but the first and last weight layer).
         public var constrained: Bool?
@@ -84,13 +87,14 @@ public struct ModelDescription: Codable, Sendable, Equatable {
         public var weightBits: Int?
         public var accumulatorBits: Int?
 
-        public init(name: String, out: Int?, kernel: Int = 1, stride: Int = 1, padding: Int? = nil, bias: Bool = true,
-                    constrained: Bool? = nil, weightBits: Int? = nil, accumulatorBits: Int? = nil) {
+        public init(name: String, out: Int?, kernel: Int = 1, stride: Int = 1, padding: Int? = nil, groups: Int = 1,
+                    bias: Bool = true, constrained: Bool? = nil, weightBits: Int? = nil, accumulatorBits: Int? = nil) {
             self.name = name
             self.out = out
             self.kernel = kernel
             self.stride = stride
             self.padding = padding
+            self.groups = groups
             self.bias = bias
             self.constrained = constrained
             self.weightBits = weightBits
@@ -101,12 +105,13 @@ public struct ModelDescription: Codable, Sendable, Equatable {
 }
 
 extension ModelDescription.WeightLayer {
-    /// Decodes the fields of a `conv` (`geometry`: kernel, stride, padding) or `linear`.
+    /// Decodes the fields of a `conv` (`geometry`: kernel, stride, padding, groups) or `linear`.
     init(name: String, fields: ModelFileFields, geometry: Bool) throws {
         self.init(name: name, out: try fields.optional("out"),
                   kernel: geometry ? try fields.optional("kernel") ?? 1 : 1,
                   stride: geometry ? try fields.optional("stride") ?? 1 : 1,
                   padding: geometry ? try fields.optional("padding") : nil,
+                  groups: geometry ? try fields.optional("groups") ?? 1 : 1,
                   bias: try fields.optional("bias") ?? true,
                   constrained: try fields.optional("constrained"),
                   weightBits: try fields.optional("weight_bits"),

@@ -4,8 +4,10 @@ import A2QNN
 import A2QQuant
 
 /// `conv`: a square 2-D convolution with its weight quantizer. Model file: `out` (nil: one
-/// channel per class), `kernel` (1), `stride` (1), `padding` (kernel / 2), `bias` (true), and
-/// the quantizer fields of `ModelDescription.WeightLayer`. Integer form: `conv2d`.
+/// channel per class), `kernel` (1), `stride` (1), `padding` (kernel / 2), `groups` (1; the
+/// input's channel count: depthwise; it must divide the input and output channels), `bias`
+/// (true), and the quantizer fields of `ModelDescription.WeightLayer`. The weight is
+/// `[out, in/groups, kernel, kernel]`, as in PyTorch and ONNX. Integer form: `conv2d`.
 public struct ConvOp: ModelOp, Equatable {
     public static let type = "conv"
     public static let integerOperations: [any IntegerOperation.Type] = [IntegerConv.self]
@@ -23,6 +25,7 @@ public struct ConvOp: ModelOp, Equatable {
         try fields.set("kernel", layer.kernel)
         try fields.set("stride", layer.stride)
         try fields.set("padding", layer.padding)
+        if layer.groups != 1 { try fields.set("groups", layer.groups) }
         try layer.encodeQuantizerFields(to: &fields)
     }
 
@@ -34,14 +37,18 @@ public struct ConvOp: ModelOp, Equatable {
         guard out > 0, w.kernel > 0, w.stride > 0, padding >= 0, padding < w.kernel, w.kernel <= 15, w.stride <= 8 else {
             throw A2QError("\(name): out \(out), kernel \(w.kernel), stride \(w.stride), padding \(padding) (need out > 0, kernel 1...15, stride 1...8, padding 0..<kernel)")
         }
+        guard w.groups > 0, c % w.groups == 0, out % w.groups == 0 else {
+            throw A2QError("\(name): groups \(w.groups) must be positive and divide its \(c) input and \(out) output channels",
+                           remedy: "groups 1 is an ordinary convolution, groups = the input's channel count (\(c)) a depthwise one")
+        }
         let ho = (h + 2 * padding - w.kernel) / w.stride + 1, wo = (wd + 2 * padding - w.kernel) / w.stride + 1
         guard h + 2 * padding >= w.kernel, wd + 2 * padding >= w.kernel, ho > 0, wo > 0 else {
             throw A2QError("\(name): a \(w.kernel)×\(w.kernel) kernel does not fit its input \(describe(state.shape))")
         }
         try context.requireQuantizedInput(name, state)
-        try context.requireSize(name, out * c * w.kernel * w.kernel)
+        try context.requireSize(name, out * (c / w.groups) * w.kernel * w.kernel)
         let conv = try Conv2d(name: name, inChannels: c, outChannels: out, kernelSize: w.kernel, stride: w.stride,
-                              padding: padding, bias: w.bias, quantizer: context.spec(name, w), input: state.format, layout: &context.layout)
+                              padding: padding, groups: w.groups, bias: w.bias, quantizer: context.spec(name, w), input: state.format, layout: &context.layout)
         context.quantizedLayers.append(QuantizedLayer(name: name, kind: .conv2d, layer: conv, quantizer: conv.quantizer,
                                                       input: state.format, inputQuantizer: state.quantizer))
         state = ModelBuildContext.State(shape: [out, ho, wo], format: nil, quantizer: nil)
@@ -60,7 +67,10 @@ extension ModelDescription.Node {
 }
 
 /// `conv2d` in an integer model: the dot products of `layer`'s integer weights with each
-/// zero-padded input patch in a P-bit register, then `acc · multiplier + offset`.
+/// zero-padded input patch in a P-bit register, then `acc · multiplier + offset`. With
+/// `layer.groups` > 1 the weights are `[out, in/groups, k, k]` and output channel `o` reads the
+/// input channels of its group `o / (out/groups)`; the topology entry then has `groups`
+/// (absent: 1).
 public struct IntegerConv: IntegerLayerOperation {
     public static let topologyNames = ["conv2d"]
     public var layer: IntegerLayer
@@ -72,13 +82,15 @@ public struct IntegerConv: IntegerLayerOperation {
     }
 
     public func topologyEntry() -> [String: Any] {
-        ["op": "conv2d", "name": layer.name, "shape": layer.shape, "stride": layer.stride, "padding": layer.padding]
+        var entry: [String: Any] = ["op": "conv2d", "name": layer.name, "shape": layer.shape, "stride": layer.stride, "padding": layer.padding]
+        if layer.groups != 1 { entry["groups"] = layer.groups }
+        return entry
     }
 
     public func validate(_ flow: inout IntegerFlow) throws {
         try flow.enter(layer)
-        guard flow.shape.count == 3, flow.shape[0] == layer.shape[1] else {
-            throw A2QError("layer \(layer.name): input \(describe(flow.shape)) does not fit weights \(describe(layer.shape))")
+        guard flow.shape.count == 3, flow.shape[0] == layer.shape[1] * layer.groups else {
+            throw A2QError("layer \(layer.name): input \(describe(flow.shape)) does not fit weights \(describe(layer.shape))\(layer.groups == 1 ? "" : " in \(layer.groups) groups")")
         }
         let k = layer.shape[2]
         let shape = [layer.shape[0], (flow.shape[1] + 2 * layer.padding - k) / layer.stride + 1,

@@ -11,12 +11,16 @@ void a2qn_maxpool2_forward(const float *x, float *y, int32_t *index, int64_t pla
 /// Its backward: dx = dy at each window's maximum, 0 elsewhere (the whole plane is written).
 void a2qn_maxpool2_backward(const float *dy, const int32_t *index, float *dx, int64_t planes, int64_t h, int64_t w);
 
-/// im2col of NCHW x: columns[(c, i, j)][(n, oh, ow)], zero padding.
-void a2qn_im2col(const float *x, float *columns, int64_t batch, int64_t channels, int64_t h, int64_t w,
-                 int64_t kernel, int64_t stride, int64_t pad, int64_t ho, int64_t wo);
-/// col2im: dx = Σ of the columns over the windows each input belongs to (dx is overwritten).
-void a2qn_col2im(const float *columns, float *dx, int64_t batch, int64_t channels, int64_t h, int64_t w,
-                 int64_t kernel, int64_t stride, int64_t pad, int64_t ho, int64_t wo);
+/// im2col of NCHW x: columns[(c, i, j)][(n, oh, ow)], zero padding, for `channels` channels
+/// starting at x of images holding `image_channels` channels each (a convolution group's
+/// channels: x points at the group's first channel of image 0; `image_channels == channels`
+/// without groups).
+void a2qn_im2col(const float *x, float *columns, int64_t batch, int64_t channels, int64_t image_channels, int64_t h,
+                 int64_t w, int64_t kernel, int64_t stride, int64_t pad, int64_t ho, int64_t wo);
+/// col2im: dx = Σ of the columns over the windows each input belongs to (dx's `channels`
+/// channels of each image of `image_channels` are overwritten, the others left alone).
+void a2qn_col2im(const float *columns, float *dx, int64_t batch, int64_t channels, int64_t image_channels, int64_t h,
+                 int64_t w, int64_t kernel, int64_t stride, int64_t pad, int64_t ho, int64_t wo);
 
 /// Adam's update of n parameters (see A2QNN's Adam): with `decoupled` (AdamW) p -= rate·λ·p
 /// first, else g + λ·p is the gradient; m, v are the moment buffers.
