@@ -51,9 +51,12 @@ public enum TrainingBenchmark {
         config.quantizer = quantizer
         config.accumulatorBits = 20  // every hidden layer keeps non-zero weights from scratch
         config.floatEpochs = 0
-        config.epochs = 1
+        config.epochs = max(1, steps)  // --max-steps ends the run; short epochs (small data sets) repeat
         config.maxSteps = steps
         config.batchSize = batchPerRank * communicator.worldSize
+        // One epoch holds every timed step (a restoration epoch is `cropsPerImage` crops of each
+        // image, far fewer than `steps` batches at the training default).
+        config.cropsPerImage = max(config.cropsPerImage, steps * config.batchSize)
         config.calibrationBatches = 2
         config.logEvery = 1_000_000
         config.checkEvery = 1_000_000
@@ -62,6 +65,7 @@ public enum TrainingBenchmark {
         let summary = try trainer.run()
         if communicator.isRoot, let out = config.out { try? FileManager.default.removeItem(atPath: out) }
         var perStep: [String: Double] = [:]
+        precondition(summary.steps == steps, "TrainingBenchmark: \(summary.steps) steps ran, \(steps) asked")
         for (phase, seconds) in summary.phaseSeconds { perStep[phase] = seconds / Double(steps) }
         let stepSeconds = perStep.values.reduce(0, +)
         // The weight quantizers alone, forward + backward, on the trained parameters. Their

@@ -169,8 +169,9 @@ public enum SweepReport {
     }
 
     /// The README's table: per model, bicubic (restoration) and float first, then every run by
-    /// bit width, quantizer and P: the fake-quantized metric, the integer engine's, sparsity of
-    /// the constrained layers and `verify`'s verdict.
+    /// bit width, quantizer and P (32 for qat: no accumulator constraint, verified at 32 bits):
+    /// the fake-quantized metric, the integer engine's, sparsity of the constrained layers and
+    /// `verify`'s verdict.
     public static func markdown(_ rows: [Row]) -> String {
         let task = rows.first?.task ?? .classification
         let name = task == .classification ? "accuracy" : "PSNR"
@@ -192,7 +193,7 @@ public enum SweepReport {
             for r in sorted {
                 let floatRun = r.quantizer == "float"
                 lines.append("| \(model) | \(floatRun ? "float" : "W\(r.weightBits)A\(r.actBits)") | \(r.quantizer) | "
-                             + "\(r.quantizer.hasPrefix("a2q") ? "\(r.accumulatorBits)" : "-") | \(display(r.testMetric, task)) | "
+                             + "\(floatRun ? "-" : "\(r.accumulatorBits)") | \(display(r.testMetric, task)) | "
                              + "\(r.integerMetric.map { display($0, task) } ?? "-") | "
                              + "\(r.quantizer.hasPrefix("a2q") ? String(format: "%.1f%%", 100 * r.sparsity) : "-") | "
                              + "\(r.verified.map { $0 ? "overflow-free" : "CAN OVERFLOW" } ?? "-") |")
