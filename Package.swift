@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "A2QCheckpoint", dependencies: ["A2QCore", "HDF5Shim"]),
         // Deployment: the integer model, its engine, verify and the HDF5 export (no trainer).
         .target(name: "A2QInteger", dependencies: ["A2QCore", "A2QQuant", "A2QData", "A2QCheckpoint", "QuantKernels",
-                                                   "IntegerKernels", "COpenBLAS"]),
+                                                   "IntegerKernels", "COpenBLAS", "CZlib"]),
         // ONNX's protobuf schema as Swift types, generated once by Launch/generate-onnx-proto.sh.
         .target(name: "ONNXProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: [.swiftLanguageMode(.v5)]),

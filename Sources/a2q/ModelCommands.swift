@@ -87,18 +87,32 @@ struct InspectCommand: ParsableCommand {
         var config: TrainConfig?
         var imported: ImportRecord?
         var layers: [LayerVerdict]
+        /// The integer weights' compressed sizes per layer and in total (`WeightCompressibility`).
+        var compressibility: Compressibility?
+    }
+
+    struct Compressibility: Encodable {
+        var layers: [WeightCompressibility]
+        var total: WeightCompressibility?
     }
 
     func run() throws {
         var report: Report
+        let integerModel: IntegerModel?
         if ExportFile.isExport(file) {
             let model = try ExportFile.read(file, operations: OpRegistry.integerOperations)
+            integerModel = model
             report = Report(file: file, kind: "export", model: model.model, layers: LayerVerdict.verify(model))
         } else {
             let header = try CheckpointFile.header(file)
-            let layers = header.state.phase == .float ? [] : LayerVerdict.verify(try ModelFiles.integerModel(file))
+            integerModel = header.state.phase == .float ? nil : try ModelFiles.integerModel(file)
             report = Report(file: file, kind: "checkpoint", model: header.config.model.rawValue, step: header.state.globalStep,
-                            phase: header.state.phase.rawValue, config: header.config, imported: try ImportRecord.read(file), layers: layers)
+                            phase: header.state.phase.rawValue, config: header.config, imported: try ImportRecord.read(file),
+                            layers: integerModel.map { LayerVerdict.verify($0) } ?? [])
+        }
+        if let integerModel {
+            let layers = try integerModel.layers.map(WeightCompressibility.init)
+            report.compressibility = Compressibility(layers: layers, total: WeightCompressibility.total(layers))
         }
         if json { try printJSON(report); return }
         printLine("\(report.file): \(report.kind) of \(report.model)"
@@ -106,6 +120,10 @@ struct InspectCommand: ParsableCommand {
         if let config = report.config { printLine("configuration: \(config.json(pretty: false))") }
         if let imported = report.imported { printLine(imported.summary) }
         printLine(report.layers.isEmpty ? "(float model: no integer layers)" : LayerVerdict.table(report.layers))
+        if let compressibility = report.compressibility, !compressibility.layers.isEmpty {
+            printLine("compressibility of the integer weights (zlib level 9 of int8/int16, zero-order entropy):")
+            printLine(WeightCompressibility.table(compressibility.layers))
+        }
     }
 }
 

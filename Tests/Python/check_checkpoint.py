@@ -1,10 +1,14 @@
 """Independent check of an a2q checkpoint with h5py and NumPy (tests only).
 
 Reads the file as a NumPy user would from docs/CHECKPOINT.md: attributes come back as str/int,
-and each quantized layer's acc_min/acc_max/l1_norm/p_min are recomputed from weight_int.
+and each quantized layer's acc_min/acc_max/l1_norm/p_min are recomputed from weight_int; with
+`a2q inspect --json` output, its per-layer facts and compressibility (zlib level 9 of the
+integers as int8/int16, zero-order entropy, packed size) are recomputed too.
 """
 import json
+import math
 import sys
+import zlib
 
 import h5py
 import numpy as np
@@ -53,5 +57,21 @@ with h5py.File(path, "r") as f:
             assert [c["acc_max"] for c in layer["channels"]] == acc_max.tolist(), name
             assert [c["p_min"] for c in layer["channels"]] == p_min, name
             assert abs(layer["sparsity"] - float((q == 0).mean())) < 1e-12, name
+            m = int(group.attrs["weight_bits"])
+            stored = q.astype(np.int8 if m <= 8 else "<i2").tobytes()
+            _, counts = np.unique(q, return_counts=True)
+            p_values = counts / q.size
+            entropy = float(-(p_values * np.log2(p_values)).sum())
+            c = next(c for c in inspected["compressibility"]["layers"] if c["name"] == name)
+            assert c["weights"] == q.size and c["weight_bits"] == m and c["float32_bytes"] == 4 * q.size, (name, c)
+            assert c["packed_bytes"] == math.ceil(q.size * m / 8), (name, c)
+            assert c["zlib_bytes"] == len(zlib.compress(stored, 9)), (name, c, len(zlib.compress(stored, 9)))
+            assert abs(c["entropy_bits"] - entropy) < 1e-9, (name, c, entropy)
         checked += 1
+if inspected is not None:
+    c = inspected["compressibility"]
+    total = c["total"]
+    assert len(c["layers"]) == checked, (len(c["layers"]), checked)
+    for key in ["weights", "float32_bytes", "packed_bytes", "zlib_bytes"]:
+        assert total[key] == sum(l[key] for l in c["layers"]), key
 print(f"checked {checked} quantized layers")
