@@ -42,8 +42,14 @@ run() { # name, a2q train options...
       || { echo "espcn-table: $name failed, see $out/$name.log"; return; }
     echo "espcn-table: $name took $((SECONDS - start)) s"
   fi
-  [ -f "$dir/integer.json" ] || "$a2q" eval --integer "$dir/final.h5" --json > "$dir/integer.json"
-  [ -f "$dir/verify.json" ] || "$a2q" verify "$dir/final.h5" --json > "$dir/verify.json" || true   # exit 2 = can overflow; recorded
+  # Written under a temporary name first: a restart never mistakes a cut-short file for a result.
+  if [ ! -f "$dir/integer.json" ]; then
+    "$a2q" eval --integer "$dir/final.h5" --json > "$dir/integer.json.part" && mv "$dir/integer.json.part" "$dir/integer.json"
+  fi
+  if [ ! -f "$dir/verify.json" ]; then
+    "$a2q" verify "$dir/final.h5" --json > "$dir/verify.json.part" || true   # exit 2 = can overflow; recorded
+    [ -s "$dir/verify.json.part" ] && mv "$dir/verify.json.part" "$dir/verify.json"
+  fi
 }
 
 # The default recipe (float phase + A2Q+ W8A8 P=16), then everything else from its float phase.
