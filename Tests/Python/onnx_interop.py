@@ -67,7 +67,7 @@ weight_layers = []
 for name in layers:
     layer = json.loads(meta[f"a2q.layer.{name}"])
     if layer["quantizer"] == "avgpool":
-        # A global average pool: its integer sum is annotated as the accumulator a2q verified.
+        # An average pool (global, or over windows): its integer sum is annotated as the accumulator a2q verified.
         got = str(wrapper.get_tensor_datatype(f"{name}.sum"))
         if got != f"INT{layer['accumulator_bits']}":
             failures.append(f"{name}.sum: qonnx reads datatype {got}, a2q wrote INT{layer['accumulator_bits']}")
@@ -151,6 +151,14 @@ for label, predictions in (("qonnx", qonnx_predictions), ("onnxruntime", ort_pre
 report["qonnx_accumulators_equal"] = bool(np.array_equal(qonnx_accumulators.reshape(-1), engine_accumulators[last].reshape(-1)))
 if not report["qonnx_accumulators_equal"]:
     failures.append(f"qonnx's {last}.acc differs from the engine's accumulators")
+# Every pool's integer sums (global: ReduceSum; windows: AveragePool times kernel², rounded) in qonnx's
+# executor equal the engine's pool registers.
+pools = [name for name in layers if json.loads(meta[f"a2q.layer.{name}"])["quantizer"] == "avgpool"]
+report["qonnx_pool_sums_equal"] = {name: bool(np.array_equal(context[f"{name}.sum"].astype(np.int64), engine_accumulators[name]))
+                                   for name in pools}
+for name, equal in report["qonnx_pool_sums_equal"].items():
+    if not equal:
+        failures.append(f"qonnx's {name}.sum differs from the engine's pool sums")
 report["images"] = count
 report["failures"] = failures
 with open(out, "w") as f:
