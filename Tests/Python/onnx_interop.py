@@ -58,6 +58,11 @@ report["conv_groups"] = {label: {n.output[0]: next((a.i for a in n.attribute if 
                                  for n in onnx.load(path).graph.node if n.op_type == "Conv"}
                          for label, path in (("qonnx", qonnx_path), ("onnx", onnx_path))}
 
+# Every AveragePool node's attributes, per file, by its output (window average pools).
+report["average_pools"] = {label: {n.output[0]: {a.name: (list(a.ints) if a.ints else [a.i]) for a in n.attribute}
+                                   for n in onnx.load(path).graph.node if n.op_type == "AveragePool"}
+                           for label, path in (("qonnx", qonnx_path), ("onnx", onnx_path))}
+
 # 2. qonnx reads the QONNX file; its datatypes and metadata say what a2q wrote.
 wrapper = ModelWrapper(qonnx_path)
 meta = {p.key: p.value for p in wrapper.model.metadata_props}
