@@ -118,33 +118,35 @@ struct AveragePoolTests {
 
     @Test("the integer register of a window pool: per window the sum of its integers (padding adds 0) in a P-bit register — wide, wrap (low P bits) and saturate with the counts, against sums written out by hand; the proof is the largest window's count times 255, exact when every window overlaps the padding")
     func registerAndProof() throws {
-        // 4×4 pixels, 3×3 windows at stride 2 with padding 1: the windows cover 2×2, 2×3, 3×2 and 3×3 pixels.
-        let pixels: [UInt8] = [250, 3, 200, 77, 9, 255, 128, 64, 31, 190, 240, 12, 101, 6, 222, 180]
+        // 4×5 pixels (not square, so that rows and columns cannot be confused), 3×3 windows at
+        // stride 2 with padding 1: 2×3 outputs whose windows cover 2×2, 2×3, 2×2, 3×2, 3×3 and 3×2 pixels.
+        let pixels: [UInt8] = [250, 3, 200, 77, 9, 255, 128, 64, 31, 190, 240, 12, 101, 6, 222, 180, 45, 99, 160, 33]
         let window = PoolWindow(kernel: 3, stride: 2, padding: 1)
         var exact: [Int64] = []
         for oh in 0..<2 {
-            for ow in 0..<2 {
+            for ow in 0..<3 {
                 var sum: Int64 = 0
                 for i in (oh * 2 - 1)..<(oh * 2 + 2) where (0..<4).contains(i) {
-                    for j in (ow * 2 - 1)..<(ow * 2 + 2) where (0..<4).contains(j) { sum += Int64(pixels[i * 4 + j]) }
+                    for j in (ow * 2 - 1)..<(ow * 2 + 2) where (0..<5).contains(j) { sum += Int64(pixels[i * 5 + j]) }
                 }
                 exact.append(sum)
             }
         }
-        #expect(exact == [517, 727, 592, 1297], "\(exact)")
-        // P = 11: [-1024, 1023]; only the 3×3 window (1297) leaves it.
-        for (mode, expected) in [(OverflowMode.wide, exact), (.wrap, [517, 727, 592, 1297 - 2048]), (.saturate, [517, 727, 592, 1023])] {
-            let model = try Self.onePoolModel(window, bits: 11)
+        #expect(exact == [636, 503, 307, 860, 646, 642], "\(exact)")
+        // P = 10: [-512, 511]; four of the six sums leave it.
+        let wrapped = exact.map { $0 > 511 ? $0 - 1024 : $0 }, saturated = exact.map { min($0, 511) }
+        for (mode, expected) in [(OverflowMode.wide, exact), (.wrap, wrapped), (.saturate, saturated)] {
+            let model = try Self.onePoolModel(window, bits: 10, input: [1, 4, 5])
             let engine = try IntegerEngine(model: model, mode: mode, recordsAccumulators: true)
             let scores = pixels.withUnsafeBufferPointer { engine.logits(pixels: $0, count: 1) }
             let pool = try #require(engine.recordedAccumulators.first)
-            #expect(pool.name == "pool" && pool.shape == [1, 1, 2, 2] && pool.values == expected, "\(mode): \(pool.values)")
+            #expect(pool.name == "pool" && pool.shape == [1, 1, 2, 3] && pool.values == expected, "\(mode): \(pool.values)")
             let counts = try #require(engine.overflows.first)
-            #expect(counts.dotProducts == 4 && counts.finalOverflows == 1 && counts.partialOverflows == 1 && !counts.provenSafe, "\(mode): \(counts)")
+            #expect(counts.dotProducts == 6 && counts.finalOverflows == 4 && counts.partialOverflows == 4 && !counts.provenSafe, "\(mode): \(counts)")
             // The next integers: rint(float32(sum) · float32(1/9)), the pool's m = scale/k² with scale 1.
             let next = expected.map { min(max((Float($0) * (Float(1) / Float(9))).rounded(.toNearestOrEven), 0), 255) }
             let fc = model.layers[0].weights
-            let want = (0..<2).map { o in (0..<4).reduce(Float(0)) { $0 + Float(fc[o * 4 + $1]) * next[$1] } }
+            let want = (0..<2).map { o in (0..<6).reduce(Float(0)) { $0 + Float(fc[o * 6 + $1]) * next[$1] } }
             #expect(scores == want, "\(mode): \(scores) vs \(want)")
         }
         // The proof: every channel's worst case is 9·255 = 2295 (p_min 13); a 12-bit register can overflow.
