@@ -9,8 +9,9 @@ import Testing
 
 /// A small model file for Fashion-MNIST with window average pools where PyTorch models have
 /// them: a 2×2 pool after the stem (28 → 14), a ResNet-D downsampling block whose shortcut is a
-/// 2×2 pool then a 1×1 conv, and a 3×3 stride-2 pool with padding 1 before the classifier
-/// (7 → 4; its border windows hold padding, which counts in the divisor).
+/// 2×2 pool then a 1×1 conv, and a 5×5 stride-2 pool with padding 2 before the classifier
+/// (7 → 4; its border windows hold padding, which counts in the divisor; k² = 25 is not a power
+/// of two, and S/25·25 is not always S in float32, so the export's Round is needed).
 enum AveragePoolModel {
     static let json = """
         {"format": "a2q-model", "version": 1, "name": "tiny-avgpool", "layers": [
@@ -28,7 +29,7 @@ enum AveragePoolModel {
              {"type": "conv", "name": "conv", "out": 32, "kernel": 1, "bias": false},
              {"type": "batchnorm", "name": "bn"}, {"type": "quant", "name": "out", "signed": true}],
            "after": [{"type": "relu", "name": "relu"}, {"type": "quant", "name": "act"}]},
-          {"type": "avgpool", "name": "pool2", "kernel": 3, "stride": 2, "padding": 1}, {"type": "quant", "name": "pool2_q"},
+          {"type": "avgpool", "name": "pool2", "kernel": 5, "stride": 2, "padding": 2}, {"type": "quant", "name": "pool2_q"},
           {"type": "flatten", "name": "flatten"},
           {"type": "linear", "name": "fc"}]}
         """
@@ -42,7 +43,7 @@ enum AveragePoolModel {
 
     /// `(name, channels, largest window count)` of the pools, in execution order: each channel's
     /// worst case is that count times 255 (unsigned 8-bit inputs).
-    static let pools = [("pool1", 16, 4), ("block1.shortcut.pool", 16, 4), ("pool2", 32, 9)]
+    static let pools = [("pool1", 16, 4), ("block1.shortcut.pool", 16, 4), ("pool2", 32, 25)]
 
     /// The accumulators in execution order (a block's body before its shortcut).
     static let accumulators = ["conv1", "pool1", "block1.conv1", "block1.conv2", "block1.shortcut.pool", "block1.shortcut.conv", "pool2", "fc"]
@@ -75,7 +76,7 @@ struct AveragePoolTests {
         let pool1 = try #require(decoded.layers.first { $0.name == "pool1" }?.op as? AvgPoolOp)
         let pool2 = try #require(decoded.layers.first { $0.name == "pool2" }?.op as? AvgPoolOp)
         #expect(pool1.stride == nil && pool1.padding == nil && pool1.window == PoolWindow(kernel: 2, stride: 2, padding: 0))
-        #expect(pool2.window == PoolWindow(kernel: 3, stride: 2, padding: 1))
+        #expect(pool2.window == PoolWindow(kernel: 5, stride: 2, padding: 2))
 
         var config = TrainConfig()
         config.model = ModelName(rawValue: path)
@@ -86,9 +87,9 @@ struct AveragePoolTests {
 
         let unquantized = AveragePoolModel.json.replacingOccurrences(of: #"{"type": "quant", "name": "act1"},"#, with: "")
         for (text, fragments) in [
-            (AveragePoolModel.json.replacingOccurrences(of: #""kernel": 3, "stride": 2, "padding": 1"#, with: #""kernel": 3, "stride": 2, "padding": 2"#),
-             ["pool2: an average pool with kernel 3, stride 2 and padding 2", "padding 0 to kernel/2"]),
-            (AveragePoolModel.json.replacingOccurrences(of: #""kernel": 3, "stride": 2, "padding": 1"#, with: #""kernel": 9"#),
+            (AveragePoolModel.json.replacingOccurrences(of: #""kernel": 5, "stride": 2, "padding": 2"#, with: #""kernel": 5, "stride": 2, "padding": 3"#),
+             ["pool2: an average pool with kernel 5, stride 2 and padding 3", "padding 0 to kernel/2"]),
+            (AveragePoolModel.json.replacingOccurrences(of: #""kernel": 5, "stride": 2, "padding": 2"#, with: #""kernel": 9"#),
              ["pool2: a 9×9 average pool (stride 9, padding 0) does not fit its input [32, 7, 7]"]),
             (AveragePoolModel.json.replacingOccurrences(of: #""name": "pool", "kernel": 2"#, with: #""name": "pool", "kernel": 0"#),
              ["block1.shortcut.pool: an average pool with kernel 0"]),
@@ -185,7 +186,7 @@ struct AveragePoolTests {
 
     @Test("an export whose avgpool entry is altered (kernel 0, padding above kernel/2, a window larger than its input, no name, a 80-bit register) is refused by verify and eval with a message naming the entry, exit 1",
           arguments: [(#"e["kernel"] = 0"#, "topology entry 9 (avgpool) needs an integer kernel in 1...64, found 0"),
-                      (#"e["padding"] = 2"#, "average pool pool2: kernel 3, stride 2, padding 2"),
+                      (#"e["padding"] = 3"#, "average pool pool2: kernel 5, stride 2, padding 3"),
                       (#"e["kernel"] = 9; e["padding"] = 0"#, "average pool pool2: a 9×9 window (padding 0) does not fit its input [32, 7, 7]"),
                       (#"del e["name"]"#, "(avgpool) has no name"),
                       (#"e["accumulator_bits"] = 80"#, "needs an integer accumulator_bits in 2...62, found 80")])
@@ -209,7 +210,7 @@ struct AveragePoolTests {
         }
     }
 
-    @Test("A2Q+ (P = 16) trains the model; its export lists the three pools among the accumulators in execution order, verify proves each pool per channel (4·255 and 9·255), the integer engine's predictions equal the fake-quantized model's on ≥ 99.9% of the 10,000 test images, and every accumulator of 64 images equals NumPy's (integer_forward.py, from the documentation)")
+    @Test("A2Q+ (P = 16) trains the model; its export lists the three pools among the accumulators in execution order, verify proves each pool per channel (4·255 and 25·255), the integer engine's predictions equal the fake-quantized model's on ≥ 99.9% of the 10,000 test images, and every accumulator of 64 images equals NumPy's (integer_forward.py, from the documentation)")
     func trainsVerifiesAndRunsExactly() throws {
         let folder = try AveragePoolModel.trained.get()
         let checkpoint = folder + "/final.h5", export = folder + "/model.h5"
@@ -228,7 +229,7 @@ struct AveragePoolTests {
                     "\(name): \(verdict)")
         }
         let topology = try HDF5File.openForReading(export).stringAttribute("topology")
-        #expect(topology.contains(#""op":"avgpool""#) && topology.contains(#""padding":1"#), "\(topology)")
+        #expect(topology.contains(#""op":"avgpool""#) && topology.contains(#""padding":2"#), "\(topology)")
 
         var predictions: [[Int32]] = []
         for (name, arguments) in [("fake", [String]()), ("integer", ["--integer"])] {
@@ -281,7 +282,7 @@ struct AveragePoolTests {
         }
     }
 
-    @Test("QONNX and ONNX exports write AveragePool (kernel_shape, strides, pads, count_include_pad 1): onnxruntime gives the engine's scores bit for bit on 1,000 test images, qonnx's executor its predictions, last accumulators and every pool's integer sums")
+    @Test("QONNX and ONNX exports write AveragePool (kernel_shape, strides, pads, count_include_pad 1): onnxruntime gives the engine's scores and every pool's integer sums bit for bit on 1,000 test images, qonnx's executor its predictions, last accumulators and pool sums")
     func exports() throws {
         let folder = try AveragePoolModel.trained.get()
         let checkpoint = folder + "/final.h5"
@@ -300,11 +301,13 @@ struct AveragePoolTests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
         #expect(json["float32_exact"] as? String == "1" && (json["onnxruntime_scores_differing"] as? [Int])?.isEmpty == true, "\(output)")
         #expect(json["qonnx_accumulators_equal"] as? Bool == true && (json["qonnx_agreement"] as? Double ?? 0) >= 0.999, "\(output)")
-        let sums = try #require(json["qonnx_pool_sums_equal"] as? [String: Bool])
-        #expect(sums == ["pool1": true, "block1.shortcut.pool": true, "pool2": true], "\(sums)")
+        for key in ["qonnx_pool_sums_equal", "onnxruntime_pool_sums_equal"] {
+            let sums = try #require(json[key] as? [String: Bool], "\(key): \(output)")
+            #expect(sums == ["pool1": true, "block1.shortcut.pool": true, "pool2": true], "\(key): \(sums)")
+        }
         let pools = try #require(json["average_pools"] as? [String: [String: [String: [Int]]]])
         for file in ["qonnx", "onnx"] {
-            #expect(pools[file]?["pool2.mean"] == ["kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": [1], "ceil_mode": [0]],
+            #expect(pools[file]?["pool2.mean"] == ["kernel_shape": [5, 5], "strides": [2, 2], "pads": [2, 2, 2, 2], "count_include_pad": [1], "ceil_mode": [0]],
                     "\(file): \(pools)")
             #expect(pools[file]?["block1.shortcut.pool.mean"]?["pads"] == [0, 0, 0, 0] && pools[file]?.count == 3, "\(file): \(pools)")
         }
