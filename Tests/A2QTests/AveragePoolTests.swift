@@ -85,7 +85,10 @@ struct AveragePoolTests {
         #expect(model.quantizedLayers.map(\.name) == ["conv1", "block1.conv1", "block1.conv2", "block1.shortcut.conv", "fc"])
         #expect(model.quantizedLayers.last?.weightShape == [10, 32 * 4 * 4])
 
-        let unquantized = AveragePoolModel.json.replacingOccurrences(of: #"{"type": "quant", "name": "act1"},"#, with: "")
+        // pool1 straight after the ReLU (the block's own act1 stays).
+        let unquantized = AveragePoolModel.json.replacingOccurrences(of: #"{"type": "quant", "name": "act1"},"# + "\n  " + #"{"type": "avgpool""#,
+                                                                     with: #"{"type": "avgpool""#)
+        #expect(unquantized.count < AveragePoolModel.json.count && unquantized.contains(#""name": "act1""#))
         for (text, fragments) in [
             (AveragePoolModel.json.replacingOccurrences(of: #""kernel": 5, "stride": 2, "padding": 2"#, with: #""kernel": 5, "stride": 2, "padding": 3"#),
              ["pool2: an average pool with kernel 5, stride 2 and padding 3", "padding 0 to kernel/2"]),
