@@ -113,7 +113,8 @@ public enum ONNXExport {
         /// The largest magnitude any partial sum of the layer's dot products (any subset of its
         /// terms, so any summation order) can reach over every possible input.
         public var partialSumBound: Int64
-        /// `partialSumBound ≤ 2^24`: float32 holds every partial sum exactly, whatever the order
+        /// `partialSumBound ≤ 2^24` (`≤ 2^21` for a window pool, whose sum the graph recovers
+        /// from `AveragePool`'s mean): float32 holds every partial sum exactly, whatever the order
         /// and the kernel (FMA or not): the sum is the exact integer.
         public var float32Exact: Bool
         /// The largest magnitude of two of the layer's products added together.
@@ -129,7 +130,9 @@ public enum ONNXExport {
 
         public static let statement = """
             Every tensor between layers holds integers in float32; each Conv/Gemm multiplies them with integer \
-            weights (DequantizeLinear of int8, scale 1) and each pool sums them (ReduceSum). With no \
+            weights (DequantizeLinear of int8, scale 1) and each pool sums them (ReduceSum; a window pool's \
+            AveragePool mean times kernel², rounded to the nearest integer, which is its exact sum while every \
+            window sum stays within 2^21). With no \
             DequantizeLinear on the activations, onnxruntime has no pattern to fuse into its integer kernels: \
             the sums run in float32 and are the exact integers, on any CPU and in any order, where \
             a2q.exactness.<layer>.float32_exact is true (every partial sum below 2^24 in magnitude, bounded from \
@@ -150,19 +153,30 @@ public enum ONNXExport {
                 guard case .layer(let layer) = accumulator else { return 1 }
                 return Int64(layer.weights.map { abs(Int($0)) }.max() ?? 0)
             }
-            return zip(verdicts, weightMagnitudes).map { verdict, weightMagnitude in
+            let limits = model.accumulators.map { accumulator -> Int64 in
+                guard case .pool(let pool) = accumulator, pool.window != nil else { return 1 << 24 }
+                return windowPoolLimit
+            }
+            return zip(verdicts, zip(weightMagnitudes, limits)).map { verdict, pair in
+                let (weightMagnitude, limit) = pair
                 let input = InputFormat(bits: verdict.inputBits, signed: verdict.inputSigned)
                 let bound = max(abs(verdict.accMin), abs(verdict.accMax))
                 let inputMagnitude = max(abs(input.minimum), abs(input.maximum))
-                return Exactness(name: verdict.name, partialSumBound: bound, pairSumBound: min(bound, 2 * weightMagnitude * inputMagnitude))
+                return Exactness(name: verdict.name, partialSumBound: bound, pairSumBound: min(bound, 2 * weightMagnitude * inputMagnitude),
+                                 limit: limit)
             }
         }
 
-        init(name: String, partialSumBound: Int64, pairSumBound: Int64) {
+        /// The largest window sum a window pool's `AveragePool → Mul(kernel²) → Round` recovers
+        /// exactly: the mean `fl(S/k²)` (or `fl(S·fl(1/k²))`) times k² is within `3·2^−24·|S|`
+        /// (three float32 roundings) of S, below 1/2 for |S| ≤ 2^21, so rounding gives S.
+        public static let windowPoolLimit: Int64 = 1 << 21
+
+        init(name: String, partialSumBound: Int64, pairSumBound: Int64, limit: Int64 = 1 << 24) {
             self.name = name
             self.partialSumBound = partialSumBound
             self.pairSumBound = pairSumBound
-            float32Exact = partialSumBound <= 1 << 24
+            float32Exact = partialSumBound <= limit
             int16PairsFit = pairSumBound <= Int64(Int16.max)
         }
     }

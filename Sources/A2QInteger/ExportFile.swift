@@ -13,11 +13,13 @@ public enum ExportFile {
         float32, each operation rounded, no fused multiply-add. Layer (per output channel): y = float32(acc) * multiplier, \
         then y + offset. Quantize: inverse = 1 / scale computed once in float32; next integers = clip(rint(y * inverse), lo, hi), \
         rint rounding half to even, NaN to lo. Residual add: float32(b) * s_b + float32(c) * s_c. Global average pool: \
-        float32(sum) * m, m = float32(scale) / float32(H*W), sum in the pool's accumulator_bits register. \
+        float32(sum) * m, m = float32(scale) / float32(H*W), sum in the pool's accumulator_bits register. Window average pool: \
+        per window float32(sum) * m, m = float32(scale) / float32(kernel*kernel), padding counted in the divisor and adding 0 \
+        to the sum, sum in the pool's accumulator_bits register. \
         Definition: docs/CHECKPOINT.md, "The integer engine, exactly" (export format_version 2).
         """
 
-    /// Versions this a2q reads (v1: chains only, without residual and avgpool entries).
+    /// Versions this a2q reads (v1: chains only, without residual and pool entries).
     public static let readableVersions = 1...2
 
     /// Writes `model` atomically to `path`; `config` is the training configuration as JSON.

@@ -16,7 +16,8 @@ public enum OverflowMode: String, CaseIterable, Sendable, Codable {
 /// the wrapped value, saturate: the saturated one, wide: the exact sum), before requantisation.
 public struct RecordedAccumulators: Sendable {
     public var name: String
-    /// `[N, out, H, W]` for a convolution, `[N, out]` for a linear layer, `[N, C]` for a pool.
+    /// `[N, out, H, W]` for a convolution, `[N, out]` for a linear layer, `[N, C]` for a global
+    /// pool, `[N, C, H', W']` for a window pool.
     public var shape: [Int]
     public var values: [Int64]
 }

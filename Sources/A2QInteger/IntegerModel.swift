@@ -66,22 +66,60 @@ public struct IntegerLayer: Sendable {
     }
 }
 
-/// A global average pool's accumulator: per image and channel, the sum of `count` (H·W)
-/// integers of `input` in an `accumulatorBits`-bit register.
+/// The window of an average pool over `kernel × kernel` windows at `stride`, with `padding`
+/// zeros on every side that count in the divisor (`kernel²`, PyTorch's `count_include_pad`),
+/// floor mode.
+public struct PoolWindow: Sendable, Equatable {
+    public var kernel: Int
+    public var stride: Int
+    public var padding: Int
+
+    public init(kernel: Int, stride: Int, padding: Int) {
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+    }
+
+    /// The output height (or width) for an input of `size`: `(size + 2·padding − kernel) / stride + 1`.
+    public func outputSize(_ size: Int) -> Int { (size + 2 * padding - kernel) / stride + 1 }
+
+    /// The input rows (or columns) output row `index` covers, clipped to `0 ..< size` (the rest
+    /// of its window is padding).
+    public func span(_ index: Int, size: Int) -> Range<Int> {
+        let start = index * stride - padding
+        return max(start, 0)..<max(min(start + kernel, size), max(start, 0))
+    }
+
+    /// The most input integers (not padding) one window adds on a `height × width` input:
+    /// `kernel²` whenever some window lies inside the input, fewer when every window overlaps
+    /// the padding. Its worst case is this many times the input format's extreme levels.
+    public func largestCount(height: Int, width: Int) -> Int {
+        func largest(_ size: Int) -> Int { (0..<max(outputSize(size), 0)).map { span($0, size: size).count }.max() ?? 0 }
+        return largest(height) * largest(width)
+    }
+}
+
+/// An average pool's accumulator: per image and channel (and, for a window pool, per output
+/// position), the sum of at most `count` integers of `input` in an `accumulatorBits`-bit
+/// register. A global pool (`window` nil) sums the H·W integers of each channel.
 public struct PoolAccumulator: Sendable, Equatable {
     public var name: String
     public var accumulatorBits: Int
     public var input: InputFormat
     public var channels: Int
-    /// Integers summed per channel (H·W of the pool's input).
+    /// The most integers one sum adds: H·W of the pool's input for a global pool, the window's
+    /// `PoolWindow.largestCount` for a window pool.
     public var count: Int
+    /// The window of a window pool (`avgpool`); nil for a global pool.
+    public var window: PoolWindow?
 
-    public init(name: String, accumulatorBits: Int, input: InputFormat, channels: Int, count: Int) {
+    public init(name: String, accumulatorBits: Int, input: InputFormat, channels: Int, count: Int, window: PoolWindow? = nil) {
         self.name = name
         self.accumulatorBits = accumulatorBits
         self.input = input
         self.channels = channels
         self.count = count
+        self.window = window
     }
 }
 
@@ -127,7 +165,7 @@ public struct IntegerModel: Sendable {
     }
 
     /// Every accumulator of the model in execution order (a block's body before its shortcut):
-    /// each weight layer's dot products and each global average pool's per-channel sum. This
+    /// each weight layer's dot products and each average pool's sums (global or window). This
     /// one list orders `verify`'s verdicts, the engine's overflow counts and `eval --outputs`.
     public var accumulators: [Accumulator] {
         var flow = IntegerFlow(shape: inputShape, format: nil)
@@ -148,7 +186,7 @@ public struct IntegerModel: Sendable {
         try IntegerModel(model: model, classes: classes, inputShape: [inputShape[0], height, width], ops: ops)
     }
 
-    /// The global average pools, in execution order, with the facts behind their worst case.
+    /// The average pools (global and window), in execution order, with the facts behind their worst case.
     public var pools: [PoolAccumulator] {
         accumulators.compactMap { if case .pool(let pool) = $0 { return pool } else { return nil } }
     }

@@ -65,49 +65,66 @@ public final class IntegerReferencePath {
         slot += 1
     }
 
-    /// A global average pool's per-channel sums in its P-bit register, then `· scale/(H·W)`.
-    public func averagePool(_ t: inout IntegerActivations, name: String) {
-        t = pool(t, name: name, index: slot, counts: &overflows)
+    /// An average pool's sums in its P-bit register, then `· m`: a global pool (`window` nil)
+    /// sums each channel's H·W integers, `m = scale/(H·W)`, giving `[N, C]`; a window pool sums
+    /// each `kernel × kernel` window (padding adds nothing), `m = scale/kernel²`, giving
+    /// `[N, C, H', W']`.
+    public func averagePool(_ t: inout IntegerActivations, name: String, window: PoolWindow? = nil) {
+        t = pool(t, name: name, window: window, index: slot, counts: &overflows)
         slot += 1
     }
 
-    /// A global average pool: per image and channel the sum of the H·W integers, in row-major
-    /// order, in the pool's P-bit register (simulated in the overflow mode unless its worst
-    /// case fits), then `Float(sum) · m` with `m = scale / (H·W)` in float32.
-    private func pool(_ t: IntegerActivations, name: String, index: Int, counts overflows: inout [LayerOverflow]) -> IntegerActivations {
-        let n = t.shape[0], c = t.shape[1], plane = t.shape[2] * t.shape[3]
+    /// Per image, channel and output position, the window's integers added in row-major order
+    /// (kernel row, then kernel column; padding positions skipped, as adding 0 changes no
+    /// register) in the pool's P-bit register, simulated in the overflow mode unless its worst
+    /// case fits, then `Float(sum) · m` in float32 with `m = scale / divisor` rounded once. A
+    /// global pool is the one window of the whole image (divisor H·W, no padding).
+    private func pool(_ t: IntegerActivations, name: String, window: PoolWindow?, index: Int,
+                      counts overflows: inout [LayerOverflow]) -> IntegerActivations {
+        let (n, c, h, w) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
+        let ho = window?.outputSize(h) ?? 1, wo = window?.outputSize(w) ?? 1
+        let divisor = window.map { $0.kernel * $0.kernel } ?? h * w
+        let rows = (0..<ho).map { window?.span($0, size: h) ?? 0..<h }, columns = (0..<wo).map { window?.span($0, size: w) ?? 0..<w }
         let p = overflows[index].accumulatorBits
         let hi = (Int64(1) << (p - 1)) - 1, lo = -(Int64(1) << (p - 1))
         let simulate = !overflows[index].provenSafe
-        let m = t.scale / Float(plane)
-        var sums = [Int64](repeating: 0, count: n * c)
+        let m = t.scale / Float(divisor)
+        var sums = [Int64](repeating: 0, count: n * c * ho * wo)
         var finals = 0, partials = 0
-        for q in 0..<(n * c) {
-            var exact: Int64 = 0, saturated: Int64 = 0, leftRange = false
-            for i in 0..<plane {
-                let term = Int64(t.x[q * plane + i])
-                exact += term
-                guard simulate else { continue }
-                if exact < lo || exact > hi { leftRange = true }
-                saturated = min(max(saturated + term, lo), hi)
-            }
-            var value = exact
-            if simulate {
-                if leftRange { partials += 1 }
-                if exact < lo || exact > hi { finals += 1 }
-                switch mode {
-                case .wide: break
-                case .wrap: value = wrap(exact, bits: p)
-                case .saturate: value = saturated
+        for plane in 0..<(n * c) {
+            let source = plane * h * w
+            for oh in 0..<ho {
+                for ow in 0..<wo {
+                    var exact: Int64 = 0, saturated: Int64 = 0, leftRange = false
+                    for i in rows[oh] {
+                        for j in columns[ow] {
+                            let term = Int64(t.x[source + i * w + j])
+                            exact += term
+                            guard simulate else { continue }
+                            if exact < lo || exact > hi { leftRange = true }
+                            saturated = min(max(saturated + term, lo), hi)
+                        }
+                    }
+                    var value = exact
+                    if simulate {
+                        if leftRange { partials += 1 }
+                        if exact < lo || exact > hi { finals += 1 }
+                        switch mode {
+                        case .wide: break
+                        case .wrap: value = wrap(exact, bits: p)
+                        case .saturate: value = saturated
+                        }
+                    }
+                    sums[(plane * ho + oh) * wo + ow] = value
                 }
             }
-            sums[q] = value
         }
-        overflows[index].dotProducts += n * c
+        overflows[index].dotProducts += sums.count
         overflows[index].finalOverflows += finals
         overflows[index].partialOverflows += partials
-        if recordsAccumulators { recorded.append(RecordedAccumulators(name: name, shape: [n, c], values: sums)) }
-        return IntegerActivations(x: sums.map { Float($0) * m }, shape: [n, c], scale: 1)
+        let shape = window == nil ? [n, c] : [n, c, ho, wo]
+        if recordsAccumulators { recorded.append(RecordedAccumulators(name: name, shape: shape, values: sums)) }
+        return IntegerActivations(x: sums.map { Float($0) * m }, shape: shape, scale: 1)
     }
 
     /// One layer: integer dot products with the overflow behaviour applied, then the float

@@ -63,7 +63,7 @@ struct ExportCommand: ParsableCommand {
         if format == ONNXExport.Dialect.onnx.rawValue {
             let inexact = ONNXExport.Exactness.of(integer, verdicts: verdicts).filter { !$0.float32Exact }
             if !inexact.isEmpty {
-                printLine("warning: \(inexact.map { "\($0.name) (partial sums up to \($0.partialSumBound))" }.joined(separator: ", ")) can exceed 2^24: "
+                printLine("warning: \(inexact.map { "\($0.name) (partial sums up to \($0.partialSumBound))" }.joined(separator: ", ")) can exceed 2^24 (2^21 for a window pool's sum): "
                           + "float32 may round those sums, so a runtime's scores can differ from the engine's in the last bits (a2q.float32_exact = 0)")
             }
         }

@@ -273,28 +273,41 @@ struct LayerGradientTests {
         }
     }
 
-    @Test("AvgPool2d with stride 1 and 2")
-    func avgPool() {
-        for stride in [1, 2] {
-            let (n, c, h, w, k) = (2, 2, 5, 6, 2)
-            let layer = AvgPool2d(name: "avg", kernelSize: k, stride: stride)
-            let store = ParameterStore(layout: ParameterLayout())
-            var g = Xoshiro256(seed: 5)
-            let x = randomTensor([n, c, h, w], &g)
-            checkLayer(layer, store: store, input: x) { x, _ in
-                let ho = (h - k) / stride + 1, wo = (w - k) / stride + 1
-                var y = [Double](repeating: 0, count: n * c * ho * wo)
-                for p in 0..<(n * c) {
-                    for i in 0..<ho {
-                        for j in 0..<wo {
-                            var s = 0.0
-                            for a in 0..<k { for b in 0..<k { s += x[p * h * w + (i * stride + a) * w + j * stride + b] } }
-                            y[(p * ho + i) * wo + j] = s / Double(k * k)
-                        }
+    /// Random average-pool geometries: kernel 1–4, stride 1–3, padding 0 to kernel/2, inputs
+    /// from the smallest the padded window fits up to 9×9, batches of 1–3 and 1–3 channels.
+    static let avgPoolCases: [UInt64] = Array(1...12)
+
+    @Test("AvgPool2d over random shapes, strides and paddings (padding counted in the divisor, floor mode)", arguments: avgPoolCases)
+    func avgPool(seed: UInt64) {
+        var g = Xoshiro256(seed: 1000 + seed)
+        func draw(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(g.next() % UInt64(range.count)) }
+        let k = draw(1...4), stride = draw(1...3), pad = draw(0...(k / 2))
+        let (n, c) = (draw(1...3), draw(1...3))
+        let h = draw(max(1, k - 2 * pad)...9), w = draw(max(1, k - 2 * pad)...9)
+        let layer = AvgPool2d(name: "avg", kernelSize: k, stride: stride, padding: pad)
+        let store = ParameterStore(layout: ParameterLayout())
+        let x = randomTensor([n, c, h, w], &g)
+        let ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1
+        print("AvgPool2d case \(seed): [\(n), \(c), \(h), \(w)], kernel \(k), stride \(stride), padding \(pad)")
+        #expect(layer.forward(x, parameters: store, training: true).shape == [n, c, ho, wo], "k\(k) s\(stride) p\(pad) on \(h)×\(w)")
+        checkLayer(layer, store: store, input: x) { x, _ in
+            // The input padded with zeros, then every window's sum over k² (padding included).
+            let hp = h + 2 * pad, wp = w + 2 * pad
+            var padded = [Double](repeating: 0, count: n * c * hp * wp)
+            for p in 0..<(n * c) {
+                for i in 0..<h { for j in 0..<w { padded[(p * hp + i + pad) * wp + j + pad] = x[(p * h + i) * w + j] } }
+            }
+            var y = [Double](repeating: 0, count: n * c * ho * wo)
+            for p in 0..<(n * c) {
+                for i in 0..<ho {
+                    for j in 0..<wo {
+                        var s = 0.0
+                        for a in 0..<k { for b in 0..<k { s += padded[(p * hp + i * stride + a) * wp + j * stride + b] } }
+                        y[(p * ho + i) * wo + j] = s / Double(k * k)
                     }
                 }
-                return y
             }
+            return y
         }
     }
 

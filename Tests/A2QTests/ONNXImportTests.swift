@@ -1,5 +1,6 @@
 import A2QCheckpoint
 import A2QCore
+import A2QInteger
 import A2QTrain
 import Foundation
 import Testing
@@ -41,6 +42,11 @@ enum TorchModels {
     /// depthwise stem, both exporters at opset 17, 1,000 inputs each.
     static let grouped: Result<String, A2QError> = export(temporaryFolder("onnx-grouped"), models: ["mobilenet_block", "norm_muladd_mobilenet"],
                                                           samples: 1000)
+    /// Window average pooling (nn.AvgPool2d): the small CNN with 2×2 pools and the model with a
+    /// padded 3×3 stride-2 pool, a ResNet-D shortcut (AvgPool2d(2) + 1×1 conv) and a 2×2 pool
+    /// before the classifier, both exporters at opset 17, 1,000 inputs each.
+    static let averagePools: Result<String, A2QError> = export(temporaryFolder("onnx-avgpool"), models: ["avgpool_net", "small_cnn_view_avg"],
+                                                               samples: 1000)
     /// The 11.17M-parameter ResNet-18 for 32×32 inputs, both exporters, 16 inputs.
     static let resnet18: Result<String, A2QError> = export(temporaryFolder("onnx-resnet18"), models: ["resnet18_32"], samples: 16)
     /// Graphs to refuse: `broken` (missing initializer, truncated, not ONNX, empty, missing external
@@ -50,7 +56,8 @@ enum TorchModels {
         do {
             _ = try run(["broken", folder + "/broken"])
             _ = try run(["export", folder, "--exporters", "torchscript", "--samples", "2", "--models", "sigmoid_cnn",
-                         "dynamic_hw_resnet20", "concat_cnn", "grouped_cnn", "small_cnn_view_avg"])
+                         "dynamic_hw_resnet20", "concat_cnn", "grouped_cnn", "avgpool_exclude_pad", "avgpool_ceil",
+                         "avgpool_rectangular"])
             return .success(folder)
         } catch {
             return .failure(error as? A2QError ?? A2QError("\(error)"))
@@ -163,6 +170,50 @@ struct ONNXImportTests {
         }
     }
 
+    @Test("window average pooling (AveragePool, count_include_pad 1): nn.AvgPool2d(3, 2, padding=1) after the stem, an AvgPool2d(2) + 1×1 conv ResNet-D shortcut, AvgPool2d(2) before the classifier, and the small CNN's 2×2 pools, from both exporters at opset 17: a2q's avgpool with a quant after it, outputs on 1,000 inputs within 1e-4 relative of onnxruntime's; the imported model fine-tunes with A2Q+ and verify proves its pools",
+          .enabled(if: enabled, reason),
+          arguments: [("torchscript", "avgpool_net"), ("dynamo", "avgpool_net"), ("torchscript", "small_cnn_view_avg"),
+                      ("dynamo", "small_cnn_view_avg")])
+    func averagePool(exporter: String, model: String) throws {
+        let folder = try TorchModels.averagePools.get() + "/\(exporter)/opset17"
+        let onnx = "\(folder)/\(model).onnx"
+        let scratch = temporaryFolder("import-\(model)")
+        let checkpoint = scratch + "/float.h5"
+        let result = try runA2Q(["import", onnx, "--out", checkpoint])
+        #expect(result.status == 0, "\(result.output)")
+        let tree = try runA2Q(["model", onnx])
+        let description = try ModelDescription.decode(Data(tree.output.utf8), source: "a2q model")
+        func pools(_ nodes: [ModelDescription.Node]) -> [(AvgPoolOp, String?)] {
+            nodes.enumerated().flatMap { index, node -> [(AvgPoolOp, String?)] in
+                if let pool = node.op as? AvgPoolOp { return [(pool, index + 1 < nodes.count ? type(of: nodes[index + 1].op).type : nil)] }
+                if let block = node.op as? ResidualOp { return pools(block.body) + pools(block.shortcut ?? []) + pools(block.after) }
+                return []
+            }
+        }
+        let found = pools(description.layers)
+        #expect(found.allSatisfy { $0.1 == "quant" }, "a quant follows every avgpool: \(found)")
+        let windows = found.map(\.0.window)
+        let twoByTwo = PoolWindow(kernel: 2, stride: 2, padding: 0)
+        let expected: [PoolWindow] = model == "avgpool_net" ? [PoolWindow(kernel: 3, stride: 2, padding: 1), twoByTwo, twoByTwo] : [twoByTwo, twoByTwo]
+        #expect(windows == expected, "\(windows)")
+        let (input, shape, outputs) = try TorchModels.samples("\(folder)/\(model)")
+        #expect(shape[0] == 1000)
+        let difference = TorchModels.relativeDifference(try TorchModels.outputs(checkpoint, input, shape: shape), outputs)
+        print("faithfulness \(exporter) \(model): max relative difference \(difference) over \(shape[0]) inputs")
+        #expect(difference <= 1e-4, "\(exporter) \(model): \(difference)")
+        guard exporter == "torchscript", model == "avgpool_net" else { return }
+        let run = scratch + "/a2q+"
+        let train = try runA2Q(["train", "--model", onnx, "--init-from", checkpoint, "--quantizer", "a2q+", "--accumulator-bits", "16",
+                                "--data", "synthetic", "--max-steps", "20", "--epochs", "1", "--calibration-batches", "2", "--log-every", "10",
+                                "--out", run], timeout: 600)
+        #expect(train.status == 0, "\(train.output)")
+        let verify = try runA2Q(["verify", run + "/final.h5", "--json"])
+        #expect(verify.status == 0, "\(verify.output)")
+        let layers = (try JSONSerialization.jsonObject(with: Data(verify.output.utf8)) as? [String: Any])?["layers"] as? [[String: Any]] ?? []
+        let proven = layers.filter { $0["quantizer"] as? String == "avgpool" }.map { ($0["name"] as? String ?? "", $0["acc_max"] as? Int ?? 0) }
+        #expect(proven.map(\.1) == [9 * 255, 4 * 255, 4 * 255], "the pools' worst cases: \(proven)")
+    }
+
     @Test("names and the rest of a2q: the imported ResNet-20's parameters follow PyTorch's module names (layer2_0.conv1, layer2_0.shortcut.0, fc), `a2q model --parameters` lists them from the checkpoint and from the .onnx, the tree has a2q's quantization points (a signed quant ending each residual branch, an unsigned one after each ReLU and after the pool), and `train --model MODEL.onnx --init-from float.h5` fine-tunes it with A2Q+ (P = 16, layer2_0.conv1 at P = 14), exports QONNX and verifies",
           .enabled(if: enabled, reason))
     func namesAndPipeline() throws {
@@ -260,11 +311,11 @@ struct ONNXImportTests {
         #expect(difference <= 1e-4, "\(difference)")
     }
 
-    @Test("round trip without torch: an a2q float model (trained a few steps, so BatchNorm statistics are not the identity) written to ONNX by an independent script (Tests/Python/a2q_to_onnx.py: h5py + onnx.helper) and imported back gives onnxruntime's outputs within 1e-4 relative (resnet8: residual blocks, projection shortcuts, global pool; cnn-bn: max pools, flatten, BatchNorm after a linear layer; tiny-mobilenet: grouped and depthwise convs)",
-          arguments: ["resnet8", "cnn-bn", "tiny-mobilenet"])
+    @Test("round trip without torch: an a2q float model (trained a few steps, so BatchNorm statistics are not the identity) written to ONNX by an independent script (Tests/Python/a2q_to_onnx.py: h5py + onnx.helper) and imported back gives onnxruntime's outputs within 1e-4 relative (resnet8: residual blocks, projection shortcuts, global pool; cnn-bn: max pools, flatten, BatchNorm after a linear layer; tiny-mobilenet: grouped and depthwise convs; tiny-avgpool: window average pools, padded and in a shortcut)",
+          arguments: ["resnet8", "cnn-bn", "tiny-mobilenet", "tiny-avgpool"])
     func roundTrip(model: String) throws {
         let folder = temporaryFolder("import-round-trip-\(model)")
-        let source = model == "tiny-mobilenet" ? try GroupedModel.write() : model
+        let source = model == "tiny-mobilenet" ? try GroupedModel.write() : model == "tiny-avgpool" ? try AveragePoolModel.write() : model
         let train = try runA2Q(["train", "--model", source, "--quantizer", "float", "--data", "synthetic", "--max-steps", "10", "--epochs", "1",
                                 "--log-every", "10", "--out", folder + "/run"], timeout: 300)
         #expect(train.status == 0, "\(train.output)")
@@ -303,7 +354,10 @@ struct ONNXImportTests {
             ("dynamic_hw_resnet20.onnx", ["the input input has a dynamic", "height 'height', width 'width'"]),
             ("concat_cnn.onnx", ["node '/Concat' (Concat) concatenates", "no concatenation"]),
             ("grouped_cnn.onnx", ["node '/dilated/Conv' (Conv) is dilated (dilation 2)"]),
-            ("small_cnn_view_avg.onnx", ["node '/pool/AveragePool' (AveragePool) is not supported"]),
+            ("avgpool_exclude_pad.onnx", ["node '/pool/AveragePool' (AveragePool) leaves its padding out of the divisor (count_include_pad = 0",
+                                          "count_include_pad=True"]),
+            ("avgpool_ceil.onnx", ["node '/pool/AveragePool' (AveragePool) uses ceil_mode = 1"]),
+            ("avgpool_rectangular.onnx", ["node '/pool/AveragePool' (AveragePool) has kernel_shape [2, 3]; a2q's average pool is square"]),
             ("broken/missing_initializer.onnx", ["node '/conv2/Conv' (Conv): input conv2.weight is neither an initializer nor computed"]),
             ("broken/truncated.onnx", ["is not a readable ONNX model", "truncated"]),
             ("broken/not_onnx.onnx", ["is not a readable ONNX model"]),

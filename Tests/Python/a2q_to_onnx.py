@@ -6,7 +6,7 @@ round-trip test: a2q → ONNX (this script) → `a2q import` must give the same 
 
 writes OUT.onnx (opset 17, input "input" [N, C, H, W], output "output"), OUT.input.f32 (seeded
 inputs in [0, 1), float32 little-endian) and OUT.ort.f32 (onnxruntime's outputs for them), and
-prints {"input": shape, "ort": shape}. Covers conv, batchnorm, relu, maxpool, globalavgpool,
+prints {"input": shape, "ort": shape}. Covers conv, batchnorm, relu, maxpool, avgpool, globalavgpool,
 flatten, linear, residual (quant layers are skipped: a float build has none).
 """
 import argparse
@@ -67,6 +67,13 @@ class Writer:
             k = layer.get("kernel", 2)
             s = layer.get("stride", k)
             return self.node("MaxPool", [x], full, kernel_shape=[k, k], strides=[s, s])
+        if kind == "avgpool":
+            # a2q's avgpool counts its padding in the divisor: count_include_pad = 1 (ONNX's default is 0).
+            k = layer.get("kernel", 2)
+            s = layer.get("stride", k)
+            p = layer.get("padding", 0)
+            return self.node("AveragePool", [x], full, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p],
+                             count_include_pad=1, ceil_mode=0)
         if kind == "globalavgpool":
             pooled = self.node("GlobalAveragePool", [x], full)
             return self.node("Flatten", [pooled], full + ".flatten", axis=1)

@@ -1,7 +1,7 @@
 """An independent integer forward pass of an a2q export, written from docs/CHECKPOINT.md only
 (tests only). Writes the last layer's int64 accumulators for the first N test images of an
 MNIST-format or CIFAR-10 binary folder, to compare with the Swift engine's bit for bit.
-Residual blocks and global average pooling follow the document's definitions.
+Residual blocks, global and window average pooling follow the document's definitions.
 
     python3 integer_forward.py MODEL.h5 DATA_DIR N OUT.bin [--overflow wrap|saturate|wide]
                                [--bits NAME=P ...] [--counts OUT.json] [--outputs A2Q_OUTPUTS.h5]
@@ -13,7 +13,9 @@ convolution's output channel o reads only the input channels of its group o // (
 the low P bits of the exact sum (two's complement), `saturate` clamping after every addition,
 `wide` exact. It counts, per layer, the dot products whose final exact sum leaves the range
 and those where any partial sum does. A global average pool's per-channel sum is such a register
-too (the H·W integers added in row-major order), with the pool's own `accumulator_bits`.
+too (the H·W integers added in row-major order), with the pool's own `accumulator_bits`, and so
+is a window average pool's sum of each window (its kernel x kernel integers in row-major order,
+padding adding zeros).
 
 With --outputs it reads the file `a2q eval --integer --outputs` wrote (docs/CHECKPOINT.md,
 "Evaluation outputs") for the same N images and exits 1 unless its predictions and labels are
@@ -180,6 +182,22 @@ def run(f, ops, x, scale):
             total = total.reshape(n, c)
             recorded[op["name"]] = total
             x = total.astype(np.float32) * (np.float32(scale) / np.float32(h * wd))
+        elif kind == "avgpool":
+            # Per image, channel and output position, the kernel x kernel window of the input padded with
+            # `padding` zeros, added in row-major order (kernel row, then column) in the pool's P-bit
+            # register; then Float(sum) * (scale / kernel^2) in float32: the padded zeros count in the divisor.
+            k, s, pad = op["kernel"], op["stride"], op["padding"]
+            n, c, h, wd = x.shape
+            ho, wo = (h + 2 * pad - k) // s + 1, (wd + 2 * pad - k) // s + 1
+            bits = overrides.get(op["name"], int(op["accumulator_bits"]))
+            xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+            terms = np.stack([xp[:, :, i:i + s * ho:s, j:j + s * wo:s] for i in range(k) for j in range(k)], axis=-1)
+            total, final, partial = register(terms.reshape(-1, k * k), bits, args.overflow)
+            counts[op["name"]] = {"dot_products": int(n * c * ho * wo), "final_overflows": final,
+                                  "partial_overflows": partial, "accumulator_bits": bits}
+            total = total.reshape(n, c, ho, wo)
+            recorded[op["name"]] = total
+            x = total.astype(np.float32) * (np.float32(scale) / np.float32(k * k))
         elif kind == "residual":
             # Both branches from the same integers; the join is Float(b)*s_b + Float(c)*s_c in float32.
             b, sb = run(f, op["body"], x, scale)

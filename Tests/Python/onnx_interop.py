@@ -58,6 +58,11 @@ report["conv_groups"] = {label: {n.output[0]: next((a.i for a in n.attribute if 
                                  for n in onnx.load(path).graph.node if n.op_type == "Conv"}
                          for label, path in (("qonnx", qonnx_path), ("onnx", onnx_path))}
 
+# Every AveragePool node's attributes, per file, by its output (window average pools).
+report["average_pools"] = {label: {n.output[0]: {a.name: (list(a.ints) if a.ints else [a.i]) for a in n.attribute}
+                                   for n in onnx.load(path).graph.node if n.op_type == "AveragePool"}
+                           for label, path in (("qonnx", qonnx_path), ("onnx", onnx_path))}
+
 # 2. qonnx reads the QONNX file; its datatypes and metadata say what a2q wrote.
 wrapper = ModelWrapper(qonnx_path)
 meta = {p.key: p.value for p in wrapper.model.metadata_props}
@@ -67,7 +72,7 @@ weight_layers = []
 for name in layers:
     layer = json.loads(meta[f"a2q.layer.{name}"])
     if layer["quantizer"] == "avgpool":
-        # A global average pool: its integer sum is annotated as the accumulator a2q verified.
+        # An average pool (global, or over windows): its integer sum is annotated as the accumulator a2q verified.
         got = str(wrapper.get_tensor_datatype(f"{name}.sum"))
         if got != f"INT{layer['accumulator_bits']}":
             failures.append(f"{name}.sum: qonnx reads datatype {got}, a2q wrote INT{layer['accumulator_bits']}")
@@ -151,6 +156,28 @@ for label, predictions in (("qonnx", qonnx_predictions), ("onnxruntime", ort_pre
 report["qonnx_accumulators_equal"] = bool(np.array_equal(qonnx_accumulators.reshape(-1), engine_accumulators[last].reshape(-1)))
 if not report["qonnx_accumulators_equal"]:
     failures.append(f"qonnx's {last}.acc differs from the engine's accumulators")
+# Every pool's integer sums (global: ReduceSum; windows: AveragePool times kernel², rounded) equal the
+# engine's pool registers: in qonnx's executor (which itself rounds every tensor annotated with an integer
+# datatype, so it would hide a sum that is not an integer) and in onnxruntime on the ONNX file with the
+# sums as extra graph outputs (which hides nothing: the values must be the exact integers).
+pools = [name for name in layers if json.loads(meta[f"a2q.layer.{name}"])["quantizer"] == "avgpool"]
+report["qonnx_pool_sums_equal"] = {name: bool(np.array_equal(context[f"{name}.sum"].astype(np.int64), engine_accumulators[name]))
+                                   for name in pools}
+for name, equal in report["qonnx_pool_sums_equal"].items():
+    if not equal:
+        failures.append(f"qonnx's {name}.sum differs from the engine's pool sums")
+if pools:
+    with_sums = onnx.load(onnx_path)
+    for name in pools:
+        with_sums.graph.output.append(onnx.helper.make_tensor_value_info(f"{name}.sum", onnx.TensorProto.FLOAT, None))
+    sums_session = onnxruntime.InferenceSession(with_sums.SerializeToString(), providers=["CPUExecutionProvider"])
+    ort_sums = sums_session.run([f"{name}.sum" for name in pools], {"image": images})
+    report["onnxruntime_pool_sums_equal"] = {name: bool(np.array_equal(values, engine_accumulators[name].astype(np.float32)))
+                                             for name, values in zip(pools, ort_sums)}
+    for name, values in zip(pools, ort_sums):
+        if not report["onnxruntime_pool_sums_equal"][name]:
+            off = int(np.sum(values != engine_accumulators[name].astype(np.float32)))
+            failures.append(f"onnxruntime's {name}.sum differs from the engine's pool sums in {off} of {values.size} values")
 report["images"] = count
 report["failures"] = failures
 with open(out, "w") as f:

@@ -309,6 +309,47 @@ class MobileNetBlock(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class AvgPoolNet(nn.Module):
+    """Average pooling over windows (nn.AvgPool2d) where PyTorch models use it: a 3x3 stride-2 pool with
+    padding 1 after the stem (the padding counted in the divisor: count_include_pad=True, PyTorch's
+    default), a ResNet-D downsampling block whose shortcut is nn.AvgPool2d(2) then a 1x1 conv and
+    BatchNorm, and a 2x2 pool before the classifier. 1x28x28: 28 -> 14 -> 7 -> 3."""
+
+    def __init__(self, in_channels=1, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.pool1 = nn.AvgPool2d(3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.conv3 = nn.Conv2d(32, 32, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(32)
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32))
+        self.pool2 = nn.AvgPool2d(2)
+        self.fc = nn.Linear(32 * 3 * 3, num_classes)
+
+    def forward(self, x):
+        x = self.pool1(F.relu(self.bn1(self.conv1(x))))
+        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(x)))))
+        x = F.relu(out + self.shortcut(x))
+        return self.fc(torch.flatten(self.pool2(x), 1))
+
+
+class AvgPoolVariant(nn.Module):
+    """Unsupported: an nn.AvgPool2d(**options) a2q does not compute (count_include_pad=False with
+    padding: border windows divide by the pixels they cover; ceil_mode=True; a non-square kernel)."""
+
+    def __init__(self, **options):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.pool = nn.AvgPool2d(**options)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 # name: (constructor, input shape [C, H, W], kind, what it is, dynamic H/W)
 MODELS = {
     "resnet20_fmnist": (lambda: ResNetCIFAR(1), (1, 28, 28), "supported",
@@ -323,7 +364,16 @@ MODELS = {
     "small_cnn": (lambda: SmallCNN(1, 28), (1, 28, 28), "supported",
                   "Conv+bias, MaxPool, nn.Flatten, Linear", False),
     "small_cnn_view_avg": (lambda: SmallCNN(1, 28, pool="avg", flatten="view", fc1_bias=False), (1, 28, 28),
-                           "supported", "AvgPool2d, x.view(x.size(0), -1), Linear without bias", False),
+                           "supported", "AvgPool2d(2), x.view(x.size(0), -1), Linear without bias", False),
+    "avgpool_net": (AvgPoolNet, (1, 28, 28), "supported",
+                    "AvgPool2d(3, 2, padding=1) after the stem, an AvgPool2d(2) + 1x1 conv shortcut (ResNet-D), "
+                    "AvgPool2d(2) before the classifier", False),
+    "avgpool_exclude_pad": (lambda: AvgPoolVariant(kernel_size=3, stride=2, padding=1, count_include_pad=False), (1, 28, 28),
+                            "unsupported", "AvgPool2d(3, 2, 1, count_include_pad=False)", False),
+    "avgpool_ceil": (lambda: AvgPoolVariant(kernel_size=2, ceil_mode=True), (1, 27, 27), "unsupported",
+                     "AvgPool2d(2, ceil_mode=True) on an odd size", False),
+    "avgpool_rectangular": (lambda: AvgPoolVariant(kernel_size=(2, 3)), (1, 28, 28), "unsupported",
+                            "AvgPool2d((2, 3)): a non-square window", False),
     "small_cnn_view": (lambda: SmallCNN(1, 28, flatten="view", fc1_bias=False), (1, 28, 28), "supported",
                        "MaxPool, x.view(x.size(0), -1), Linear without bias (TorchScript: MatMul)", False),
     "small_cnn_nopad": (lambda: SmallCNN(1, 28, pad1=0), (1, 28, 28), "supported",

@@ -53,6 +53,9 @@ struct ImportNaming {
         case .maxPool(let kernel, let stride):
             node = .maxPool(name: local, kernel: kernel, stride: stride)
             kind = "maxpool \(kernel)×\(kernel), stride \(stride)"
+        case .avgPool(let kernel, let stride, let padding):
+            node = .avgPool(name: local, kernel: kernel, stride: stride, padding: padding)
+            kind = "avgpool \(kernel)×\(kernel), stride \(stride), padding \(padding)"
         case .globalAvgPool:
             node = .globalAvgPool(name: local)
             kind = "globalavgpool"
@@ -130,6 +133,7 @@ struct ImportNaming {
         case .batchNorm: return "bn"
         case .relu: return "relu"
         case .maxPool: return "maxpool"
+        case .avgPool: return "avgpool"
         case .globalAvgPool: return "pool"
         case .flatten: return "flatten"
         case .quant: return "quant"

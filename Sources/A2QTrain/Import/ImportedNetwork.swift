@@ -36,6 +36,8 @@ struct ImportedLayer {
         case batchNorm
         case relu
         case maxPool(kernel: Int, stride: Int)
+        /// Padded zeros count in the divisor (`count_include_pad = 1`, PyTorch's default).
+        case avgPool(kernel: Int, stride: Int, padding: Int)
         case globalAvgPool
         case flatten
         /// An activation quantizer the importer adds where a2q's quantized builds need one.

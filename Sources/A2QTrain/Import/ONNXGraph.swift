@@ -28,7 +28,7 @@ struct ONNXGraph {
 
     /// The op types the importer knows, in the order the messages list them.
     static let supportedOps = [
-        "Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "MaxPool", "GlobalAveragePool", "ReduceMean", "Flatten",
+        "Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten",
         "Reshape", "Add", "Sub", "Mul", "Div", "Identity", "Constant", "Shape", "Gather", "Unsqueeze", "Concat",
     ]
 
@@ -36,7 +36,7 @@ struct ONNXGraph {
     static let supportedList = """
         Conv (any group: grouped and depthwise; dilation 1, symmetric padding), Gemm (alpha = beta = 1) and MatMul (+ Add of a bias), \
         BatchNormalization (inference, after a Conv or Gemm), Relu, MaxPool (square, no padding, floor), \
-        GlobalAveragePool and ReduceMean over H and W, Flatten, Reshape to [N, features] (also PyTorch's \
+        AveragePool (square, floor, symmetric padding up to kernel/2 counted in the divisor: count_include_pad = 1), GlobalAveragePool and ReduceMean over H and W, Flatten, Reshape to [N, features] (also PyTorch's \
         Shape→Gather→Unsqueeze→Concat→Reshape chain of x.view(x.size(0), -1)), Add of two branches (a residual \
         block), Identity, Constant, and a leading Sub/Div/Mul/Add normalisation of the input
         """
@@ -170,7 +170,6 @@ struct ONNXGraph {
     static func unsupported(_ node: Onnx_NodeProto, source: String) -> A2QError {
         let why: String
         switch node.opType {
-        case "AveragePool": why = "a2q has average pooling only over the whole image (GlobalAveragePool), not over windows"
         case "ConvTranspose": why = "a2q has no transposed convolution"
         case "Softmax", "LogSoftmax": why = "a2q models end in class scores (logits); a softmax is not an a2q layer"
         case "Dropout": why = "export the model in eval mode (model.eval()), which drops Dropout"

@@ -1,4 +1,5 @@
 import A2QCore
+import A2QInteger
 import ONNXProto
 
 /// One ONNX node (sometimes with the node after it) as an a2q layer, with every attribute
@@ -11,8 +12,8 @@ extension ONNXGraphMatcher {
         let node = graph.nodes[index]
         visited.insert(index)
         let inputs = node.presentInputs
-        let layerOps: Set<String> = ["Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "MaxPool", "GlobalAveragePool",
-                                     "ReduceMean", "Flatten", "Reshape", "Identity"]
+        let layerOps: Set<String> = ["Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "MaxPool", "AveragePool",
+                                     "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Identity"]
         guard !layerOps.contains(node.opType) || inputs.first == input else {
             throw error(node, "reads \(input) as its input #\((inputs.firstIndex(of: input) ?? 0) + 1) rather than as its data (#1): a2q has no layer for that")
         }
@@ -33,6 +34,7 @@ extension ONNXGraphMatcher {
         case "BatchNormalization": append(try batchNorm(node, shape: shape, previous: list.last))
         case "Relu": append(ImportedLayer(kind: .relu, origin: origin(node), path: node.sourcePath))
         case "MaxPool": append(try maxPool(node, shape: &shape))
+        case "AveragePool": append(try averagePool(node, shape: &shape))
         case "GlobalAveragePool", "ReduceMean": append(try globalPool(node, shape: &shape))
         case "Flatten":
             let axis = try node.int("axis", 1)
@@ -288,6 +290,37 @@ extension ONNXGraphMatcher {
         }
         shape = [shape[0], (shape[1] - kernel) / stride + 1, (shape[2] - kernel) / stride + 1]
         return ImportedLayer(kind: .maxPool(kernel: kernel, stride: stride), origin: origin(node), path: node.sourcePath)
+    }
+
+    /// `AveragePool` over square windows (PyTorch's `nn.AvgPool2d`): symmetric padding up to
+    /// kernel/2 counted in the divisor (`count_include_pad = 1`, PyTorch's default; without
+    /// padding either value computes the same), floor mode, no dilation.
+    func averagePool(_ node: Onnx_NodeProto, shape: inout [Int]) throws -> ImportedLayer {
+        try requireImage(node, shape)
+        guard let kernelShape = try node.ints("kernel_shape") else { throw error(node, "has no kernel_shape") }
+        guard kernelShape.count == 2, kernelShape[0] == kernelShape[1] else {
+            throw error(node, "has kernel_shape \(kernelShape); a2q's average pool is square", remedy: "use nn.AvgPool2d with one kernel size (kernel_size=k)")
+        }
+        let kernel = kernelShape[0]
+        let stride = try square(node, "strides", 1, what: "average pool strides")
+        let pad = try padding(node)
+        guard try node.int("ceil_mode", 0) == 0 else {
+            throw error(node, "uses ceil_mode = 1; a2q's average pool rounds the output size down (floor)", remedy: "use nn.AvgPool2d(..., ceil_mode=False) (the default)")
+        }
+        guard try square(node, "dilations", 1, what: "average pool dilations") == 1 else { throw error(node, "is dilated; a2q's average pool is not") }
+        if pad > 0, try node.int("count_include_pad", 0) == 0 {
+            throw error(node, "leaves its padding out of the divisor (count_include_pad = 0: border windows divide by the pixels they cover); a2q's average pool divides every window by kernel², padding included (count_include_pad = 1)",
+                        remedy: "use nn.AvgPool2d(..., count_include_pad=True) (PyTorch's default), or no padding")
+        }
+        guard (1...64).contains(kernel), (1...64).contains(stride), pad <= kernel / 2 else {
+            throw error(node, "has kernel \(kernel), stride \(stride), padding \(pad); a2q's average pool takes kernel and stride 1–64 and padding up to kernel/2 (as nn.AvgPool2d)")
+        }
+        guard shape[1] + 2 * pad >= kernel, shape[2] + 2 * pad >= kernel else {
+            throw error(node, "pools \(kernel)×\(kernel) windows (padding \(pad)) over a \(describe(shape)) input")
+        }
+        let window = PoolWindow(kernel: kernel, stride: stride, padding: pad)
+        shape = [shape[0], window.outputSize(shape[1]), window.outputSize(shape[2])]
+        return ImportedLayer(kind: .avgPool(kernel: kernel, stride: stride, padding: pad), origin: origin(node), path: node.sourcePath)
     }
 
     /// `GlobalAveragePool`, or `ReduceMean` over H and W (axes `[2, 3]` or `[-1, -2]`, from the

@@ -1,8 +1,8 @@
 /// Where an imported network gets activation quantizers (`quant`), so that its quantized build
 /// has an integer form, as a2q's own ResNets have them (`BuiltInModels.resnet`): after every
-/// ReLU (unsigned; a2q fuses the two), after the global pool, at the end of each residual
-/// branch (signed unless a ReLU precedes), and before any weight layer or identity-shortcut
-/// block whose input is not quantized yet. Float builds skip every `quant`, so the float model
+/// ReLU (unsigned; a2q fuses the two), after the global pool and each window average pool, at
+/// the end of each residual branch (signed unless a ReLU precedes), and before any weight
+/// layer, window average pool or identity-shortcut block whose input is not quantized yet. Float builds skip every `quant`, so the float model
 /// computes what the ONNX graph computes.
 enum QuantizationPoints {
     /// What is known about the values flowing at a point: quantized, and never negative.
@@ -36,6 +36,12 @@ enum QuantizationPoints {
                     out.append(node)
                     out.append(quant(layer.path + "_q", signed: false, after: layer.path))
                     state = .image
+                case .avgPool:
+                    // Sums of integers in the integer model: its input quantized, its output quantized again.
+                    if !state.quantized { out.append(quant(layer.path + "_in", signed: !state.nonNegative, after: "the input of \(layer.path)")) }
+                    out.append(node)
+                    out.append(quant(layer.path + "_q", signed: !state.nonNegative, after: layer.path))
+                    state.quantized = true
                 case .globalAvgPool:
                     out.append(node)
                     out.append(quant(layer.path + "_q", signed: !state.nonNegative, after: layer.path))

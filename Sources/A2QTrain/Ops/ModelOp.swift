@@ -48,7 +48,7 @@ extension ModelOp where Self: Equatable {
 /// README's model-file table follow.
 public enum OpRegistry {
     public static let ops: [any ModelOp.Type] = [
-        ConvOp.self, LinearOp.self, BatchNormOp.self, ReLUOp.self, QuantOp.self, MaxPoolOp.self, GlobalAvgPoolOp.self,
+        ConvOp.self, LinearOp.self, BatchNormOp.self, ReLUOp.self, QuantOp.self, MaxPoolOp.self, AvgPoolOp.self, GlobalAvgPoolOp.self,
         FlattenOp.self, PixelShuffleOp.self, SequentialOp.self, ResidualOp.self,
     ]
 
