@@ -51,13 +51,15 @@ public struct WeightCompressibility: Sendable, Codable, Equatable {
         return Int(size)
     }
 
-    /// Zero-order entropy in bits per value.
+    /// Zero-order entropy in bits per value, summed over the values in ascending order (a
+    /// dictionary's order changes from process to process, and so would the last bits).
     public static func entropy(_ integers: [Int32]) -> Double {
         guard !integers.isEmpty else { return 0 }
         var counts: [Int32: Int] = [:]
         for value in integers { counts[value, default: 0] += 1 }
         let n = Double(integers.count)
-        return counts.values.reduce(0.0) { total, count in
+        return counts.sorted { $0.key < $1.key }.reduce(0.0) { total, entry in
+            let count = entry.value
             let p = Double(count) / n
             return total - p * log2(p)
         }

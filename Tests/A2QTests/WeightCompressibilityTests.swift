@@ -11,6 +11,15 @@ struct WeightCompressibilityTests {
     func definitions() throws {
         #expect(WeightCompressibility.entropy([0, 0, 1, -1]) == 1.5)
         #expect(WeightCompressibility.entropy([3, 3, 3]) == 0)
+        // The sum runs over the values in ascending order, so every process prints the same bits
+        // (SchemaV1Tests compares two processes' `inspect --json` byte for byte).
+        var generator = Xoshiro256(seed: 11)
+        let values = (0..<5000).map { _ in Int32(generator.next() % 61) - 30 }
+        let expected = Dictionary(grouping: values, by: { $0 }).sorted { $0.key < $1.key }.reduce(0.0) { total, entry in
+            let p = Double(entry.value.count) / Double(values.count)
+            return total - p * log2(p)
+        }
+        #expect(WeightCompressibility.entropy(values) == expected)
         #expect(WeightCompressibility.storedBytes([-1, 2, -128], weightBits: 8) == [0xff, 0x02, 0x80])
         #expect(WeightCompressibility.storedBytes([-2, 300], weightBits: 12) == [0xfe, 0xff, 0x2c, 0x01])
         let layer = try WeightCompressibility(name: "a", integers: [Int32](repeating: 0, count: 1000) + [1, -1], weightBits: 4)
