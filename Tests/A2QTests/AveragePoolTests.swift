@@ -293,15 +293,8 @@ struct AveragePoolTests {
             let export = try runA2Q(["export", checkpoint, "--format", format, "--out", folder + "/" + file, "--overwrite"])
             #expect(export.status == 0 && !export.output.contains("warning"), "\(format): \(export.output)")
         }
-        let outputs = folder + "/engine-outputs.h5"
-        let eval = try runA2Q(["eval", "--integer", folder + "/model.h5", "--limit", "1000", "--outputs", outputs, "--outputs-accumulators"],
-                              timeout: 300)
-        #expect(eval.status == 0, "\(eval.output)")
-        let report = folder + "/interop.json"
-        let (status, output) = try python("onnx_interop.py", [folder + "/model.qonnx.onnx", folder + "/model.onnx", DataSource.defaultFolder,
-                                                              "1000", outputs, report])
+        let (status, output, json) = try onnxInterop(folder)
         #expect(status == 0, "\(output)")
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
         #expect(json["float32_exact"] as? String == "1" && (json["onnxruntime_scores_differing"] as? [Int])?.isEmpty == true, "\(output)")
         #expect(json["qonnx_accumulators_equal"] as? Bool == true && (json["qonnx_agreement"] as? Double ?? 0) >= 0.999, "\(output)")
         for key in ["qonnx_pool_sums_equal", "onnxruntime_pool_sums_equal"] {

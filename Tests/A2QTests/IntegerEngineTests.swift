@@ -30,6 +30,22 @@ func python(_ script: String, _ arguments: [String]) throws -> (Int32, String) {
     return (process.terminationStatus, output)
 }
 
+/// The engine's outputs and accumulators on the first `limit` test images of `folder/model.h5`
+/// (`eval --integer --outputs`), then qonnx's executor and onnxruntime on `folder/model.qonnx.onnx`
+/// and `folder/model.onnx` (`onnx_interop.py`); returns the script's exit status, its output and
+/// its JSON report.
+func onnxInterop(_ folder: String, limit: Int = 1000) throws -> (status: Int32, output: String, report: [String: Any]) {
+    let outputs = folder + "/engine-outputs.h5"
+    let eval = try runA2Q(["eval", "--integer", folder + "/model.h5", "--limit", "\(limit)", "--outputs", outputs, "--outputs-accumulators"],
+                          timeout: 300)
+    #expect(eval.status == 0, "\(eval.output)")
+    let path = folder + "/interop.json"
+    let (status, output) = try python("onnx_interop.py", [folder + "/model.qonnx.onnx", folder + "/model.onnx", DataSource.defaultFolder,
+                                                          "\(limit)", outputs, path])
+    let report = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))) as? [String: Any] ?? [:]
+    return (status, output, report)
+}
+
 @Suite("Integer engine with real P-bit accumulators (Fashion-MNIST subsets)", .serialized)
 struct IntegerEngineTests {
     @Test("predictions equal the fake-quantized model's on ≥ 99.9% of the test set; NumPy reproduces the accumulators exactly",

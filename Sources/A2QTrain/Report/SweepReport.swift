@@ -55,13 +55,8 @@ public enum SweepReport {
         /// The metric's name (`accuracy`, `psnr`).
         public var metric: String { task.metricName }
 
-        struct Key: CodingKey {
-            var stringValue: String
-            var intValue: Int? { nil }
-            init(_ name: String) { stringValue = name }
-            init?(stringValue: String) { self.stringValue = stringValue }
-            init?(intValue: Int) { nil }
-        }
+        /// Keys named at run time (`test_<metric>`).
+        typealias Key = OptionKey
 
         public init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: Key.self)

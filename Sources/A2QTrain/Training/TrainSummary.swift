@@ -54,13 +54,8 @@ public struct TrainSummary: Sendable, Codable {
     /// A classifier's test accuracy (the metric).
     public var testAccuracy: Double { testMetric }
 
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ name: String) { stringValue = name }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
+    /// Keys named at run time (`test_<metric>`).
+    typealias Key = OptionKey
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: Key.self)
