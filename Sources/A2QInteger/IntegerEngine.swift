@@ -23,20 +23,48 @@ public struct RecordedAccumulators: Sendable {
 }
 
 /// Overflow counts of one accumulator (a weight layer or a pool) over a run.
+///
+/// Without tiles every dot product is one sum in the P-bit register. A tiled layer counts two
+/// stages: each tile's sum in the P-bit tile register (`finalOverflows`, `partialOverflows`
+/// count tile sums, `tileSums` of them) and each dot product's running sum of tile sums in the
+/// outer register (`outerFinalOverflows`, `outerPartialOverflows`, out of `dotProducts`).
 public struct LayerOverflow: Sendable, Codable {
     public var name: String
+    /// P, the width of the (tile) register.
     public var accumulatorBits: Int
     public var dotProducts: Int
-    /// Dot products whose final value left the P-bit range.
+    /// Sums whose final value left the P-bit range (tile sums of a tiled layer).
     public var finalOverflows: Int
-    /// Dot products where any partial sum left the range (accumulating in weight-index order).
+    /// Sums where any partial sum left the range (accumulating in weight-index order).
     public var partialOverflows: Int
-    /// Whether the exact worst case over all inputs fits (then nothing can overflow).
+    /// Whether the exact worst case over all inputs fits every register (then nothing can overflow).
     public var provenSafe: Bool
+    /// A tiled layer's inputs per tile, its outer register's width, and the counts of its two
+    /// stages (all nil without tiles).
+    public var accumulatorTile: Int? = nil
+    public var outerAccumulatorBits: Int? = nil
+    public var tileSums: Int? = nil
+    public var outerFinalOverflows: Int? = nil
+    public var outerPartialOverflows: Int? = nil
+
+    public init(name: String, accumulatorBits: Int, dotProducts: Int, finalOverflows: Int, partialOverflows: Int,
+                provenSafe: Bool, accumulatorTile: Int? = nil, outerAccumulatorBits: Int? = nil) {
+        self.name = name
+        self.accumulatorBits = accumulatorBits
+        self.dotProducts = dotProducts
+        self.finalOverflows = finalOverflows
+        self.partialOverflows = partialOverflows
+        self.provenSafe = provenSafe
+        self.accumulatorTile = accumulatorTile
+        self.outerAccumulatorBits = outerAccumulatorBits
+        if accumulatorTile != nil { (tileSums, outerFinalOverflows, outerPartialOverflows) = (0, 0, 0) }
+    }
 
     enum CodingKeys: String, CodingKey {
         case name, accumulatorBits = "accumulator_bits", dotProducts = "dot_products"
         case finalOverflows = "final_overflows", partialOverflows = "partial_overflows", provenSafe = "proven_safe"
+        case accumulatorTile = "accumulator_tile", outerAccumulatorBits = "outer_accumulator_bits", tileSums = "tile_sums"
+        case outerFinalOverflows = "outer_final_overflows", outerPartialOverflows = "outer_partial_overflows"
     }
 }
 
@@ -84,16 +112,18 @@ public final class IntegerEngine: @unchecked Sendable {
         accumulatorBits = bits
         let overflows = accumulators.map { accumulator in
             let p = bits[accumulator.name] ?? accumulator.accumulatorBits
-            let safe: Bool
             switch accumulator {
             case .layer(let layer):
-                safe = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
-                                              accumulatorBits: p).overflowFree
+                let safe = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
+                                                  accumulatorBits: p, tile: layer.accumulatorTile,
+                                                  outerAccumulatorBits: layer.outerAccumulatorBits).overflowFree
+                return LayerOverflow(name: layer.name, accumulatorBits: p, dotProducts: 0, finalOverflows: 0, partialOverflows: 0,
+                                     provenSafe: safe, accumulatorTile: layer.accumulatorTile,
+                                     outerAccumulatorBits: layer.accumulatorTile == nil ? nil : layer.outerAccumulatorBits)
             case .pool(let pool):
-                safe = LayerVerdict(pool: pool, accumulatorBits: p).overflowFree
+                return LayerOverflow(name: pool.name, accumulatorBits: p, dotProducts: 0, finalOverflows: 0, partialOverflows: 0,
+                                     provenSafe: LayerVerdict(pool: pool, accumulatorBits: p).overflowFree)
             }
-            return LayerOverflow(name: accumulator.name, accumulatorBits: p, dotProducts: 0, finalOverflows: 0,
-                                 partialOverflows: 0, provenSafe: safe)
         }
         self.overflows = overflows
         reference = IntegerReferencePath(model: model, mode: mode, recordsAccumulators: recordsAccumulators)

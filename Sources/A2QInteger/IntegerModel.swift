@@ -32,6 +32,15 @@ public struct IntegerLayer: Sendable {
     public var l1Bound: Double?
     public var rounding: String
     public var foldedBatchNorm: String?
+    /// Multi-stage accumulation: nil sums each dot product in one `accumulatorBits`-bit
+    /// register. Otherwise each output channel's K products are cut into tiles of this many
+    /// consecutive weight indices (row-major `[in/groups, kh, kw]`; the last tile may be
+    /// shorter), each tile is summed in its own `accumulatorBits`-bit register, and the tile
+    /// sums are added, tile by tile, in an `outerAccumulatorBits`-bit register
+    /// (docs/CHECKPOINT.md, "Tiles"). Always below K (a tile of K or more is the whole dot product).
+    public var accumulatorTile: Int? = nil
+    /// The outer register's width of a tiled layer (unused without tiles).
+    public var outerAccumulatorBits: Int = 32
 
     public init(name: String, kind: Kind, shape: [Int], weights: [Int32], quantizer: String, weightBits: Int,
                 accumulatorBits: Int, input: InputFormat, inputScale: Float, weightScale: [Float], bias: [Float],
@@ -59,10 +68,15 @@ public struct IntegerLayer: Sendable {
     public var fanIn: Int { shape.dropFirst().reduce(1, *) }
     /// The input channels (features of a linear layer) the layer takes.
     public var inChannels: Int { shape[1] * groups }
+    /// The inputs one tile register sums (K without tiles).
+    public var tileLength: Int { min(accumulatorTile ?? fanIn, fanIn) }
+    /// Tiles per output channel (1 without tiles).
+    public var tileCount: Int { (fanIn + tileLength - 1) / tileLength }
 
-    /// Exact per-channel facts of the integer weights.
+    /// Exact per-channel (and per-tile) facts of the integer weights.
     public var report: LayerAccumulatorReport {
-        LayerAccumulatorReport(integers: weights, outChannels: outChannels, input: input, accumulatorBits: accumulatorBits)
+        LayerAccumulatorReport(integers: weights, outChannels: outChannels, input: input, accumulatorBits: accumulatorBits,
+                               tile: accumulatorTile, outerAccumulatorBits: outerAccumulatorBits)
     }
 }
 
@@ -266,5 +280,13 @@ extension IntegerLayer {
             guard values.allSatisfy(\.isFinite) else { throw A2QError("layer \(name): \(label) holds a non-finite value") }
         }
         guard layer.inputScale.isFinite, layer.inputScale > 0 else { throw A2QError("layer \(name): input scale \(layer.inputScale) is not positive") }
+        if let tile = layer.accumulatorTile {
+            guard (1..<layer.fanIn).contains(tile) else {
+                throw A2QError("layer \(name): accumulator tile \(tile) is not between 1 and its \(layer.fanIn - 1) (K − 1)")
+            }
+            guard (2...62).contains(layer.outerAccumulatorBits), layer.outerAccumulatorBits >= layer.accumulatorBits else {
+                throw A2QError("layer \(name): outer accumulator width \(layer.outerAccumulatorBits) is outside \(layer.accumulatorBits)...62 (at least the tile register's)")
+            }
+        }
     }
 }
