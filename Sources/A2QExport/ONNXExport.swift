@@ -335,7 +335,9 @@ public enum ONNXExport {
                                            attributes: [ONNXGraphBuilder.attribute("transB", int: 1)])
                 channelShape = [layer.outChannels]
             }
-            builder.annotate(accumulator, datatype: "INT\(layer.accumulatorBits)")
+            // A tiled layer's output is its outer register (the sum of its tile registers; the
+            // per-tile ranges are in the a2q.layer.<name> metadata).
+            builder.annotate(accumulator, datatype: "INT\(layer.accumulatorTile == nil ? layer.accumulatorBits : layer.outerAccumulatorBits)")
             let multiplier = builder.constant("\(name).multiplier", layer.multiplier, shape: channelShape)
             let offset = builder.constant("\(name).offset", layer.offset, shape: channelShape)
             let scaled = emit("Mul", [accumulator, multiplier], output: "\(name).scaled")

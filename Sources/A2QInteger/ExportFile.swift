@@ -6,7 +6,7 @@ import Foundation
 /// The standalone integer model file written by `a2q export` (docs/CHECKPOINT.md, "Export").
 public enum ExportFile {
     public static let format = "a2q-export"
-    public static let formatVersion = 2
+    public static let formatVersion = 3
     /// The root attribute `requantisation`: what the engine does with integers between
     /// accumulators, as docs/CHECKPOINT.md ("The integer engine, exactly") defines it.
     public static let requantisation = """
@@ -16,11 +16,12 @@ public enum ExportFile {
         float32(sum) * m, m = float32(scale) / float32(H*W), sum in the pool's accumulator_bits register. Window average pool: \
         per window float32(sum) * m, m = float32(scale) / float32(kernel*kernel), padding counted in the divisor and adding 0 \
         to the sum, sum in the pool's accumulator_bits register. \
-        Definition: docs/CHECKPOINT.md, "The integer engine, exactly" (export format_version 2).
+        Definition: docs/CHECKPOINT.md, "The integer engine, exactly" (export format_version 3).
         """
 
-    /// Versions this a2q reads (v1: chains only, without residual and pool entries).
-    public static let readableVersions = 1...2
+    /// Versions this a2q reads (v1: chains only, without residual and pool entries; v2: no
+    /// tiled layers).
+    public static let readableVersions = 1...3
 
     /// Writes `model` atomically to `path`; `config` is the training configuration as JSON.
     /// `source` is the checkpoint's path: only its file name is stored, not the writer's folders.
@@ -281,6 +282,11 @@ extension ExportFile {
         layer.padding = try g.intAttribute("padding", in: 0...64)
         // Files written before grouped convolutions (and ungrouped layers) have no `groups`: 1.
         layer.groups = g.hasAttribute("groups") ? try g.intAttribute("groups", in: 1...65536) : 1
+        // Files before multi-stage accumulation (and untiled layers) have no `accumulator_tile`.
+        if g.hasAttribute("accumulator_tile") {
+            layer.accumulatorTile = try g.intAttribute("accumulator_tile", in: 1...(1 << 26))
+            layer.outerAccumulatorBits = try g.intAttribute("outer_accumulator_bits", in: 2...62)
+        }
         if layer.foldedBatchNorm == nil {
             // Without a BatchNorm, the requantisation is the integer view's: s · input_scale and the bias.
             let multiplier = layer.weightScale.map { $0 * layer.inputScale }

@@ -170,7 +170,7 @@ public final class IntegerReferencePath {
         }
         var wide = [Double](repeating: 0, count: out * count)
         products(weights, columns, &wide)
-        var finals = 0, partials = 0
+        var finals = 0, partials = 0, outerFinalCount = 0, outerPartialCount = 0
         if !overflows[index].provenSafe {
             let absWeights = weights.map(abs), absColumns = columns.map(abs)
             var bound = [Double](repeating: 0, count: out * count)
@@ -189,6 +189,18 @@ public final class IntegerReferencePath {
                             let width = min(block, count - j0)
                             let row = o * count + j0
                             guard (0..<width).contains(where: { bound[row + $0] > Double(hi) }) else { j0 += width; continue }
+                            if let outer = overflows[index].outerAccumulatorBits {
+                                let (tilePartials, tileFinals, outerPartials, outerFinals) = simulateTiles(
+                                    layer, weights: wBase + o * k, columns: colBase + (o / groupOut) * k * count + j0, stride: count,
+                                    width: width, bits: p, outerBits: outer, values: &wide, at: row,
+                                    tileWide: &blockWide, tileSaturated: &blockSaturated, tilePartial: &blockPartial)
+                                partials += tilePartials
+                                finals += tileFinals
+                                outerPartialCount += outerPartials
+                                outerFinalCount += outerFinals
+                                j0 += width
+                                continue
+                            }
                             a2qk_sequential_block(wBase + o * k, colBase + (o / groupOut) * k * count + j0, Int64(count), Int64(k), Int64(width),
                                                   Double(lo), Double(hi), &blockWide, &blockSaturated, &blockPartial)
                             for jj in 0..<width {
@@ -210,6 +222,11 @@ public final class IntegerReferencePath {
         overflows[index].dotProducts += out * count
         overflows[index].finalOverflows += finals
         overflows[index].partialOverflows += partials
+        if overflows[index].accumulatorTile != nil {
+            overflows[index].tileSums = (overflows[index].tileSums ?? 0) + out * count * layer.tileCount
+            overflows[index].outerFinalOverflows = (overflows[index].outerFinalOverflows ?? 0) + outerFinalCount
+            overflows[index].outerPartialOverflows = (overflows[index].outerPartialOverflows ?? 0) + outerPartialCount
+        }
         // [out, N·plane] → NCHW / [N, out], requantised.
         let plane = count / n
         if layer.name == lastLayer {
@@ -235,6 +252,54 @@ public final class IntegerReferencePath {
             }
         }
         return (y, outShape)
+    }
+
+    /// Multi-stage accumulation of one output channel over `width` columns: each tile's products
+    /// added in weight-index order in a `bits`-bit register (simulated in the overflow mode),
+    /// each tile's final register value then added, tile by tile, to an `outerBits`-bit outer
+    /// register simulated in the same mode (docs/CHECKPOINT.md, "Tiles"). Writes the outer
+    /// register's values to `values[at ..< at + width]`; returns the tile sums with a partial
+    /// and a final overflow, and the dot products whose outer register left its range at some
+    /// step and at the end.
+    private func simulateTiles(_ layer: IntegerLayer, weights: UnsafePointer<Int32>, columns: UnsafePointer<Double>, stride: Int,
+                               width: Int, bits p: Int, outerBits: Int, values: inout [Double], at start: Int,
+                               tileWide: inout [Double], tileSaturated: inout [Double], tilePartial: inout [Int32])
+        -> (tilePartials: Int, tileFinals: Int, outerPartials: Int, outerFinals: Int) {
+        let hi = (Int64(1) << (p - 1)) - 1, lo = -(Int64(1) << (p - 1))
+        let outerHi = (Int64(1) << (outerBits - 1)) - 1, outerLo = -(Int64(1) << (outerBits - 1))
+        var exact = [Int64](repeating: 0, count: width), register = [Int64](repeating: 0, count: width)
+        var left = [Bool](repeating: false, count: width)
+        var tilePartials = 0, tileFinals = 0
+        for j in 0..<layer.tileCount {
+            let first = j * layer.tileLength, length = min(layer.tileLength, layer.fanIn - first)
+            a2qk_sequential_block(weights + first, columns + first * stride, Int64(stride), Int64(length), Int64(width),
+                                  Double(lo), Double(hi), &tileWide, &tileSaturated, &tilePartial)
+            for c in 0..<width {
+                let sum = Int64(tileWide[c])
+                if tilePartial[c] != 0 { tilePartials += 1 }
+                if sum < lo || sum > hi { tileFinals += 1 }
+                let value: Int64
+                switch mode {
+                case .wide: value = sum
+                case .wrap: value = wrap(sum, bits: p)
+                case .saturate: value = Int64(tileSaturated[c])
+                }
+                exact[c] += value
+                if exact[c] < outerLo || exact[c] > outerHi { left[c] = true }
+                switch mode {
+                case .wide: register[c] = exact[c]
+                case .wrap: register[c] = wrap(register[c] + value, bits: outerBits)
+                case .saturate: register[c] = min(max(register[c] + value, outerLo), outerHi)
+                }
+            }
+        }
+        var outerPartials = 0, outerFinals = 0
+        for c in 0..<width {
+            if left[c] { outerPartials += 1 }
+            if exact[c] < outerLo || exact[c] > outerHi { outerFinals += 1 }
+            values[start + c] = Double(register[c])
+        }
+        return (tilePartials, tileFinals, outerPartials, outerFinals)
     }
 
     func transpose(_ x: [Float], rows: Int, columns: Int) -> [Double] {

@@ -28,12 +28,17 @@ extension IntegerLayer {
         self.stride = stride
         self.padding = padding
         self.groups = groups
+        if quantizer.tileCount > 1 {
+            accumulatorTile = quantizer.tileLength
+            outerAccumulatorBits = quantizer.spec.outerAccumulatorBits ?? 32
+        }
     }
 
     /// Writes the integer view into a layer's group: `weight_int`, `l1_norm`, `acc_min`,
     /// `acc_max`, `p_min`, `weight_scale`, and the attributes `quantizer`, `weight_bits`,
     /// `input_bits`, `input_signed`, `input_scale`, `accumulator_bits`, `l1_bound`, `rounding`,
-    /// `narrow_range`, `sparsity`, `overflow_free` (docs/CHECKPOINT.md).
+    /// `narrow_range`, `sparsity`, `overflow_free`, and for a tiled layer `accumulator_tile`,
+    /// `outer_accumulator_bits` and the per-tile datasets (docs/CHECKPOINT.md).
     public func writeIntegerView(to group: HDF5Group) throws {
         let report = self.report
         try report.write(to: group, shape: shape, weightBits: weightBits)
@@ -49,5 +54,9 @@ extension IntegerLayer {
         try group.setAttribute("narrow_range", 1)
         try group.setAttribute("sparsity", report.sparsity)
         try group.setAttribute("overflow_free", report.overflowFree ? 1 : 0)
+        if let tile = accumulatorTile {
+            try group.setAttribute("accumulator_tile", tile)
+            try group.setAttribute("outer_accumulator_bits", outerAccumulatorBits)
+        }
     }
 }

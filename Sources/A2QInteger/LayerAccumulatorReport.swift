@@ -26,6 +26,8 @@ public struct LayerAccumulatorReport: Sendable {
     public let tileMinimums: [Int64]
     public let tileMaximums: [Int64]
     public let tileMinimumBits: [Int]
+    /// Per channel and tile, `Σ|q|` of the tile (the L1 budget applies to each tile).
+    public let tileL1Norms: [Int64]
     public let tileCount: Int
     /// Fraction of integer weights equal to zero.
     public let sparsity: Double
@@ -37,7 +39,7 @@ public struct LayerAccumulatorReport: Sendable {
         let length = max(min(tile ?? k, k), 1)
         let tiles = max((k + length - 1) / length, 1)
         var l1: [Int64] = [], lo: [Int64] = [], hi: [Int64] = [], bits: [Int] = []
-        var tileLo: [Int64] = [], tileHi: [Int64] = [], tileBits: [Int] = []
+        var tileLo: [Int64] = [], tileHi: [Int64] = [], tileBits: [Int] = [], tileL1: [Int64] = []
         for o in 0..<outChannels {
             let row = integers[(o * k)..<((o + 1) * k)]
             l1.append(row.reduce(Int64(0)) { $0 + Int64(abs($1)) })
@@ -47,7 +49,9 @@ public struct LayerAccumulatorReport: Sendable {
             bits.append(AccumulatorBounds.minimumBitsExact(minimum: a, maximum: b))
             for j in 0..<tiles {
                 let start = o * k + j * length
-                let (c, d) = AccumulatorBounds.worstCase(integers[start..<min(start + length, (o + 1) * k)], input: input)
+                let part = integers[start..<min(start + length, (o + 1) * k)]
+                let (c, d) = AccumulatorBounds.worstCase(part, input: input)
+                tileL1.append(part.reduce(Int64(0)) { $0 + Int64(abs($1)) })
                 tileLo.append(c)
                 tileHi.append(d)
                 tileBits.append(AccumulatorBounds.minimumBitsExact(minimum: c, maximum: d))
@@ -64,6 +68,7 @@ public struct LayerAccumulatorReport: Sendable {
         tileMinimums = tileLo
         tileMaximums = tileHi
         tileMinimumBits = tileBits
+        tileL1Norms = tileL1
         tileCount = tiles
         sparsity = integers.isEmpty ? 0 : Double(integers.filter { $0 == 0 }.count) / Double(integers.count)
     }
@@ -94,8 +99,9 @@ public struct LayerAccumulatorReport: Sendable {
     }
 
     /// Writes `weight_int` (int8 for M ≤ 8, else int16, in `shape`), `l1_norm`, `acc_min`,
-    /// `acc_max` (int64) and `p_min` (int32) per output channel into `group`: the integer view
-    /// that quantize outputs, checkpoints and exports share.
+    /// `acc_max` (int64) and `p_min` (int32) per output channel into `group`, and with tiles
+    /// `tile_acc_min`, `tile_acc_max` (int64) and `tile_p_min` (int32) per channel and tile
+    /// (`[out, tiles]`): the integer view that quantize outputs, checkpoints and exports share.
     public func write(to group: HDF5Group, shape: [Int], weightBits: Int) throws {
         if weightBits <= 8 {
             try group.write("weight_int", integers.map { Int8($0) }, shape: shape)
@@ -107,5 +113,10 @@ public struct LayerAccumulatorReport: Sendable {
         try group.write("acc_min", minimums, shape: channels)
         try group.write("acc_max", maximums, shape: channels)
         try group.write("p_min", minimumBits.map { Int32($0) }, shape: channels)
+        guard tile != nil else { return }
+        let tiles = [l1Norms.count, tileCount]
+        try group.write("tile_acc_min", tileMinimums, shape: tiles)
+        try group.write("tile_acc_max", tileMaximums, shape: tiles)
+        try group.write("tile_p_min", tileMinimumBits.map { Int32($0) }, shape: tiles)
     }
 }

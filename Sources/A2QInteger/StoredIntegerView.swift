@@ -41,8 +41,9 @@ extension IntegerLayer {
             guard bound.isFinite, bound > 0 else {
                 throw A2QError("\(location): l1_bound \(bound) is neither -1 (unconstrained) nor a positive bound", remedy: remedy)
             }
-            if let channel = report.l1Norms.firstIndex(where: { Double($0) > bound }) {
-                throw A2QError("\(location): output channel \(channel) has Σ|q| = \(report.l1Norms[channel]), above the layer's l1_bound \(bound)",
+            if let index = report.tileL1Norms.firstIndex(where: { Double($0) > bound }) {
+                let place = report.tile == nil ? "output channel \(index)" : "tile \(index % report.tileCount) of output channel \(index / report.tileCount)"
+                throw A2QError("\(location): \(place) has Σ|q| = \(report.tileL1Norms[index]), above the layer's l1_bound \(bound)",
                                remedy: remedy)
             }
         }
@@ -81,6 +82,15 @@ extension IntegerLayer {
         try compare("acc_max", try read("acc_max", as: Int64.self, stored: .int64, shape: channels), report.maximums, what: derived, unit: "channel")
         try compare("p_min", try read("p_min", as: Int32.self, stored: .int32, shape: channels), report.minimumBits.map { Int32($0) },
                     what: derived, unit: "channel")
+        if report.tile != nil {
+            let tiles = [outChannels, report.tileCount]
+            try compare("tile_acc_min", try read("tile_acc_min", as: Int64.self, stored: .int64, shape: tiles), report.tileMinimums,
+                        what: derived, unit: "flat tile")
+            try compare("tile_acc_max", try read("tile_acc_max", as: Int64.self, stored: .int64, shape: tiles), report.tileMaximums,
+                        what: derived, unit: "flat tile")
+            try compare("tile_p_min", try read("tile_p_min", as: Int32.self, stored: .int32, shape: tiles),
+                        report.tileMinimumBits.map { Int32($0) }, what: derived, unit: "flat tile")
+        }
 
         /// Refuses an attribute whose stored value is not `expected`.
         func attribute<T: Equatable>(_ name: String, _ stored: T, _ expected: T, what: String) throws {
@@ -101,6 +111,12 @@ extension IntegerLayer {
         try attribute("sparsity", try group.doubleAttribute("sparsity"), report.sparsity, what: "the integer weights give")
         try attribute("overflow_free", try group.intAttribute("overflow_free"), report.overflowFree ? 1 : 0,
                       what: "the integer weights' worst case against P gives")
+        let storedTile = group.hasAttribute("accumulator_tile") ? try group.intAttribute("accumulator_tile") : 0
+        try attribute("accumulator_tile", storedTile, accumulatorTile ?? 0, what: "\(layer) tile is (0: none)")
+        if accumulatorTile != nil {
+            try attribute("outer_accumulator_bits", try group.intAttribute("outer_accumulator_bits"), outerAccumulatorBits,
+                          what: "\(layer) outer register is")
+        }
     }
 
     /// The most integer weights one layer may store (2^26).

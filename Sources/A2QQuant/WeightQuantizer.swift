@@ -38,13 +38,25 @@ public struct WeightQuantizerSpec: Sendable, Hashable, Codable {
     public var kind: WeightQuantizerKind
     /// M, the weight bit width (2...16).
     public var weightBits: Int
-    /// P, the accumulator bit width (used by `a2q`/`a2q+`; up to 32).
+    /// P, the accumulator bit width (used by `a2q`/`a2q+`; up to 32): with tiles, the width of
+    /// each tile's register.
     public var accumulatorBits: Int
+    /// Multi-stage accumulation: the L1 budget applies to each tile of this many consecutive
+    /// weight indices of an output channel (row-major `[in, kh, kw]`; the last tile may be
+    /// shorter) instead of the whole channel. nil (or a tile ≥ K) is one tile: the whole dot
+    /// product, today's A2Q/A2Q+ bit for bit.
+    public var accumulatorTile: Int?
+    /// The outer register that adds a tiled layer's tile sums (nil: 32 bits). Its range is
+    /// checked when the quantizer is made: `tiles × 2^(P−1)` must fit.
+    public var outerAccumulatorBits: Int?
 
-    public init(kind: WeightQuantizerKind, weightBits: Int = 8, accumulatorBits: Int = 32) {
+    public init(kind: WeightQuantizerKind, weightBits: Int = 8, accumulatorBits: Int = 32, accumulatorTile: Int? = nil,
+                outerAccumulatorBits: Int? = nil) {
         self.kind = kind
         self.weightBits = weightBits
         self.accumulatorBits = accumulatorBits
+        self.accumulatorTile = accumulatorTile
+        self.outerAccumulatorBits = outerAccumulatorBits
     }
 
     /// No quantization.
@@ -56,7 +68,13 @@ public struct WeightQuantizerSpec: Sendable, Hashable, Codable {
 ///
 /// Parameters (declared next to the layer's weight, which is the direction `v`):
 /// `<layer>.weight_log2_scale` (`d`, `s = 2^d`, qat/a2q/a2q+) and `<layer>.weight_log2_norm`
-/// (`t`, `g = 2^t`, a2q/a2q+).
+/// (`t`, `g = 2^t`, a2q/a2q+; `[out]`, or `[out, tiles]` with tiles).
+///
+/// Tiles (`spec.accumulatorTile`): every output channel's row is cut into tiles of consecutive
+/// weights, and each tile is a *segment* with its own norm `g`, centring mean (A2Q+) and L1
+/// budget `T` (the tile register's P); the scale `s` stays per channel. Everything below that
+/// says "channel" applies per segment; without tiles a channel is one segment and the
+/// arithmetic is unchanged.
 ///
 /// Forward (A2Q, A2Q+): `u = v` (A2Q) or `v - mean(v)` (A2Q+), `c = min(g/s, T)`,
 /// `r = c / ||u||_1`, `q = clip(RTZ(u·r), ±(2^(M-1)-1))`, `w_q = q·s`, with `u·r` evaluated as one
@@ -85,6 +103,9 @@ public final class WeightQuantizer: @unchecked Sendable {
     public let outChannels: Int
     /// K: inputs per output channel.
     public let fanIn: Int
+    /// Inputs per tile (K without tiles) and tiles per channel (1 without tiles).
+    public let tileLength: Int
+    public let tileCount: Int
     /// The direction `v` (the layer's weight tensor).
     public let weight: ParameterView
     public let logScale: ParameterView?
@@ -98,15 +119,16 @@ public final class WeightQuantizer: @unchecked Sendable {
     private let quantized: UnsafeMutablePointer<Float>
     private let reductions: UnsafeMutablePointer<Float>  // 4 per-channel sums from the kernels
     private let projectionScratch: UnsafeMutablePointer<Double>  // fanIn magnitudes for the L1-ball projections
-    // Per-channel caches from the last forward pass (centring mean, s, r = min(g/s, T)/||u||_1,
-    // min(g/s, T), ||u||_1, whether g/s < T, whether the clip to ±qmax can act).
-    private var channelMean: [Float]
+    // Caches from the last forward pass: s per channel; per segment (channel o, tile j at
+    // o·tileCount + j) the centring mean, r = min(g/s, T)/||u||_1, min(g/s, T), ||u||_1,
+    // whether g/s < T, whether the clip to ±qmax can act.
     private var channelScale: [Float]
-    private var channelRatio: [Float]
-    private var channelClamp: [Float]
-    private var channelNorm: [Float]
-    private var channelActive: [Bool]
-    private var channelClips: [Bool]
+    private var segmentMean: [Float]
+    private var segmentRatio: [Float]
+    private var segmentClamp: [Float]
+    private var segmentNorm: [Float]
+    private var segmentActive: [Bool]
+    private var segmentClips: [Bool]
 
     /// Declares the quantizer's parameters. Throws if the accumulator is too narrow for any
     /// non-zero weight or a bit width is out of range.
@@ -119,6 +141,12 @@ public final class WeightQuantizer: @unchecked Sendable {
         self.weight = weight
         self.outChannels = outChannels
         self.fanIn = fanIn
+        let tiled = spec.kind.isAccumulatorAware ? spec.accumulatorTile : nil
+        if let tile = tiled, tile < 1 {
+            throw A2QError("\(layerName): accumulator tile \(tile) is not a positive number of inputs")
+        }
+        tileLength = min(tiled ?? fanIn, fanIn)
+        tileCount = (fanIn + tileLength - 1) / tileLength
         if spec.kind != .float {
             guard (2...16).contains(spec.weightBits) else {
                 throw A2QError("\(layerName): weight bits \(spec.weightBits) is out of the supported range 2...16")
@@ -153,21 +181,43 @@ public final class WeightQuantizer: @unchecked Sendable {
                     "\(layerName): a \(spec.accumulatorBits)-bit accumulator is too narrow for any non-zero \(spec.kind.rawValue) weight with \(input) inputs (N=\(input.bits), bound T=\(bound) < 1)",
                     remedy: "use at least P=\(smallest) accumulator bits for this layer, or fewer input bits")
             }
+            if tileCount > 1 {
+                let outer = spec.outerAccumulatorBits ?? 32
+                guard (spec.accumulatorBits...62).contains(outer) else {
+                    throw A2QError("\(layerName): outer accumulator width \(outer) is outside \(spec.accumulatorBits)...62 (at least the tile register's \(spec.accumulatorBits) bits)")
+                }
+                // Every tile's sum lies in [−2^(P−1), 2^(P−1) − 1]; their sum must fit the outer register.
+                let largest = Double(tileCount) * exp2(Double(spec.accumulatorBits - 1))
+                guard largest <= exp2(Double(outer - 1)) - 1 else {
+                    throw A2QError("\(layerName): \(tileCount) tiles of \(spec.accumulatorBits)-bit sums can exceed a \(outer)-bit outer accumulator",
+                                   remedy: "use a wider --outer-accumulator-bits (at least \(spec.accumulatorBits + Int(log2(Double(tileCount)).rounded(.up)) + 1)) or longer tiles")
+                }
+            }
             logScale = layout.declare("\(layerName).weight_log2_scale", shape: [outChannels], role: .logScale)
-            logNorm = layout.declare("\(layerName).weight_log2_norm", shape: [outChannels], role: .logNorm)
+            logNorm = layout.declare("\(layerName).weight_log2_norm", shape: tileCount > 1 ? [outChannels, tileCount] : [outChannels],
+                                     role: .logNorm)
         }
         // Float layers use `v` itself (`forward`), so their scratch is one value, not a second copy.
         let n = spec.kind == .float ? 1 : outChannels * fanIn
         quantized = .allocate(capacity: n); quantized.initialize(repeating: 0, count: n)
         reductions = .allocate(capacity: 4); reductions.initialize(repeating: 0, count: 4)
         projectionScratch = .allocate(capacity: fanIn); projectionScratch.initialize(repeating: 0, count: fanIn)
-        channelMean = Array(repeating: 0, count: outChannels)
+        let segments = outChannels * tileCount
         channelScale = Array(repeating: 1, count: outChannels)
-        channelRatio = Array(repeating: 0, count: outChannels)
-        channelClamp = Array(repeating: 0, count: outChannels)
-        channelNorm = Array(repeating: 0, count: outChannels)
-        channelActive = Array(repeating: false, count: outChannels)
-        channelClips = Array(repeating: true, count: outChannels)
+        segmentMean = Array(repeating: 0, count: segments)
+        segmentRatio = Array(repeating: 0, count: segments)
+        segmentClamp = Array(repeating: 0, count: segments)
+        segmentNorm = Array(repeating: 0, count: segments)
+        segmentActive = Array(repeating: false, count: segments)
+        segmentClips = Array(repeating: true, count: segments)
+    }
+
+    /// Segment `j` of channel `o`: its index among all segments, its first weight (offset in the
+    /// `[out, K]` matrix) and its length.
+    @inline(__always)
+    func segment(_ o: Int, _ j: Int) -> (index: Int, start: Int, count: Int) {
+        let begin = j * tileLength
+        return (o * tileCount + j, o * fanIn + begin, min(tileLength, fanIn - begin))
     }
 
     deinit {
@@ -199,57 +249,71 @@ public final class WeightQuantizer: @unchecked Sendable {
                 initializeScaleSearch(channel: o, parameters)
                 continue
             }
-            if method == .ep {
-                let radius = Double(s) * bound
-                EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius, scratch: projectionScratch)
+            for j in 0..<tileCount {
+                let (index, start, count) = segment(o, j)
+                let part = v + start
+                if method == .ep {
+                    let radius = Double(s) * bound
+                    EuclideanProjection.projectOntoL1Ball(part, count: count, radius: radius, scratch: projectionScratch)
+                }
+                var l1: Double = 0
+                for i in 0..<count { l1 += Double(abs(part[i])) }
+                let g = method == .ep ? min(l1, Double(s) * bound) : l1
+                parameters.value(logNorm)[index] = g > 0 ? Float(log2(g)) : d[o]
             }
-            var l1: Double = 0
-            for i in 0..<fanIn { l1 += Double(abs(row[i])) }
-            let g = method == .ep ? min(l1, Double(s) * bound) : l1
-            parameters.value(logNorm)[o] = g > 0 ? Float(log2(g)) : d[o]
         }
     }
 
-    /// The `epScaled` search for one channel (Float64, cold path).
+    /// The `epScaled` search for one channel (Float64, cold path). With tiles every trial
+    /// scale projects each tile onto its own ball of radius `trial·T`.
     private func initializeScaleSearch(channel o: Int, _ parameters: ParameterStore) {
         guard let logScale, let logNorm else { return }
         let row = parameters.value(weight) + o * fanIn
         let w = (0..<fanIn).map { Double(row[$0]) }
         let maxAbs = w.map(abs).max() ?? 0
         guard maxAbs > 0 else { return }
-        let l1 = w.reduce(0) { $0 + abs($1) }
+        let segments = (0..<tileCount).map { segment(o, $0) }
+        let largestL1 = segments.map { part in (0..<part.count).reduce(0.0) { $0 + abs(w[part.start - o * fanIn + $1]) } }.max() ?? 0
         let qmax = Double(maxLevel), plus = spec.kind == .a2qPlus
         let base = maxAbs / qmax
-        let top = 2 * max(base, l1 / bound, maxAbs)
+        let top = 2 * max(base, largestL1 / bound, maxAbs)
         let steps = Int((4 * log2(top / base)).rounded(.up))
         var best: (error: Double, trial: Double, fitted: Double, projected: [Float])? = nil
-        let thresholds = EuclideanProjection.Thresholds(UnsafeBufferPointer(start: row, count: fanIn))
+        let thresholds = segments.map { part in
+            EuclideanProjection.Thresholds(UnsafeBufferPointer(start: row + (part.start - o * fanIn), count: part.count))
+        }
         var candidate = [Float](repeating: 0, count: fanIn)
         var q = [Double](repeating: 0, count: fanIn)
         for j in 0...max(steps, 0) {
             let trial = base * exp2(Double(j) / 4)
-            // Project onto the L1 ball of radius trial·T and simulate the forward pass for
-            // v = projection, s = trial, g = min(||v||₁, s·T).
-            let theta = thresholds.threshold(radius: trial * bound)
-            var vSum = 0.0, vNorm = 0.0
-            for i in 0..<fanIn {
-                let magnitude = max(Double(abs(row[i])) - theta, 0)
-                let value = Float(row[i] < 0 ? -magnitude : magnitude)
-                candidate[i] = value
-                vSum += Double(value)
-                vNorm += Double(abs(value))
-            }
-            let mean = plus ? vSum / Double(fanIn) : 0
-            var uNorm = 0.0
-            for i in 0..<fanIn { uNorm += abs(Double(candidate[i]) - mean) }
-            guard uNorm > 0 else { continue }
-            let pre = uNorm / min(vNorm / trial, bound)
+            // Project each tile onto the L1 ball of radius trial·T and simulate the forward pass
+            // for v = projection, s = trial, g = min(||v||₁, s·T) per tile.
             var wq = 0.0, qq = 0.0
-            for i in 0..<fanIn {
-                let level = min(max(((Double(candidate[i]) - mean) / pre).rounded(.towardZero), -qmax), qmax)
-                q[i] = level
-                wq += w[i] * level
-                qq += level * level
+            for (tile, part) in segments.enumerated() {
+                let first = part.start - o * fanIn, range = first..<(first + part.count)
+                let theta = thresholds[tile].threshold(radius: trial * bound)
+                var vSum = 0.0, vNorm = 0.0
+                for i in range {
+                    let magnitude = max(Double(abs(row[i])) - theta, 0)
+                    let value = Float(row[i] < 0 ? -magnitude : magnitude)
+                    candidate[i] = value
+                    vSum += Double(value)
+                    vNorm += Double(abs(value))
+                }
+                let mean = plus ? vSum / Double(part.count) : 0
+                var uNorm = 0.0
+                for i in range { uNorm += abs(Double(candidate[i]) - mean) }
+                guard uNorm > 0 else {
+                    for i in range { q[i] = 0 }
+                    continue
+                }
+                let pre = uNorm / min(vNorm / trial, bound)
+                for i in range {
+                    let level = min(max(((Double(candidate[i]) - mean) / pre).rounded(.towardZero), -qmax), qmax)
+                    q[i] = level
+                    wq += w[i] * level
+                    qq += level * level
+                }
             }
             guard qq > 0, wq > 0 else { continue }
             let fitted = wq / qq
@@ -261,21 +325,27 @@ public final class WeightQuantizer: @unchecked Sendable {
             // Nothing survives at any scale: fall back to plain EP-init.
             let s = base
             parameters.value(logScale)[o] = Float(log2(s))
-            EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: s * bound, scratch: projectionScratch)
-            var norm: Double = 0
-            for i in 0..<fanIn { norm += Double(abs(row[i])) }
-            parameters.value(logNorm)[o] = Float(log2(max(min(norm, s * bound), Double.leastNormalMagnitude)))
+            for part in segments {
+                let start = row + (part.start - o * fanIn)
+                EuclideanProjection.projectOntoL1Ball(start, count: part.count, radius: s * bound, scratch: projectionScratch)
+                var norm: Double = 0
+                for i in 0..<part.count { norm += Double(abs(start[i])) }
+                parameters.value(logNorm)[part.index] = Float(log2(max(min(norm, s * bound), Double.leastNormalMagnitude)))
+            }
             return
         }
         // Rescale (v, g, s) by fitted/trial: the integers stay those of the trial.
         let ratio = best.fitted / best.trial
-        var norm: Double = 0
-        for i in 0..<fanIn {
-            row[i] = Float(Double(best.projected[i]) * ratio)
-            norm += Double(abs(best.projected[i]))
+        for part in segments {
+            let first = part.start - o * fanIn
+            var norm: Double = 0
+            for i in first..<(first + part.count) {
+                row[i] = Float(Double(best.projected[i]) * ratio)
+                norm += Double(abs(best.projected[i]))
+            }
+            parameters.value(logNorm)[part.index] = Float(log2(min(norm, best.trial * bound) * ratio))
         }
         parameters.value(logScale)[o] = Float(log2(best.fitted))
-        parameters.value(logNorm)[o] = Float(log2(min(norm, best.trial * bound) * ratio))
     }
 
     /// Multiplies channel `o`'s effective weights by `factor` without changing its integers:
@@ -285,7 +355,7 @@ public final class WeightQuantizer: @unchecked Sendable {
         let shift = Float(log2(factor))
         parameters.value(logScale)[o] += shift
         if let logNorm {
-            parameters.value(logNorm)[o] += shift
+            for j in 0..<tileCount { parameters.value(logNorm)[segment(o, j).index] += shift }
             let row = parameters.value(weight) + o * fanIn
             for i in 0..<fanIn { row[i] = Float(Double(row[i]) * factor) }
         }
@@ -320,34 +390,39 @@ public final class WeightQuantizer: @unchecked Sendable {
     private func forwardA2Q(_ v: UnsafeMutablePointer<Float>, _ parameters: ParameterStore) {
         guard let logScale, let logNorm else { return }
         let d = parameters.value(logScale), t = parameters.value(logNorm)
-        let k = fanIn, bound = Float(self.bound), plus = spec.kind == .a2qPlus
+        let bound = Float(self.bound), plus = spec.kind == .a2qPlus
         for o in 0..<outChannels {
-            let row = UnsafePointer(v + o * k)
-            var mean: Float = 0, maxAbs: Float = 0
-            if plus { mean = a2qk_sum(row, Int64(k)) / Float(k) }
-            var l1 = a2qk_l1_max(row, Int64(k), mean, &maxAbs)
-            // A (nearly) constant channel centres to float noise: treat it as zero rather than
-            // blowing the noise up to full-scale integers of arbitrary sign.
-            if plus && l1 <= Float(k) * abs(mean) * 1e-5 { l1 = 0 }
-            let s = exp2f(d[o]), g = exp2f(t[o])
-            let ratio = g / s
-            let active = ratio < bound
-            let clamp = active ? ratio : bound
-            let r = l1 > 0 ? clamp / l1 : 0
-            // y = fma(v, r, −mean·r) is within a few ulps of (|u| ≤ maxAbs)·r, relative to
-            // (|v| + |mean|)·r; below qmax + 1 the truncation alone stays within ±qmax.
-            let clips = maxAbs * r + (maxAbs + abs(mean)) * r * 0x1p-20 >= maxLevel + 1
-            channelMean[o] = mean; channelScale[o] = s; channelRatio[o] = r
-            channelClamp[o] = clamp; channelNorm[o] = l1; channelActive[o] = active; channelClips[o] = clips
-            a2qk_a2q_forward(row, quantized + o * k, Int64(k), mean, r, s, maxLevel, clips ? 1 : 0, reductions)
-            enforceBound(channel: o, positive: reductions[0], negative: reductions[1])
+            let s = exp2f(d[o])
+            channelScale[o] = s
+            for j in 0..<tileCount {
+                let (index, start, k) = segment(o, j)
+                let row = UnsafePointer(v + start)
+                var mean: Float = 0, maxAbs: Float = 0
+                if plus { mean = a2qk_sum(row, Int64(k)) / Float(k) }
+                var l1 = a2qk_l1_max(row, Int64(k), mean, &maxAbs)
+                // A (nearly) constant channel centres to float noise: treat it as zero rather than
+                // blowing the noise up to full-scale integers of arbitrary sign.
+                if plus && l1 <= Float(k) * abs(mean) * 1e-5 { l1 = 0 }
+                let g = exp2f(t[index])
+                let ratio = g / s
+                let active = ratio < bound
+                let clamp = active ? ratio : bound
+                let r = l1 > 0 ? clamp / l1 : 0
+                // y = fma(v, r, −mean·r) is within a few ulps of (|u| ≤ maxAbs)·r, relative to
+                // (|v| + |mean|)·r; below qmax + 1 the truncation alone stays within ±qmax.
+                let clips = maxAbs * r + (maxAbs + abs(mean)) * r * 0x1p-20 >= maxLevel + 1
+                segmentMean[index] = mean; segmentRatio[index] = r
+                segmentClamp[index] = clamp; segmentNorm[index] = l1; segmentActive[index] = active; segmentClips[index] = clips
+                a2qk_a2q_forward(row, quantized + start, Int64(k), mean, r, s, maxLevel, clips ? 1 : 0, reductions)
+                enforceBound(start: start, count: k, scale: s, positive: reductions[0], negative: reductions[1])
+            }
         }
     }
 
-    /// Moves the largest magnitudes toward zero until the channel's integer sums satisfy the
+    /// Moves the largest magnitudes toward zero until the segment's integer sums satisfy the
     /// bound exactly. Only float rounding at an integer boundary can trigger it.
-    private func enforceBound(channel o: Int, positive: Float, negative: Float) {
-        let w = quantized + o * fanIn, s = channelScale[o]
+    private func enforceBound(start: Int, count: Int, scale s: Float, positive: Float, negative: Float) {
+        let w = quantized + start
         // Non-finite weights (a diverged run, damaged parameters) have no integer sums to
         // enforce; they surface as a non-finite loss or a refused integer view instead.
         guard positive.isFinite, negative.isFinite, positive < 0x1p62, -negative < 0x1p62 else { return }
@@ -355,22 +430,22 @@ public final class WeightQuantizer: @unchecked Sendable {
         if spec.kind == .a2qPlus {
             // A2Q+ (Prop. 3.2): each of Σq⁺ and Σ|q⁻| stays within T/2.
             let half = Int64((bound / 2).rounded(.down))
-            while alpha > half { shrinkLargest(w: w, s: s, positive: true); alpha -= 1 }
-            while beta > half { shrinkLargest(w: w, s: s, positive: false); beta -= 1 }
+            while alpha > half { shrinkLargest(w: w, count: count, s: s, positive: true); alpha -= 1 }
+            while beta > half { shrinkLargest(w: w, count: count, s: s, positive: false); beta -= 1 }
         } else {
             let limit = Int64(bound.rounded(.down))
             while alpha + beta > limit {
                 let positive = alpha >= beta
-                shrinkLargest(w: w, s: s, positive: positive)
+                shrinkLargest(w: w, count: count, s: s, positive: positive)
                 if positive { alpha -= 1 } else { beta -= 1 }
             }
         }
     }
 
-    private func shrinkLargest(w: UnsafeMutablePointer<Float>, s: Float, positive: Bool) {
+    private func shrinkLargest(w: UnsafeMutablePointer<Float>, count: Int, s: Float, positive: Bool) {
         var best = -1
         var bestValue: Float = 0
-        for i in 0..<fanIn {
+        for i in 0..<count {
             let value = positive ? w[i] : -w[i]
             if value > bestValue { bestValue = value; best = i }
         }
@@ -381,7 +456,7 @@ public final class WeightQuantizer: @unchecked Sendable {
 
     /// Channels in which the last a2q/a2q+ forward applied the ±qmax clip; in the others no
     /// `|y|` could reach `2^(M-1)`, and the kernels skip it (diagnostics and tests).
-    public var clippingChannelCount: Int { channelClips.reduce(0) { $0 + ($1 ? 1 : 0) } }
+    public var clippingChannelCount: Int { segmentClips.reduce(0) { $0 + ($1 ? 1 : 0) } }
 
     // MARK: Backward
 
@@ -418,31 +493,34 @@ public final class WeightQuantizer: @unchecked Sendable {
         guard let logScale, let logNorm else { return }
         let v = parameters.value(weight), dv = parameters.gradient(weight)
         let dd = parameters.gradient(logScale), dt = parameters.gradient(logNorm)
-        let k = fanIn, ln2 = Float(M_LN2), plus = spec.kind == .a2qPlus
+        let ln2 = Float(M_LN2), plus = spec.kind == .a2qPlus
         for o in 0..<outChannels {
-            let s = channelScale[o], r = channelRatio[o], l1 = channelNorm[o], mean = channelMean[o]
-            let row = UnsafePointer(v + o * k), g = dv + o * k
-            let clips: Int32 = channelClips[o] ? 1 : 0
-            // With gm = g where not clipped: ∂L/∂u_j = s·r·(gm_j − sign(u_j)·A/‖u‖₁), A = Σ gm·u;
-            // A2Q+ subtracts its mean over the channel. Pass 1 returns ∂L/∂s (direct) = Σ g·q,
-            // A, Σ gm and Σ sign(u); pass 2 overwrites ∂L/∂w_q with ∂L/∂v.
-            a2qk_a2q_backward_sums(row, g, Int64(k), mean, r, maxLevel, clips, plus ? 1 : 0, reductions)
-            let (direct, a, sumGm, sumSign) = (reductions[0], reductions[1], reductions[2], reductions[3])
-            guard l1 > 0 else {
-                // An all-zero direction: q = 0 whatever v does nearby, so ∂L/∂v = 0.
-                g.update(repeating: 0, count: k)
-                dd[o] += ln2 * s * direct
-                continue
+            for j in 0..<tileCount {
+                let (index, start, k) = segment(o, j)
+                let s = channelScale[o], r = segmentRatio[index], l1 = segmentNorm[index], mean = segmentMean[index]
+                let row = UnsafePointer(v + start), g = dv + start
+                let clips: Int32 = segmentClips[index] ? 1 : 0
+                // With gm = g where not clipped: ∂L/∂u_j = s·r·(gm_j − sign(u_j)·A/‖u‖₁), A = Σ gm·u;
+                // A2Q+ subtracts its mean over the segment. Pass 1 returns ∂L/∂s (direct) = Σ g·q,
+                // A, Σ gm and Σ sign(u); pass 2 overwrites ∂L/∂w_q with ∂L/∂v.
+                a2qk_a2q_backward_sums(row, g, Int64(k), mean, r, maxLevel, clips, plus ? 1 : 0, reductions)
+                let (direct, a, sumGm, sumSign) = (reductions[0], reductions[1], reductions[2], reductions[3])
+                guard l1 > 0 else {
+                    // An all-zero direction: q = 0 whatever v does nearby, so ∂L/∂v = 0.
+                    g.update(repeating: 0, count: k)
+                    dd[o] += ln2 * s * direct
+                    continue
+                }
+                let aOverL = a / l1
+                let rs = r * s
+                let meanDu = plus ? rs * (sumGm - sumSign * aOverL) / Float(k) : 0
+                a2qk_a2q_backward_apply(row, g, Int64(k), mean, r, rs, maxLevel, clips,
+                                        rs * aOverL, meanDu)
+                // c = g/s while active: ∂c/∂t = c·ln2, ∂c/∂d = −c·ln2; ∂L/∂c = s·A/‖u‖₁.
+                let clampGradient = segmentActive[index] ? s * aOverL * segmentClamp[index] * ln2 : 0
+                dt[index] += clampGradient
+                dd[o] += ln2 * s * direct - clampGradient
             }
-            let aOverL = a / l1
-            let rs = r * s
-            let meanDu = plus ? rs * (sumGm - sumSign * aOverL) / Float(k) : 0
-            a2qk_a2q_backward_apply(row, g, Int64(k), mean, r, rs, maxLevel, clips,
-                                    rs * aOverL, meanDu)
-            // c = g/s while active: ∂c/∂t = c·ln2, ∂c/∂d = −c·ln2; ∂L/∂c = s·A/‖u‖₁.
-            let clampGradient = channelActive[o] ? s * aOverL * channelClamp[o] * ln2 : 0
-            dt[o] += clampGradient
-            dd[o] += ln2 * s * direct - clampGradient
         }
     }
 
@@ -454,7 +532,9 @@ public final class WeightQuantizer: @unchecked Sendable {
         guard let logScale, let logNorm else { return }
         let d = parameters.value(logScale), t = parameters.value(logNorm)
         let logBound = Float(log2(bound))
-        for o in 0..<outChannels { t[o] = min(t[o], d[o] + logBound) }
+        for o in 0..<outChannels {
+            for j in 0..<tileCount { let index = o * tileCount + j; t[index] = min(t[index], d[o] + logBound) }
+        }
     }
 
     /// Projects each channel's direction `v` onto the L1 ball of radius `min(g, T·s)` (the
@@ -469,14 +549,17 @@ public final class WeightQuantizer: @unchecked Sendable {
         let plus = spec.kind == .a2qPlus
         var changed = 0
         for o in 0..<outChannels {
-            let radius = min(Double(exp2f(t[o])), bound * Double(exp2f(d[o])))
-            let row = parameters.value(weight) + o * fanIn
-            let mean = plus ? a2qk_sum(row, Int64(fanIn)) / Float(fanIn) : 0
-            guard Double(a2qk_l1(row, Int64(fanIn), mean)) > radius else { continue }
-            for i in 0..<fanIn { row[i] -= mean }
-            EuclideanProjection.projectOntoL1Ball(row, count: fanIn, radius: radius, scratch: projectionScratch)
-            for i in 0..<fanIn { row[i] += mean }
-            changed += 1
+            for j in 0..<tileCount {
+                let (index, start, count) = segment(o, j)
+                let radius = min(Double(exp2f(t[index])), bound * Double(exp2f(d[o])))
+                let row = parameters.value(weight) + start
+                let mean = plus ? a2qk_sum(row, Int64(count)) / Float(count) : 0
+                guard Double(a2qk_l1(row, Int64(count), mean)) > radius else { continue }
+                for i in 0..<count { row[i] -= mean }
+                EuclideanProjection.projectOntoL1Ball(row, count: count, radius: radius, scratch: projectionScratch)
+                for i in 0..<count { row[i] += mean }
+                changed += 1
+            }
         }
         return changed
     }
@@ -491,11 +574,14 @@ public final class WeightQuantizer: @unchecked Sendable {
         let ln2 = Float(M_LN2), bound = Float(self.bound)
         var penalty: Float = 0
         for o in 0..<outChannels {
-            let g = exp2f(t[o]), limit = bound * exp2f(d[o])
-            guard g > limit else { continue }
-            penalty += g - limit
-            dt[o] += penaltyWeight * g * ln2
-            dd[o] -= penaltyWeight * limit * ln2
+            for j in 0..<tileCount {
+                let index = o * tileCount + j
+                let g = exp2f(t[index]), limit = bound * exp2f(d[o])
+                guard g > limit else { continue }
+                penalty += g - limit
+                dt[index] += penaltyWeight * g * ln2
+                dd[o] -= penaltyWeight * limit * ln2
+            }
         }
         return penalty
     }

@@ -235,8 +235,16 @@ struct EvalCommand: ParsableCommand {
         printLine(String(format: "%@: %@ accuracy %.2f%% on %d test images (%.0f images/s)", file, result.engine,
                          100 * result.accuracy, result.images, result.imagesPerSecond))
         for layer in result.layers ?? [] {
-            printLine("  \(layer.name): P=\(layer.accumulatorBits) \(layer.provenSafe ? "proven safe" : "not proven safe"), "
-                      + "of \(layer.dotProducts) dot products \(layer.finalOverflows) overflow at the end, \(layer.partialOverflows) have an out-of-range partial sum (\(overflow.rawValue))")
+            let safety = layer.provenSafe ? "proven safe" : "not proven safe"
+            if let tile = layer.accumulatorTile, let outer = layer.outerAccumulatorBits, let sums = layer.tileSums,
+               let outerFinals = layer.outerFinalOverflows, let outerPartials = layer.outerPartialOverflows {
+                printLine("  \(layer.name): tiles of \(tile) in P=\(layer.accumulatorBits), outer \(outer) bits, \(safety); "
+                          + "of \(sums) tile sums \(layer.finalOverflows) overflow at the end, \(layer.partialOverflows) have an out-of-range partial sum; "
+                          + "of \(layer.dotProducts) dot products \(outerFinals) overflow the outer register at the end, \(outerPartials) on the way (\(overflow.rawValue))")
+            } else {
+                printLine("  \(layer.name): P=\(layer.accumulatorBits) \(safety), "
+                          + "of \(layer.dotProducts) dot products \(layer.finalOverflows) overflow at the end, \(layer.partialOverflows) have an out-of-range partial sum (\(overflow.rawValue))")
+            }
         }
     }
 }

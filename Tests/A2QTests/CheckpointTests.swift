@@ -203,9 +203,9 @@ struct CheckpointTests {
             #expect(process.terminationStatus == 0, "h5py is needed for this test (Launch/setup-python.sh)")
         }
         let future = folder + "/v3.h5"
-        try patch(folder + "/final.h5", future, "    f.attrs['format_version'] = 3")
+        try patch(folder + "/final.h5", future, "    f.attrs['format_version'] = 4")
         do { _ = try CheckpointFile.header(future); Issue.record("version 3 accepted") } catch {
-            #expect("\(error)".contains("format_version 3"), "\(error)")
+            #expect("\(error)".contains("format_version 4"), "\(error)")
         }
         // A schema-1 file: the same tensors without the model tree and the input shape.
         let old = folder + "/v1.h5"

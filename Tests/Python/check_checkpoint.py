@@ -17,7 +17,7 @@ path = sys.argv[1]
 inspected = json.loads(open(sys.argv[2]).read()) if len(sys.argv) > 2 else None
 with h5py.File(path, "r") as f:
     assert f.attrs["format"] == "a2q-checkpoint" and isinstance(f.attrs["format"], str), f.attrs["format"]
-    assert int(f.attrs["format_version"]) == 2
+    assert int(f.attrs["format_version"]) == 3
     # Schema 2: the model's tree and the image shape it takes.
     description = json.loads(f.attrs["model_description"])
     assert description["format"] == "a2q-model" and isinstance(description["layers"], list), description

@@ -68,7 +68,7 @@ def flip(path, dataset):
 
 def v1_checkpoint(path):
     with h5py.File(path, "r+") as f:
-        assert f.attrs["format_version"] == 2, "expected a schema-2 checkpoint"
+        assert f.attrs["format_version"] == 3, "expected a schema-3 checkpoint"
         f.attrs["format_version"] = 1
         del f.attrs["model_description"]
         del f["input_shape"]
@@ -78,7 +78,7 @@ def v1_checkpoint(path):
 
 def v1_export(path):
     with h5py.File(path, "r+") as f:
-        assert f.attrs["format"] == "a2q-export" and f.attrs["format_version"] == 2
+        assert f.attrs["format"] == "a2q-export" and f.attrs["format_version"] == 3
         assert all(op["op"] not in ("residual", "globalavgpool") for op in json.loads(f.attrs["topology"])), "v1 exports are chains"
         f.attrs["format_version"] = 1
 

@@ -6,13 +6,14 @@ import A2QNN
 import A2QQuant
 import Foundation
 
-/// Schema v2 of a2q's HDF5 checkpoints (documented in docs/CHECKPOINT.md); v1 files (chains
-/// of the built-in mlp/cnn/cnn-bn on 1×28×28 images) still load.
+/// Schema v3 of a2q's HDF5 checkpoints (documented in docs/CHECKPOINT.md; v3 adds tiled
+/// layers, multi-stage accumulation); v2 and v1 files (chains of the built-in mlp/cnn/cnn-bn
+/// on 1×28×28 images) still load.
 public enum CheckpointFile {
     public static let format = "a2q-checkpoint"
-    public static let formatVersion = 2
+    public static let formatVersion = 3
     /// The versions this a2q reads.
-    public static let readableVersions = 1...2
+    public static let readableVersions = 1...3
 
     /// What a checkpoint holds besides the tensors.
     public struct Header: Sendable {

@@ -83,6 +83,11 @@ public struct TrainConfig: Sendable, Codable, Equatable {
     public var weightBits = 8
     public var actBits = 8
     public var accumulatorBits = 16
+    /// Multi-stage accumulation of the constrained layers: tiles of this many inputs, each in an
+    /// `accumulatorBits`-bit register (nil: the whole dot product in one register).
+    public var accumulatorTile: Int?
+    /// The outer register that adds the tile sums (nil: 32 bits).
+    public var outerAccumulatorBits: Int?
     public var firstLast: FirstLastPolicy = .unconstrained
     /// Per-layer accumulator widths overriding `accumulatorBits` (layer name → P).
     public var layerAccumulatorBits: [String: Int] = [:]
@@ -192,6 +197,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         compare("weight-bits", weightBits, saved.weightBits)
         compare("act-bits", actBits, saved.actBits)
         compare("accumulator-bits", accumulatorBits, saved.accumulatorBits)
+        compare("accumulator-tile", accumulatorTile.map(String.init) ?? "none", saved.accumulatorTile.map(String.init) ?? "none")
+        compare("outer-accumulator-bits", outerAccumulatorBits ?? 32, saved.outerAccumulatorBits ?? 32)
         compare("first-last", firstLast.rawValue, saved.firstLast.rawValue)
         compare("layer-accumulator-bits", layerAccumulatorBits, saved.layerAccumulatorBits)
         compare("batch-size", batchSize, saved.batchSize)
@@ -224,7 +231,8 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         switch quantizer {
         case .float: return "\(model.shortName)-float"
         case .qat: return "\(model.shortName)-qat-w\(weightBits)a\(actBits)"
-        case .a2q, .a2qPlus: return "\(model.shortName)-\(quantizer.rawValue)-w\(weightBits)a\(actBits)-p\(accumulatorBits)"
+        case .a2q, .a2qPlus:
+            return "\(model.shortName)-\(quantizer.rawValue)-w\(weightBits)a\(actBits)-p\(accumulatorBits)" + (accumulatorTile.map { "-t\($0)" } ?? "")
         }
     }
 
@@ -240,6 +248,16 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         try check((2...16).contains(weightBits), "--weight-bits \(weightBits) is out of the supported range 2...16")
         try check((2...16).contains(actBits), "--act-bits \(actBits) is out of the supported range 2...16")
         try check((2...32).contains(accumulatorBits), "--accumulator-bits \(accumulatorBits) is out of the supported range 2...32")
+        if let tile = accumulatorTile {
+            try check(tile >= 1, "--accumulator-tile \(tile) is not a positive number of inputs")
+            try check(quantizer.isAccumulatorAware, "--accumulator-tile applies to the accumulator-aware quantizers",
+                      "use --quantizer a2q or a2q+ (qat and float layers make no accumulator claim to cut into tiles)")
+        }
+        if let outer = outerAccumulatorBits {
+            try check((accumulatorBits...62).contains(outer),
+                      "--outer-accumulator-bits \(outer) is outside \(accumulatorBits)...62 (at least --accumulator-bits)")
+            try check(accumulatorTile != nil, "--outer-accumulator-bits needs --accumulator-tile", "the outer register adds tile sums")
+        }
         for (layer, bits) in layerAccumulatorBits {
             try check((2...32).contains(bits), "layer-accumulator-bits \(layer)=\(bits) is out of the supported range 2...32")
         }

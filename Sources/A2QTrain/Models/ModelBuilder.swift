@@ -129,8 +129,11 @@ public struct ModelBuildContext {
         let constrained = w.constrained ?? !(edge && config.firstLast == .unconstrained)
         let p = config.layerAccumulatorBits[name] ?? w.accumulatorBits ?? config.accumulatorBits
         guard constrained else { return WeightQuantizerSpec(kind: .qat, weightBits: w.weightBits ?? 8, accumulatorBits: 32) }
+        let aware = config.quantizer.isAccumulatorAware
         return WeightQuantizerSpec(kind: config.quantizer, weightBits: w.weightBits ?? config.weightBits,
-                                   accumulatorBits: config.quantizer == .qat ? 32 : p)
+                                   accumulatorBits: config.quantizer == .qat ? 32 : p,
+                                   accumulatorTile: aware ? config.accumulatorTile : nil,
+                                   outerAccumulatorBits: aware ? config.outerAccumulatorBits : nil)
     }
 
     /// Builds a list of nodes whose full names start with `prefix`.

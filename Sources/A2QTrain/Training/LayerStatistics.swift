@@ -40,8 +40,8 @@ public struct LayerStatistics: Sendable, Codable {
         }
         let report = try layer.integerView(in: model, input: input, inputScale: layer.inputScale(in: model) ?? 0).report
         sparsity = report.sparsity
-        maxL1Usage = quantizer.bound.isFinite ? Double(report.l1Norms.max() ?? 0) / quantizer.bound : nil
-        pMin = report.minimumBits.max()
+        maxL1Usage = quantizer.bound.isFinite ? Double(report.tileL1Norms.max() ?? 0) / quantizer.bound : nil
+        pMin = report.tileMinimumBits.max()
         overflowFree = report.overflowFree
     }
 
