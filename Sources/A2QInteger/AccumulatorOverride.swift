@@ -5,7 +5,8 @@ import A2QCore
 /// `--accumulator-bits P` sets the hidden weight layers: every weight layer but the first and
 /// the last, the layers A2Q and A2Q+ constrain by default (`--first-last unconstrained`), so a
 /// qat model and an A2Q+ model are compared like with like. `--layer-accumulator-bits NAME=P`
-/// sets any one layer and wins over the hidden-layer value.
+/// sets any one layer and wins over the hidden-layer value; for a tiled layer P is its tile
+/// register's width, and `NAME.outer=P` sets its outer register.
 public struct AccumulatorOverride: Sendable, Equatable {
     /// P for the hidden weight layers, if given.
     public var hidden: Int?
@@ -40,8 +41,9 @@ public struct AccumulatorOverride: Sendable, Equatable {
             try Self.check(hidden, "--accumulator-bits")
             for name in names.dropFirst().dropLast() { out[name] = hidden }
         }
+        let tiled = model.layers.filter { $0.accumulatorTile != nil }.map { $0.name + ".outer" }
         for (name, bits) in layers.sorted(by: { $0.key < $1.key }) {
-            guard names.contains(name) || pools.contains(name) else {
+            guard names.contains(name) || pools.contains(name) || tiled.contains(name) else {
                 throw A2QError("--layer-accumulator-bits names \(name), which is not a weight layer or pool of \(model.model)",
                                remedy: "its weight layers are \(names.joined(separator: ", "))" + (pools.isEmpty ? "" : "; its pools \(pools.joined(separator: ", "))"))
             }

@@ -114,12 +114,14 @@ public final class IntegerEngine: @unchecked Sendable {
             let p = bits[accumulator.name] ?? accumulator.accumulatorBits
             switch accumulator {
             case .layer(let layer):
+                // A tiled layer's outer register: `NAME.outer` in the overrides, else the model's.
+                let outer = overrides[layer.name + ".outer"] ?? layer.outerAccumulatorBits
                 let safe = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
                                                   accumulatorBits: p, tile: layer.accumulatorTile,
-                                                  outerAccumulatorBits: layer.outerAccumulatorBits).overflowFree
+                                                  outerAccumulatorBits: outer).overflowFree
                 return LayerOverflow(name: layer.name, accumulatorBits: p, dotProducts: 0, finalOverflows: 0, partialOverflows: 0,
                                      provenSafe: safe, accumulatorTile: layer.accumulatorTile,
-                                     outerAccumulatorBits: layer.accumulatorTile == nil ? nil : layer.outerAccumulatorBits)
+                                     outerAccumulatorBits: layer.accumulatorTile == nil ? nil : outer)
             case .pool(let pool):
                 return LayerOverflow(name: pool.name, accumulatorBits: p, dotProducts: 0, finalOverflows: 0, partialOverflows: 0,
                                      provenSafe: LayerVerdict(pool: pool, accumulatorBits: p).overflowFree)

@@ -61,10 +61,11 @@ public struct LayerVerdict: Sendable, Codable {
         case outerPMin = "outer_p_min"
     }
 
-    public init(_ layer: IntegerLayer, accumulatorBits override: Int? = nil) {
+    public init(_ layer: IntegerLayer, accumulatorBits override: Int? = nil, outerAccumulatorBits outerOverride: Int? = nil) {
         let p = override ?? layer.accumulatorBits
+        let outerBits = outerOverride ?? layer.outerAccumulatorBits
         let report = LayerAccumulatorReport(integers: layer.weights, outChannels: layer.outChannels, input: layer.input,
-                                            accumulatorBits: p, tile: layer.accumulatorTile, outerAccumulatorBits: layer.outerAccumulatorBits)
+                                            accumulatorBits: p, tile: layer.accumulatorTile, outerAccumulatorBits: outerBits)
         name = layer.name
         quantizer = layer.quantizer
         weightBits = layer.weightBits
@@ -83,7 +84,7 @@ public struct LayerVerdict: Sendable, Codable {
             let tilesFit = (o * tiles..<(o + 1) * tiles).allSatisfy {
                 AccumulatorBounds.fits(minimum: report.tileMinimums[$0], maximum: report.tileMaximums[$0], accumulatorBits: p)
             }
-            let outer = report.tile == nil ? p : layer.outerAccumulatorBits
+            let outer = report.tile == nil ? p : outerBits
             return tilesFit && AccumulatorBounds.fits(minimum: report.minimums[o], maximum: report.maximums[o], accumulatorBits: outer)
         }
         unsafeChannels = (0..<layer.outChannels).filter { !fits($0) }
@@ -100,7 +101,7 @@ public struct LayerVerdict: Sendable, Codable {
         }
         if let tile = report.tile {
             accumulatorTile = tile
-            outerAccumulatorBits = layer.outerAccumulatorBits
+            outerAccumulatorBits = outerBits
             tileAccMin = report.tileMinimums.min()
             tileAccMax = report.tileMaximums.max()
             outerPMin = report.minimumBits.max()
@@ -133,7 +134,8 @@ public struct LayerVerdict: Sendable, Codable {
     public static func verify(_ model: IntegerModel, accumulatorBits: [String: Int] = [:]) -> [LayerVerdict] {
         model.accumulators.map { accumulator in
             switch accumulator {
-            case .layer(let layer): return LayerVerdict(layer, accumulatorBits: accumulatorBits[layer.name])
+            case .layer(let layer):
+                return LayerVerdict(layer, accumulatorBits: accumulatorBits[layer.name], outerAccumulatorBits: accumulatorBits[layer.name + ".outer"])
             case .pool(let pool): return LayerVerdict(pool: pool, accumulatorBits: accumulatorBits[pool.name])
             }
         }

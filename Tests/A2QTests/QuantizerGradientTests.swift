@@ -6,10 +6,12 @@ import Testing
 /// The straight-through surrogate of a weight quantizer in Float64, linearised at θ₀:
 /// rounding is the identity for the derivative (q = q₀ + y − y₀ where not clipped, q₀ where
 /// clipped) and `min(g/s, T)` keeps the branch it takes at θ₀. Finite differences of this
-/// function are exactly the gradients the quantizer's convention defines.
+/// function are exactly the gradients the quantizer's convention defines. With tiles every
+/// tile of a channel has its own mean, norm and clamp (`WeightQuantizer`'s segments).
 struct SurrogateQuantizer {
     let kind: WeightQuantizerKind
     let out: Int, k: Int
+    let tileLength: Int, tileCount: Int
     let qmax: Double, bound: Double
     let weightOffset: Int, scaleOffset: Int, normOffset: Int
     var y0: [Double] = [], q0: [Double] = [], inside: [Bool] = [], active: [Bool] = []
@@ -18,6 +20,8 @@ struct SurrogateQuantizer {
         self.kind = kind
         out = quantizer.outChannels
         k = quantizer.fanIn
+        tileLength = quantizer.tileLength
+        tileCount = quantizer.tileCount
         qmax = Double(quantizer.maxLevel)
         bound = quantizer.bound
         weightOffset = quantizer.weight.offset
@@ -33,26 +37,29 @@ struct SurrogateQuantizer {
         }
     }
 
-    /// y = u·r (A2Q/A2Q+) or v/s (QAT), and whether each channel's clamp is active.
+    /// y = u·r (A2Q/A2Q+) or v/s (QAT), and whether each segment's clamp is active.
     func unrounded(_ p: [Double], fixedActive: [Bool]? = nil) -> ([Double], [Bool]) {
         var y = [Double](repeating: 0, count: out * k)
         var act: [Bool] = []
         for o in 0..<out {
             let s = exp2(p[scaleOffset + o])
-            let row = Array(p[(weightOffset + o * k)..<(weightOffset + (o + 1) * k)])
             if kind == .qat {
-                for i in 0..<k { y[o * k + i] = row[i] / s }
+                for i in 0..<k { y[o * k + i] = p[weightOffset + o * k + i] / s }
                 act.append(false)
                 continue
             }
-            let mean = kind == .a2qPlus ? row.reduce(0, +) / Double(k) : 0
-            let u = row.map { $0 - mean }
-            let l1 = u.map(abs).reduce(0, +)
-            let ratio = exp2(p[normOffset + o]) / s
-            let isActive = fixedActive?[o] ?? (ratio < bound)
-            act.append(isActive)
-            let r = (isActive ? ratio : bound) / l1
-            for i in 0..<k { y[o * k + i] = u[i] * r }
+            for j in 0..<tileCount {
+                let first = o * k + j * tileLength, count = min(tileLength, k - j * tileLength)
+                let row = Array(p[(weightOffset + first)..<(weightOffset + first + count)])
+                let mean = kind == .a2qPlus ? row.reduce(0, +) / Double(count) : 0
+                let u = row.map { $0 - mean }
+                let l1 = u.map(abs).reduce(0, +)
+                let ratio = exp2(p[normOffset + o * tileCount + j]) / s
+                let isActive = fixedActive?[o * tileCount + j] ?? (ratio < bound)
+                act.append(isActive)
+                let r = (isActive ? ratio : bound) / l1
+                for i in 0..<count { y[first + i] = u[i] * r }
+            }
         }
         return (y, act)
     }
@@ -91,7 +98,9 @@ struct QuantizerGradientTests {
             if let logNorm = quantizer.logNorm, let logScale = quantizer.logScale {
                 for o in 0..<quantizer.outChannels {
                     let ceiling = store.value(logScale)[o] + Float(log2(quantizer.bound))
-                    store.value(logNorm)[o] = activeClamp ? ceiling - g.uniform(0.3, 1.5) : ceiling + g.uniform(0.3, 1.5)
+                    for j in 0..<quantizer.tileCount {
+                        store.value(logNorm)[o * quantizer.tileCount + j] = activeClamp ? ceiling - g.uniform(0.3, 1.5) : ceiling + g.uniform(0.3, 1.5)
+                    }
                 }
             }
             let surrogate = SurrogateQuantizer(kind: quantizer.spec.kind, quantizer: quantizer,
@@ -160,6 +169,47 @@ struct QuantizerGradientTests {
         checkLayer(conv, store: store, input: x) { x, p in
             naiveConvolution(x, n: n, c: c, h: h, w: w, weight: surrogate.weights(p),
                              bias: Array(p[biasOffset..<(biasOffset + out)]), outChannels: out, kernel: k, stride: 1, padding: 1)
+        }
+    }
+
+    @Test("Tiled A2Q/A2Q+ (multi-stage accumulation): per-tile norms, means and clamps, Linear and Conv2d, clamp active and not",
+          arguments: [WeightQuantizerKind.a2q, .a2qPlus], [true, false])
+    func tiled(kind: WeightQuantizerKind, activeClamp: Bool) throws {
+        // Linear: K = 10 in tiles of 4 (4, 4, 2); Conv2d: K = 2·3·3 = 18 in tiles of 7 (7, 7, 4).
+        let (batch, inputs, outputs) = (3, 10, 3)
+        var layout = ParameterLayout()
+        let spec = WeightQuantizerSpec(kind: kind, weightBits: 4, accumulatorBits: 12, accumulatorTile: 4)
+        let fc = try Linear(name: "fc", inputs: inputs, outputs: outputs, quantizer: spec,
+                            input: InputFormat(bits: 4, signed: false), layout: &layout)
+        var convSpec = spec
+        convSpec.accumulatorTile = 7
+        let conv = try Conv2d(name: "conv", inChannels: 2, outChannels: 2, kernelSize: 3, stride: 1, padding: 1, quantizer: convSpec,
+                              input: InputFormat(bits: 4, signed: false), layout: &layout)
+        #expect(fc.quantizer.tileCount == 3 && conv.quantizer.tileCount == 3)
+        #expect(fc.quantizer.logNorm?.shape == [outputs, 3] && conv.quantizer.logNorm?.shape == [2, 3])
+        let store = ParameterStore(layout: layout)
+        let surrogate = prepare(fc.quantizer, store, activeClamp: activeClamp, seed: 31)
+        var g = Xoshiro256(seed: 5)
+        let x = randomTensor([batch, inputs], &g)
+        let biasOffset = fc.bias!.offset
+        checkLayer(fc, store: store, input: x) { x, p in
+            let w = surrogate.weights(p)
+            var y = [Double](repeating: 0, count: batch * outputs)
+            for n in 0..<batch {
+                for o in 0..<outputs {
+                    var s = p[biasOffset + o]
+                    for i in 0..<inputs { s += x[n * inputs + i] * w[o * inputs + i] }
+                    y[n * outputs + o] = s
+                }
+            }
+            return y
+        }
+        let convSurrogate = prepare(conv.quantizer, store, activeClamp: activeClamp, seed: 37)
+        let image = randomTensor([2, 2, 4, 5], &g)
+        let convBias = conv.bias!.offset
+        checkLayer(conv, store: store, input: image) { x, p in
+            naiveConvolution(x, n: 2, c: 2, h: 4, w: 5, weight: convSurrogate.weights(p),
+                             bias: Array(p[convBias..<(convBias + 2)]), outChannels: 2, kernel: 3, stride: 1, padding: 1)
         }
     }
 

@@ -17,6 +17,13 @@ too (the H·W integers added in row-major order), with the pool's own `accumulat
 is a window average pool's sum of each window (its kernel x kernel integers in row-major order,
 padding adding zeros).
 
+A tiled layer (attributes `accumulator_tile` T and `outer_accumulator_bits`, docs/CHECKPOINT.md
+"Tiles") cuts each dot product's products, in the same order, into tiles of T: each tile is
+such a register of `accumulator_bits` (P) bits starting at 0, and the tiles' register values
+(after the mode) are added one by one in an outer register of `outer_accumulator_bits`, in the
+same mode. Its counts: `tile_sums`, tile `final_overflows`/`partial_overflows`, and per dot
+product `outer_final_overflows`/`outer_partial_overflows`.
+
 With --outputs it reads the file `a2q eval --integer --outputs` wrote (docs/CHECKPOINT.md,
 "Evaluation outputs") for the same N images and exits 1 unless its predictions and labels are
 this reference's, its class scores equal bit for bit, and every accumulator it recorded equals
@@ -134,14 +141,29 @@ def run(f, ops, x, scale):
                 sums = np.concatenate([group_rows[gi] @ wflat[gi * per_group:(gi + 1) * per_group].T for gi in range(groups)], axis=1)
             else:
                 sums = np.zeros((group_rows[0].shape[0], o), np.int64)
-                final = partial = 0
+                final = partial = outer_final = outer_partial = 0
+                tile = int(g.attrs["accumulator_tile"]) if "accumulator_tile" in g.attrs else None
+                outer_bits = overrides.get(op["name"] + ".outer", int(g.attrs["outer_accumulator_bits"])) if tile else None
                 for ch in range(o):
-                    result, f_count, p_count = register(rows_of(ch) * wflat[ch][None, :], bits, args.overflow)
+                    products = rows_of(ch) * wflat[ch][None, :]
+                    if tile is None:
+                        result, f_count, p_count = register(products, bits, args.overflow)
+                    else:
+                        pieces = [register(products[:, t:t + tile], bits, args.overflow) for t in range(0, products.shape[1], tile)]
+                        f_count = sum(piece[1] for piece in pieces)
+                        p_count = sum(piece[2] for piece in pieces)
+                        result, of_count, op_count = register(np.stack([piece[0] for piece in pieces], axis=1), outer_bits, args.overflow)
+                        outer_final += of_count
+                        outer_partial += op_count
                     sums[:, ch] = result
                     final += f_count
                     partial += p_count
                 counts[op["name"]] = {"dot_products": int(sums.size), "final_overflows": final,
                                       "partial_overflows": partial, "accumulator_bits": bits}
+                if tile is not None:
+                    counts[op["name"]].update({"tile_sums": int(sums.size) * len(range(0, wflat.shape[1], tile)),
+                                               "outer_final_overflows": outer_final, "outer_partial_overflows": outer_partial,
+                                               "accumulator_tile": tile, "outer_accumulator_bits": outer_bits})
             if kind == "conv2d":
                 acc = sums.reshape(n, ho, wo, o).transpose(0, 3, 1, 2)
                 y = acc.astype(np.float32) * mult[None, :, None, None] + offset[None, :, None, None]
