@@ -261,7 +261,9 @@ public struct TrainConfig: Sendable, Codable, Equatable {
         for (layer, bits) in layerAccumulatorBits {
             try check((2...32).contains(bits), "layer-accumulator-bits \(layer)=\(bits) is out of the supported range 2...32")
         }
-        try check(epochs > 0, "--epochs must be positive (got \(epochs))")
+        try check(epochs > 0 || (epochs == 0 && initFrom != nil && isQuantized),
+                  "--epochs must be positive (got \(epochs)); 0 only quantizes a float model",
+                  "--epochs 0 needs --init-from FLOAT.h5 and a quantizer (post-training quantization, e.g. --init axe)")
         try check(floatEpochs >= 0, "--float-epochs must be zero or positive (got \(floatEpochs))")
         try check(maxSteps.map { $0 > 0 } ?? true, "--max-steps must be positive")
         try check(batchSize > 0, "--batch-size must be positive (got \(batchSize))")

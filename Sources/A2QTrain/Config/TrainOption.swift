@@ -145,7 +145,7 @@ extension TrainConfig {
         .value("outer-accumulator-bits", \.outerAccumulatorBits, "Width of the outer register that adds the tile sums (default 32; needs --accumulator-tile)."),
         .value("first-last", \.firstLast, "First and last weight layers: unconstrained (8-bit qat) or constrained."),
         .layerMap("layer-accumulator-bits", \.layerAccumulatorBits, "Accumulator bits of one layer, NAME=P."),
-        .value("epochs", \.epochs, "Quantized (or float-only) training epochs (default 3)."),
+        .value("epochs", \.epochs, "Quantized (or float-only) training epochs (default 3); 0 with --init-from only converts (post-training quantization, e.g. --init axe)."),
         .value("max-steps", \.maxSteps, "Stop the quantized phase after this many steps."),
         .value("float-epochs", \.floatEpochs, "Float pre-training epochs before conversion (a2q/a2q+; default 3, 0 skips)."),
         .value("batch-size", \.batchSize, "Global batch size, split evenly over the ranks (default 64)."),

@@ -6,7 +6,8 @@ public struct TrainSummary: Sendable, Codable {
     public var output: String
     public var worldSize: Int
     public var steps: Int
-    public var finalTrainLoss: Double
+    /// The last epoch's training loss (nil when the run only quantized, `--epochs 0`).
+    public var finalTrainLoss: Double?
     public var task: TaskKind
     /// The task's test metric (accuracy, or PSNR in dB).
     public var testMetric: Double
@@ -27,7 +28,7 @@ public struct TrainSummary: Sendable, Codable {
     /// Seconds per step phase (forward, backward, allreduce, optimizer, data), quantized phase.
     public var phaseSeconds: [String: Double]
 
-    public init(runName: String, output: String, worldSize: Int, steps: Int, finalTrainLoss: Double, task: TaskKind,
+    public init(runName: String, output: String, worldSize: Int, steps: Int, finalTrainLoss: Double?, task: TaskKind,
                 testMetric: Double, testLoss: Double, floatTestMetric: Double?, conversionTestMetric: Double?,
                 imagesPerSecond: Double, sparsity: Double, worstL1Usage: Double?, overflowFree: Bool,
                 layers: [LayerStatistics], phaseSeconds: [String: Double]) {
@@ -65,7 +66,7 @@ public struct TrainSummary: Sendable, Codable {
         output = try c.decode(String.self, forKey: Key("output"))
         worldSize = try c.decode(Int.self, forKey: Key("world_size"))
         steps = try c.decode(Int.self, forKey: Key("steps"))
-        finalTrainLoss = try c.decode(Double.self, forKey: Key("final_train_loss"))
+        finalTrainLoss = try c.decodeIfPresent(Double.self, forKey: Key("final_train_loss"))
         testMetric = try c.decode(Double.self, forKey: Key("test_\(metric)"))
         testLoss = try c.decode(Double.self, forKey: Key("test_loss"))
         floatTestMetric = try c.decodeIfPresent(Double.self, forKey: Key("float_test_\(metric)"))
@@ -84,7 +85,7 @@ public struct TrainSummary: Sendable, Codable {
         try c.encode(output, forKey: Key("output"))
         try c.encode(worldSize, forKey: Key("world_size"))
         try c.encode(steps, forKey: Key("steps"))
-        try c.encode(finalTrainLoss, forKey: Key("final_train_loss"))
+        try c.encode(finalTrainLoss, forKey: Key("final_train_loss"))  // null after --epochs 0
         try c.encode(task, forKey: Key("task"))
         try c.encode(metric, forKey: Key("metric"))
         try c.encode(testMetric, forKey: Key("test_\(metric)"))

@@ -151,9 +151,10 @@ public final class Trainer: @unchecked Sendable {
             if config.isQuantized { try calibrate(model) }
         }
         timings = [:]
-        let result = try trainPhase(model, optimizer: optimizer, state: &state,
-                                    phase: config.isQuantized ? .quantized : .float, epochs: config.epochs,
-                                    learningRate: config.learningRate, maxSteps: config.maxSteps)
+        // --epochs 0: the converted model as it is (post-training quantization, a baseline).
+        let result = config.epochs == 0 ? PhaseResult(steps: 0, trainLoss: .nan, imagesPerSecond: 0)
+            : try trainPhase(model, optimizer: optimizer, state: &state, phase: config.isQuantized ? .quantized : .float,
+                             epochs: config.epochs, learningRate: config.learningRate, maxSteps: config.maxSteps)
         try checkConsistency(model, step: state.step)
         let evaluation = try evaluate(model)
         if communicator.isRoot {
@@ -169,7 +170,7 @@ public final class Trainer: @unchecked Sendable {
         let sparsity = zip(counted, sizes).reduce(0.0) { $0 + $1.0.sparsity * Double($1.1) } / Double(totalSize)
         let summary = TrainSummary(
             runName: config.runName, output: output, worldSize: communicator.worldSize, steps: state.globalStep,
-            finalTrainLoss: result.trainLoss, task: task.kind, testMetric: evaluation.metric, testLoss: evaluation.loss,
+            finalTrainLoss: result.steps > 0 ? result.trainLoss : nil, task: task.kind, testMetric: evaluation.metric, testLoss: evaluation.loss,
             floatTestMetric: state.floatTestAccuracy, conversionTestMetric: state.conversionTestAccuracy,
             imagesPerSecond: result.imagesPerSecond, sparsity: sparsity,
             worstL1Usage: constrained.compactMap(\.maxL1Usage).max(),
