@@ -64,7 +64,7 @@ let package = Package(
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The trainer; its Import/ folder reads float ONNX models (PyTorch exports) through ONNXProto.
         .target(name: "A2QTrain", dependencies: ["A2QCore", "A2QQuant", "A2QNN", "A2QData", "A2QDistributed",
-                                                 "A2QCheckpoint", "A2QInteger", "QuantKernels", "IntegerKernels", "COpenBLAS",
+                                                 "A2QCheckpoint", "A2QInteger", "QuantKernels", "IntegerKernels", "NNKernels", "COpenBLAS",
                                                  "ONNXProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // QONNX and ONNX writers of the integer model.
         .target(name: "A2QExport", dependencies: ["A2QCore", "A2QQuant", "A2QInteger", "ONNXProto",

@@ -31,6 +31,9 @@ public enum WeightInitMethod: String, CaseIterable, Sendable, Codable {
     /// and keep the one with the smallest `||w − s·q||₂`. Under a tight budget this keeps the
     /// layer's output scale instead of shrinking it by about `||w||₁ / (s·T)`.
     case epScaled = "ep-scaled"
+    /// AXE, accumulator-aware GPTQ on calibration images (docs/AXE.md): a model-level step that
+    /// the trainer runs after the activation calibration. A quantizer on its own starts as `ep`.
+    case axe
 }
 
 /// A layer's weight quantizer settings.
@@ -249,6 +252,7 @@ public final class WeightQuantizer: @unchecked Sendable {
                 initializeScaleSearch(channel: o, parameters)
                 continue
             }
+            let method: WeightInitMethod = method == .axe ? .ep : method
             for j in 0..<tileCount {
                 let (index, start, count) = segment(o, j)
                 let part = v + start

@@ -161,7 +161,7 @@ extension TrainConfig {
         .value("crop-size", \.cropSize, "Restoration models: side of the high-resolution training crops, a multiple of the upscale factor (default 64)."),
         .value("crops-per-image", \.cropsPerImage, "Restoration models: random crops per training image and epoch (default 32)."),
         .value("out", \.out, "Output folder (default Checkpoints/<run-name>)."),
-        .value("init", \.init_, "Conversion init of constrained layers: naive, ep or ep-scaled."),
+        .value("init", \.init_, "Conversion init of constrained layers: naive, ep, ep-scaled, or axe (accumulator-aware GPTQ on the calibration images, docs/AXE.md; with --epochs 0 it is post-training quantization)."),
         .value("regularizer", \.regularizer, "Weight of the papers' regulariser Σ relu(g − T·s)."),
         .value("quantizer-lr-scale", \.quantizerLrScale, "Learning-rate multiplier for the quantizers' log2 scales and norms."),
         .value("project-directions", \.projectDirections, "Project constrained layers' directions onto their L1 budgets every N steps (0 = never)."),
