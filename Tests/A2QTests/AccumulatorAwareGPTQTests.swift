@@ -242,8 +242,22 @@ struct AccumulatorAwareGPTQTests {
             }
             let gptqError = layer.outputError(plain.integers, scales: plain.scales)
             let nearestError = layer.outputError(nearest, scales: plain.scales)
+            print("GPTQ M\(m): output error \(gptqError) vs round-to-nearest \(nearestError)")
             #expect(gptqError < 0.8 * nearestError, "M\(m): GPTQ \(gptqError) vs round-to-nearest \(nearestError)")
         }
+    }
+
+    @Test("the lazy block size changes nothing: blocks of 1, 37 and 128 columns give the same integers (A2Q+ binding, T 64)")
+    func blockSizes() throws {
+        let layer = AXELayer(outputs: 12, inputs: 300, samples: 600, seed: 5)
+        var results: [[Int32]] = []
+        for block in [128, 37, 1] {
+            let options = AccumulatorAwareGPTQOptions(weightBits: 8, budget: .a2qPlus(accumulatorBits: 17, input: Self.unsigned8),
+                                                      tileLength: 64, blockSize: block)
+            results.append(try AccumulatorAwareGPTQ.quantize(weights: layer.weights, outputs: 12, inputs: 300,
+                                                             hessian: layer.hessian, options: options).integers)
+        }
+        #expect(results[1] == results[0] && results[2] == results[0])
     }
 
     @Test("a Hessian that is not positive definite throws with a remedy; NaN weights throw")
