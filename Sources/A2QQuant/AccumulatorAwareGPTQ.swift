@@ -102,8 +102,16 @@ public enum AccumulatorAwareGPTQ {
                         for i in 0..<count { mean += w[r * k + start + i] / s[r] }
                         mean /= Double(count)
                     }
-                    for i in 0..<count { scratch[i] = abs(w[r * k + start + i] / s[r] - mean) }
-                    lambda[r * tiles + t] = l1BallThreshold(&scratch, count: count, radius: radius)
+                    var total = 0.0
+                    for i in 0..<count {
+                        scratch[i] = abs(w[r * k + start + i] / s[r] - mean)
+                        total += scratch[i]
+                    }
+                    if total > radius {
+                        lambda[r * tiles + t] = scratch.withUnsafeMutableBufferPointer { v in
+                            v.baseAddress.map { EuclideanProjection.threshold(magnitudes: $0, count: count, total: total, radius: radius) } ?? 0
+                        }
+                    }
                 }
             }
         }
@@ -202,25 +210,4 @@ public enum AccumulatorAwareGPTQ {
         }
     }
 
-    /// θ with `Σ max(v_i − θ, 0) = radius` over the non-negative `v[0..<count]` (Michelot's
-    /// algorithm: average the active magnitudes, drop those at or below θ, repeat), 0 when
-    /// `Σ v_i <= radius`. Overwrites `v`.
-    static func l1BallThreshold(_ v: inout [Double], count: Int, radius: Double) -> Double {
-        var total = 0.0
-        for i in 0..<count { total += v[i] }
-        guard total > radius else { return 0 }
-        var active = count, theta = (total - radius) / Double(count)
-        while true {
-            var kept = 0, sum = 0.0
-            for i in 0..<active where v[i] > theta {
-                v[kept] = v[i]
-                sum += v[i]
-                kept += 1
-            }
-            if kept == active || kept == 0 { break }
-            active = kept
-            theta = (sum - radius) / Double(kept)
-        }
-        return theta
-    }
 }

@@ -91,21 +91,8 @@ enum GPTQReference {
     static func run(_ folders: [String]) throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Python/gptq_reference.py").path
-        let log = temporaryFolder("gptq-reference-log") + "/output.txt"
-        guard FileManager.default.createFile(atPath: log, contents: nil), let handle = FileHandle(forWritingAtPath: log) else {
-            Issue.record("cannot create \(log)")
-            return
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script] + folders
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        process.waitUntilExit()
-        try handle.close()
-        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        #expect(process.terminationStatus == 0, "gptq_reference.py: \(output) (NumPy: Launch/setup-python.sh)")
+        let result = try MPIRun.runProcess("/usr/bin/env", ["python3", script] + folders, timeout: 600)
+        #expect(result.status == 0, "gptq_reference.py: \(result.output) (NumPy: Launch/setup-python.sh)")
     }
 
     static func read(_ folder: String, count: Int) throws -> [Int32] {
@@ -244,6 +231,40 @@ struct AccumulatorAwareGPTQTests {
             let nearestError = layer.outputError(nearest, scales: plain.scales)
             print("GPTQ M\(m): output error \(gptqError) vs round-to-nearest \(nearestError)")
             #expect(gptqError < 0.8 * nearestError, "M\(m): GPTQ \(gptqError) vs round-to-nearest \(nearestError)")
+        }
+    }
+
+    @Test("at binding limits AXE's output error is below round-to-nearest under the same running clamps (A2Q+, M 8, N 8)")
+    func beatsClampedRounding() throws {
+        let layer = AXELayer(outputs: 32, inputs: 288, samples: 800, seed: 17)
+        for (p, tile) in [(16, 64), (18, nil), (20, nil)] as [(Int, Int?)] {
+            let budget = TileBudget.a2qPlus(accumulatorBits: p, input: Self.unsigned8)
+            guard case let .a2qPlus(limit, _) = budget else { continue }
+            var errors: [String: Double] = [:]
+            var scales: [Double] = []
+            for (name, propagation) in [("full", GPTQErrorPropagation.fullDifference), ("rounding-only", .roundingOnly)] {
+                let result = try AccumulatorAwareGPTQ.quantize(
+                    weights: layer.weights, outputs: 32, inputs: 288, hessian: layer.hessian,
+                    options: AccumulatorAwareGPTQOptions(weightBits: 8, budget: budget, tileLength: tile, errorPropagation: propagation))
+                errors[name] = layer.outputError(result.integers, scales: result.scales)
+                scales = result.scales
+            }
+            // The baseline: round to nearest, then the same greedy running clamp, no threshold, no GPTQ.
+            let t = tile ?? 288
+            var naive = [Int32](repeating: 0, count: 32 * 288)
+            for c in 0..<32 {
+                var alpha: Int64 = 0, beta: Int64 = 0
+                for i in 0..<288 {
+                    if i % t == 0 { alpha = 0; beta = 0 }
+                    let r = Int64(min(max((layer.weights[c * 288 + i] / scales[c]).rounded(.toNearestOrAwayFromZero), -127), 127))
+                    let q = min(max(r, -(limit - beta)), limit - alpha)
+                    if q > 0 { alpha += q } else { beta -= q }
+                    naive[c * 288 + i] = Int32(q)
+                }
+            }
+            errors["clamped rounding"] = layer.outputError(naive, scales: scales)
+            print("AXE P\(p) T\(tile.map(String.init) ?? "K"): output error \(errors.sorted { $0.key < $1.key })")
+            #expect((errors["full"] ?? .infinity) < (errors["clamped rounding"] ?? 0), "P\(p): \(errors)")
         }
     }
 
