@@ -24,16 +24,19 @@ import COpenBLAS
 ///    A2Q:  `q ∈ [−r, r]`, `r = min(q_max, L − α_c − β_c)`;
 ///    `q = clamp(round(x̃))` (round half away from zero), then `α_c += max(q, 0)`,
 ///    `β_c += max(−q, 0)`; sums restart at every tile.
-///    Error `e_c = (w − s_c·q) / U_ii` (`.fullDifference`, default) or
-///    `(s_c·clamp(x̃) − s_c·q) / U_ii` (`.roundingOnly`: the shrinkage and clamp are not
-///    compensated, as the authors' library does), and GPTQ's update `W_:,j −= e·U_ij` for `j > i`:
+///    Error `e_c = (s_c·clamp_budget(x̃) − s_c·q) / U_ii` (`.roundingOnly`, default: the value
+///    after threshold and running clamp is what GPTQ compensates towards, so only its rounding
+///    and M-bit saturation are propagated, as the authors' A2GPTQ does) or
+///    `(w − s_c·q) / U_ii` (`.fullDifference`: shrinkage and clamp compensated too), and GPTQ's
+///    update `W_:,j −= e·U_ij` for `j > i`:
 ///    rank-1 (`dger`) inside blocks of `blockSize` columns, one `dgemm` on the rest per block.
 /// 5. A final integer check of every tile (a failure is a bug: `preconditionFailure`).
 ///
 /// Deviations from the paper: the clamp is applied to the rounded integer against integer limits
 /// (the paper clamps the float before rounding with a margin of ½ for round-to-nearest; both give
 /// integers within the budget, this one without floating-point reasoning). The threshold of the
-/// last, shorter tile uses its own length (the library pads with zeros). `.unconstrained` with
+/// last, shorter tile uses its own length (the library pads with zeros). The threshold's radius
+/// is `A + B` (or L), the floored limits, where the library uses `(2^P − 2)/(2^N − 1)` unfloored. `.unconstrained` with
 /// `λ = 0` is plain GPTQ without act-order.
 public enum AccumulatorAwareGPTQ {
     /// The default per-channel scales `s_c = max_i |W_c,i| / (2^(M-1) - 1)` (1 for an all-zero row).
@@ -141,20 +144,22 @@ public enum AccumulatorAwareGPTQ {
                                 let x = wv / sr
                                 let th = lambda[r * tiles + t]
                                 let shrunk = th > 0 ? (x < 0 ? -1.0 : 1.0) * max(abs(x) - th, 0) : x
-                                var lo = -qmax, hi = qmax
+                                // The running clamp [budgetLow, budgetHigh], then the M-bit range.
+                                var budgetLow = Int64.min, budgetHigh = Int64.max
                                 switch options.budget {
                                 case .unconstrained: break
                                 case let .a2qPlus(a, b):
-                                    hi = min(hi, a - alpha[r]); lo = max(lo, beta[r] - b)
+                                    budgetHigh = a - alpha[r]; budgetLow = beta[r] - b
                                 case let .a2q(l):
-                                    let rest = l - alpha[r] - beta[r]
-                                    hi = min(hi, rest); lo = max(lo, -rest)
+                                    budgetHigh = l - alpha[r] - beta[r]; budgetLow = -budgetHigh
                                 }
-                                let loD = Double(lo), hiD = Double(hi)
-                                let value = Int64(min(max(shrunk.rounded(.toNearestOrAwayFromZero), loD), hiD))
+                                let lo = Double(max(budgetLow, -qmax)), hi = Double(min(budgetHigh, qmax))
+                                let value = Int64(min(max(shrunk.rounded(.toNearestOrAwayFromZero), lo), hi))
                                 if value > 0 { alpha[r] += value } else { beta[r] -= value }
                                 q[r * k + i] = Int32(value)
-                                let base = fullDifference ? wv : sr * min(max(shrunk, loD), hiD)
+                                let base = fullDifference || options.budget == .unconstrained
+                                    ? (fullDifference ? wv : sr * shrunk)
+                                    : sr * min(max(shrunk, Double(budgetLow)), Double(budgetHigh))
                                 ep[r * block + j] = (base - sr * Double(value)) / d
                             }
                             let rest = i2 - i - 1

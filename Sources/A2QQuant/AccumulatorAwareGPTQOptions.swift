@@ -1,10 +1,12 @@
 /// How the quantization error of a column is propagated to the later columns.
 public enum GPTQErrorPropagation: Sendable, Hashable {
+    /// `s·clamp_budget(x̃) − s·q`: only the rounding (and M-bit saturation) of the value after
+    /// the soft threshold and the running clamp (the authors' A2GPTQ, the default). Without a
+    /// budget and threshold it is plain GPTQ's error, like `.fullDifference`.
+    case roundingOnly
     /// `w − s·q`: the whole change of the column, shrinkage and clamp included (GPTQ's update
     /// for whatever q was chosen).
     case fullDifference
-    /// `s·clamp(x̃) − s·q`: only the rounding of the thresholded, clamped value (the authors' library).
-    case roundingOnly
 }
 
 /// The settings of `AccumulatorAwareGPTQ.quantize`.
@@ -25,7 +27,7 @@ public struct AccumulatorAwareGPTQOptions: Sendable, Hashable {
     public var blockSize: Int
 
     public init(weightBits: Int, budget: TileBudget, tileLength: Int? = nil, dampingFraction: Double = 0.01,
-                softThreshold: Bool = true, errorPropagation: GPTQErrorPropagation = .fullDifference, blockSize: Int = 128) {
+                softThreshold: Bool = true, errorPropagation: GPTQErrorPropagation = .roundingOnly, blockSize: Int = 128) {
         self.weightBits = weightBits
         self.budget = budget
         self.tileLength = tileLength

@@ -12,13 +12,12 @@ public enum TileBudget: Sendable, Hashable {
     /// A2Q: `α + β = ||q||_1 <= l1` (L) on every tile.
     case a2q(l1: Int64)
 
-    /// A2Q+'s limits for unsigned N-bit inputs and a P-bit tile register:
-    /// `A = B = floor((2^P - 2) / (2^N - 1) / 2) = floor((2^(P-1) - 1) / (2^N - 1))`, so that
-    /// `(2^N - 1)·α <= 2^(P-1) - 1` and `(2^N - 1)·β <= 2^(P-1) - 1`.
-    /// Signed inputs are not covered by this bound (as in the authors' library).
+    /// A2Q+'s limits for N-bit inputs `[c, d]` and a P-bit tile register:
+    /// `A = B = floor((2^P - 2) / (2^N - 1) / 2) = floor((2^(P-1) - 1) / (2^N - 1))`. The tile's
+    /// range is `[c·α − d·β, d·α − c·β]` and `d − c = 2^N − 1` for unsigned and signed inputs
+    /// alike, so both ends stay within `±(2^(P-1) - 1)`.
     public static func a2qPlus(accumulatorBits p: Int, input: InputFormat) -> TileBudget {
         precondition((2...62).contains(p), "TileBudget.a2qPlus: accumulator bits \(p) out of 2...62")
-        precondition(!input.signed, "TileBudget.a2qPlus: the A2Q+ tile budget is defined for unsigned inputs, not \(input)")
         let limit = ((Int64(1) << (p - 1)) - 1) / ((Int64(1) << input.bits) - 1)
         return .a2qPlus(positive: limit, negative: limit)
     }

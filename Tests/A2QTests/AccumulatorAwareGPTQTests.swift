@@ -137,7 +137,7 @@ struct AccumulatorAwareGPTQTests {
                 }
             }
             cases.append((AccumulatorAwareGPTQOptions(weightBits: m, budget: .a2qPlus(accumulatorBits: ps[0], input: Self.unsigned8),
-                                                      tileLength: 64, errorPropagation: .roundingOnly), "M\(m) rounding-only"))
+                                                      tileLength: 64, errorPropagation: .fullDifference), "M\(m) full difference"))
             cases.append((AccumulatorAwareGPTQOptions(weightBits: m, budget: .a2q(accumulatorBits: ps[0], input: Self.unsigned8),
                                                       tileLength: 50, softThreshold: false), "M\(m) clamps only"))
         }
@@ -182,7 +182,7 @@ struct AccumulatorAwareGPTQTests {
             let outputs = 1 + Int(g.next() % 12), inputs = 1 + Int(g.next() % 300)
             let plus = trial % 2 == 0
             let n = 1 + Int(g.next() % 8), m = 2 + Int(g.next() % 7)
-            let input = InputFormat(bits: n, signed: plus ? false : g.next() % 2 == 0)
+            let input = InputFormat(bits: n, signed: g.next() % 2 == 0)
             let dataType = AccumulatorBounds.dataTypeBound(fanIn: inputs, weightBits: m, input: input)
             let p = max(2, n) + Int(g.next() % UInt64(max(1, dataType - max(2, n) + 1)))
             let tile: Int? = g.next() % 3 == 0 ? nil : 1 + Int(g.next() % UInt64(inputs))
@@ -218,6 +218,10 @@ struct AccumulatorAwareGPTQTests {
         for m in [8, 4] {
             let plain = try AccumulatorAwareGPTQ.quantize(weights: layer.weights, outputs: 24, inputs: 200, hessian: layer.hessian,
                                                           options: AccumulatorAwareGPTQOptions(weightBits: m, budget: .unconstrained))
+            let full = try AccumulatorAwareGPTQ.quantize(weights: layer.weights, outputs: 24, inputs: 200, hessian: layer.hessian,
+                                                         options: AccumulatorAwareGPTQOptions(weightBits: m, budget: .unconstrained,
+                                                                                              errorPropagation: .fullDifference))
+            #expect(full.integers == plain.integers, "M\(m): without a budget both error propagations are GPTQ's")
             for budget in [TileBudget.a2qPlus(positive: 1 << 40, negative: 1 << 40), .a2q(l1: 1 << 40)] {
                 let loose = try AccumulatorAwareGPTQ.quantize(weights: layer.weights, outputs: 24, inputs: 200, hessian: layer.hessian,
                                                               options: AccumulatorAwareGPTQOptions(weightBits: m, budget: budget, tileLength: 64))
@@ -265,6 +269,7 @@ struct AccumulatorAwareGPTQTests {
             errors["clamped rounding"] = layer.outputError(naive, scales: scales)
             print("AXE P\(p) T\(tile.map(String.init) ?? "K"): output error \(errors.sorted { $0.key < $1.key })")
             #expect((errors["full"] ?? .infinity) < (errors["clamped rounding"] ?? 0), "P\(p): \(errors)")
+            #expect((errors["rounding-only"] ?? .infinity) < (errors["clamped rounding"] ?? 0), "P\(p): \(errors)")
         }
     }
 

@@ -74,20 +74,22 @@ def quantize(W, H, s, p):
         x = w / s
         xs = np.sign(x) * np.maximum(np.abs(x) - lam[:, t], 0.0)
         xs = np.where(lam[:, t] > 0, xs, x)
-        hi = np.full(C, qmax, dtype=np.int64)
-        lo = np.full(C, -qmax, dtype=np.int64)
+        # the running clamp (budget only), then the M-bit range
+        b_hi = np.full(C, np.inf)
+        b_lo = np.full(C, -np.inf)
         if budget == "a2q+":
-            hi = np.minimum(hi, p["A"] - pos)
-            lo = np.maximum(lo, -(p["B"] - neg))
+            b_hi = (p["A"] - pos).astype(float)
+            b_lo = -(p["B"] - neg).astype(float)
         elif budget == "a2q":
-            rest = p["L"] - pos - neg
-            hi = np.minimum(hi, rest)
-            lo = np.maximum(lo, -rest)
+            b_hi = (p["L"] - pos - neg).astype(float)
+            b_lo = -b_hi
+        hi = np.minimum(b_hi, qmax)
+        lo = np.maximum(b_lo, -qmax)
         q = np.clip(round_half_away(xs), lo, hi).astype(np.int64)
         pos += np.maximum(q, 0)
         neg += np.maximum(-q, 0)
         Q[:, i] = q
-        base = w if p["propagation"] == "full" else s * np.clip(xs, lo, hi)
+        base = w if p["propagation"] == "full" else s * np.clip(xs, b_lo, b_hi)
         err = (base - s * q) / U[i, i]
         W[:, i:] -= np.outer(err, U[i, i:])
     return Q
