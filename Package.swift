@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "QuantKernels", path: "Sources/QuantKernels"),
         // Swift modules, bottom to top.
         .target(name: "A2QCore", dependencies: ["COpenBLAS", "CDNNL", "CPUSupport"]),
-        .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels"]),
+        .target(name: "A2QQuant", dependencies: ["A2QCore", "QuantKernels", "COpenBLAS"]),
         .target(name: "A2QNN", dependencies: ["A2QCore", "A2QQuant", "QuantKernels", "NNKernels", "ConvKernels", "COpenBLAS"]),
         .target(name: "A2QData", dependencies: ["A2QCore", "CZlib", "ImageCodecs"]),
         .target(name: "A2QDistributed", dependencies: ["A2QCore", "MPIShim"]),

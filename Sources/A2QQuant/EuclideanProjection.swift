@@ -16,22 +16,31 @@ public enum EuclideanProjection {
             total += a
         }
         guard total > radius else { return }
+        let theta = threshold(magnitudes: scratch, count: count, total: total, radius: radius)
+        for i in 0..<count {
+            let magnitude = max(Double(abs(x[i])) - theta, 0)
+            x[i] = x[i] < 0 ? -Float(magnitude) : Float(magnitude)
+        }
+    }
+
+    /// θ with `Σ max(v_i − θ, 0) = radius` for the magnitudes `v[0..<count]` (non-negative,
+    /// summing to `total > radius`), by Michelot's algorithm: average the active magnitudes,
+    /// drop those at or below θ, repeat. Overwrites `v` (the active ones move to the front).
+    public static func threshold(magnitudes v: UnsafeMutablePointer<Double>, count: Int, total: Double,
+                                 radius: Double) -> Double {
         var active = count, theta = (total - radius) / Double(count)
         while true {
             var kept = 0, sum: Double = 0
-            for i in 0..<active where scratch[i] > theta {
-                scratch[kept] = scratch[i]
-                sum += scratch[i]
+            for i in 0..<active where v[i] > theta {
+                v[kept] = v[i]
+                sum += v[i]
                 kept += 1
             }
             if kept == active || kept == 0 { break }
             active = kept
             theta = (sum - radius) / Double(kept)
         }
-        for i in 0..<count {
-            let magnitude = max(Double(abs(x[i])) - theta, 0)
-            x[i] = x[i] < 0 ? -Float(magnitude) : Float(magnitude)
-        }
+        return theta
     }
 
     /// Thresholds for many radii over the same vector: sorts `|x|` once (O(K log K)), then
