@@ -94,30 +94,9 @@ public enum AccumulatorAwareGPTQ {
 
         // 3. Soft thresholds λ[c][t] in integer units.
         let tiles = (k + tile - 1) / tile
-        var lambda = [Double](repeating: 0, count: c * tiles)
-        if options.softThreshold, let radius = options.budget.thresholdRadius {
-            var scratch = [Double](repeating: 0, count: tile)
-            for r in 0..<c {
-                for t in 0..<tiles {
-                    let start = t * tile, count = min(tile, k - start)
-                    var mean = 0.0
-                    if options.budget.centresTiles {
-                        for i in 0..<count { mean += w[r * k + start + i] / s[r] }
-                        mean /= Double(count)
-                    }
-                    var total = 0.0
-                    for i in 0..<count {
-                        scratch[i] = abs(w[r * k + start + i] / s[r] - mean)
-                        total += scratch[i]
-                    }
-                    if total > radius {
-                        lambda[r * tiles + t] = scratch.withUnsafeMutableBufferPointer { v in
-                            v.baseAddress.map { EuclideanProjection.threshold(magnitudes: $0, count: count, total: total, radius: radius) } ?? 0
-                        }
-                    }
-                }
-            }
-        }
+        let lambda = options.softThreshold
+            ? softThresholds(weights: w, outputs: c, inputs: k, scales: s, tileLength: tile, budget: options.budget)
+            : [Double](repeating: 0, count: c * tiles)
 
         // 4. The column loop.
         let qmax = Int64((1 << (m - 1)) - 1)
@@ -190,6 +169,38 @@ public enum AccumulatorAwareGPTQ {
             }
         }
         return result
+    }
+
+    /// AXE's λ per channel and tile (row-major `[outputs, tiles]`) in integer units: the
+    /// threshold of the L1-ball projection of `W_c,tile / s_c` (zero-centred for A2Q+) with the
+    /// budget's radius; 0 inside the ball or without a budget.
+    static func softThresholds(weights w: [Double], outputs c: Int, inputs k: Int, scales s: [Double],
+                               tileLength tile: Int, budget: TileBudget) -> [Double] {
+        let tiles = (k + tile - 1) / tile
+        var lambda = [Double](repeating: 0, count: c * tiles)
+        guard let radius = budget.thresholdRadius else { return lambda }
+        var scratch = [Double](repeating: 0, count: tile)
+        for r in 0..<c {
+            for t in 0..<tiles {
+                let start = t * tile, count = min(tile, k - start)
+                var mean = 0.0
+                if budget.centresTiles {
+                    for i in 0..<count { mean += w[r * k + start + i] / s[r] }
+                    mean /= Double(count)
+                }
+                var total = 0.0
+                for i in 0..<count {
+                    scratch[i] = abs(w[r * k + start + i] / s[r] - mean)
+                    total += scratch[i]
+                }
+                if total > radius {
+                    lambda[r * tiles + t] = scratch.withUnsafeMutableBufferPointer { v in
+                        v.baseAddress.map { EuclideanProjection.threshold(magnitudes: $0, count: count, total: total, radius: radius) } ?? 0
+                    }
+                }
+            }
+        }
+        return lambda
     }
 
     /// Replaces the damped `H` (row-major, symmetric, `order × order`) by the upper Cholesky
