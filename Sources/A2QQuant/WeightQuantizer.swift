@@ -32,7 +32,8 @@ public enum WeightInitMethod: String, CaseIterable, Sendable, Codable {
     /// layer's output scale instead of shrinking it by about `||w||₁ / (s·T)`.
     case epScaled = "ep-scaled"
     /// AXE, accumulator-aware GPTQ on calibration images (docs/AXE.md): a model-level step that
-    /// the trainer runs after the activation calibration. A quantizer on its own starts as `ep`.
+    /// the trainer runs after the activation calibration. A quantizer on its own starts as
+    /// `epScaled`, whose per-channel scales AXE keeps.
     case axe
 }
 
@@ -248,11 +249,10 @@ public final class WeightQuantizer: @unchecked Sendable {
             let s = maxAbs > 0 ? maxAbs / maxLevel : Float.leastNormalMagnitude.squareRoot()
             d[o] = log2f(s)
             guard let logNorm else { continue }
-            if method == .epScaled {
+            if method == .epScaled || method == .axe {
                 initializeScaleSearch(channel: o, parameters)
                 continue
             }
-            let method: WeightInitMethod = method == .axe ? .ep : method
             for j in 0..<tileCount {
                 let (index, start, count) = segment(o, j)
                 let part = v + start

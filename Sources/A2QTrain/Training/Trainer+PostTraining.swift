@@ -8,7 +8,10 @@ import NNKernels
 /// activation calibration, every constrained layer in execution order gets its integers from
 /// accumulator-aware GPTQ on the calibration images, given the layers before it already quantized.
 extension Trainer {
-    /// For each constrained layer: `H = 2·X·Xᵀ` of its quantized inputs over the calibration
+    /// For each constrained layer: the activation quantizers calibrated again on the model as it
+    /// now is (the layers before it already AXE's, so its inputs are what it will see; calibrated
+    /// on the conversion's placeholder weights instead, scales after a tight budget are far off),
+    /// then `H = 2·X·Xᵀ` of its quantized inputs over the calibration
     /// batches (each rank its shard of every global batch, then one all-reduce of H), AXE on the
     /// float model's weights with the layer's per-tile budget, A2Q+'s representability step, a
     /// least-squares refit of each channel's scale on H (`s = wᵀHq / qᵀHq`: the integers and the
@@ -28,6 +31,12 @@ extension Trainer {
                 progress.line("axe: \(layer.name) is a grouped convolution; it keeps the --init ep integers")
                 continue
             }
+            try calibrate(model)
+            // H is summed over the input *integers* (x / s_x, exact in Float64): every partial sum
+            // of the dsyrk is an integer below 2^53, so H is exact whatever the order — the same
+            // bits on any rank count, BLAS kernel or CPU — and scaled by s_x² once at the end.
+            guard let inputScale = layer.inputScale(in: model), inputScale > 0 else { continue }
+            let inverse = 1 / Double(inputScale)
             var hessian = HessianAccumulator(inputCount: k)
             for batch in 0..<batches {
                 task.fillTraining(sampler.slice(of: order, batch: batch, rank: communicator.rank, worldSize: communicator.worldSize),
@@ -45,16 +54,18 @@ extension Trainer {
                     a2qn_im2col(x.data, &columns, Int64(n), Int64(c), Int64(c), Int64(h), Int64(w), Int64(conv.kernelHeight),
                                 Int64(conv.stride), Int64(conv.padding), Int64(ho), Int64(wo))
                     if values.count != columns.count { values = [Double](repeating: 0, count: columns.count) }
-                    for i in 0..<columns.count { values[i] = Double(columns[i]) }
+                    for i in 0..<columns.count { values[i] = (Double(columns[i]) * inverse).rounded() }
                 } else {
                     count = x.shape[0]
                     if values.count != k * count { values = [Double](repeating: 0, count: k * count) }
-                    for n in 0..<count { for i in 0..<k { values[i * count + n] = Double(x.data[n * k + i]) } }
+                    for n in 0..<count { for i in 0..<k { values[i * count + n] = (Double(x.data[n * k + i]) * inverse).rounded() } }
                 }
                 hessian.add(inputs: values, columns: count)
             }
             var h = hessian.matrix
             try h.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0) }
+            let squared = Double(inputScale) * Double(inputScale)
+            for i in 0..<h.count { h[i] *= squared }
 
             guard let view = floatModel.parameters.view(named: "\(layer.name).weight"), view.count == out * k else {
                 throw A2QError("axe: the float model has no weight \(layer.name).weight of \(out)×\(k) values")
@@ -66,9 +77,17 @@ extension Trainer {
                 : .a2q(accumulatorBits: p, input: inputFormat)
             let options = AccumulatorAwareGPTQOptions(weightBits: quantizer.spec.weightBits, budget: budget,
                                                       tileLength: quantizer.tileCount > 1 ? quantizer.tileLength : nil)
+            // AXE's scales: the conversion's ep-scaled search (per channel, the scale whose
+            // projected, rounded weights fit the float ones best under this budget), refit by
+            // least squares on H with those integers (the output-scale matching of ep-scaled,
+            // done on the exact H so that it is the same on any rank count).
+            _ = quantizer.forward(model.parameters)
+            let searched = Self.refitScales(weights: weights, integers: try quantizer.integerWeights(), hessian: h,
+                                            scales: quantizer.scales.map(Double.init), outputs: out, inputs: k)
             let result: AccumulatorAwareGPTQResult
             do {
-                result = try AccumulatorAwareGPTQ.quantize(weights: weights, outputs: out, inputs: k, hessian: h, options: options)
+                result = try AccumulatorAwareGPTQ.quantize(weights: weights, outputs: out, inputs: k, hessian: h, scales: searched,
+                                                           options: options)
             } catch {
                 throw A2QError("axe: layer \(layer.name): \(error)", remedy: "use more calibration images (--calibration-batches) or --init ep-scaled")
             }
@@ -82,6 +101,7 @@ extension Trainer {
                                  100 * Double(zeros) / Double(max(q.count, 1)),
                                  adjusted > 0 ? ", \(adjusted) A2Q+ steps toward zero" : "", monotonicSeconds() - started))
         }
+        try calibrate(model)
     }
 
     /// Per channel, the scale that best fits the float layer's output on the calibration inputs

@@ -230,14 +230,14 @@ public final class Trainer: @unchecked Sendable {
     func convertAndReport(from floatModel: Model) throws -> Double {
         try convert(from: floatModel, to: model)
         try calibrate(model)
+        if config.init_ == .epScaled {
+            try matchOutputScales(of: model, to: floatModel)
+            try calibrate(model)
+        }
         if config.init_ == .axe {
             let started = monotonicSeconds()
             try quantizeWithAXE(model, floatModel: floatModel)
             progress.line(String(format: "axe: every constrained layer quantized in %.1f s", monotonicSeconds() - started))
-        }
-        if config.init_ == .epScaled {
-            try matchOutputScales(of: model, to: floatModel)
-            try calibrate(model)
         }
         let converted = try evaluate(model)
         try logConversion(model, metric: converted.metric, loss: converted.loss)
