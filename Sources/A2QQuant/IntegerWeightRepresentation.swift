@@ -22,8 +22,9 @@ extension WeightQuantizer {
     ///   `c = float32(T)` and `r = c / (L·2^e) = 2^-e·ρ` with `1 ≤ ρ ≤ 1 + 2^-7/L`: `u·r` never
     ///   falls below `|y|` (rounding is monotone) and stays below `|q| + 1`.
     /// - Budget far from used (too few inputs to reach `T`): `y_i = q_i ± 1/2` (A2Q+: balanced to
-    ///   sum zero with margins of at least 1/4, in multiples of 2^-8), `g/s = Σ|y|` below the
-    ///   budget; float rounding of `g/s` moves `y·r` by about 1e-6 relative, far inside the margins.
+    ///   sum zero with margins of at least 1/8, in multiples of 1/8), `g/s = Σ|y|` below the
+    ///   budget; float rounding of `g/s` moves `y·r` by about 1e-6 relative (under 0.07 for
+    ///   |q| < 2^15), inside the margins of 1/8.
     ///
     /// The forward pass is run and compared afterwards; a channel that does not reproduce its
     /// integers is an error naming it.
@@ -78,17 +79,59 @@ extension WeightQuantizer {
         for o in 0..<outChannels {
             for j in 0..<tileCount {
                 let (_, start, count) = segment(o, j)
+                var alpha: Int64 = 0, beta: Int64 = 0, positives = 0, negatives = 0
+                for i in start..<(start + count) {
+                    if q[i] > 0 { alpha += Int64(q[i]); positives += 1 } else if q[i] < 0 { beta -= Int64(q[i]); negatives += 1 }
+                }
+                // The heavier side's integers, smallest magnitude first: each step takes one unit off the first.
+                var heavy: [Int] = [], next = 0
+                while !Self.representable(alpha: alpha, beta: beta, positives: positives, negatives: negatives,
+                                          zeros: count - positives - negatives, budget: budget) {
+                    let sign: Int32 = Double(alpha) + 0.5 * Double(positives) >= Double(beta) + 0.5 * Double(negatives) ? 1 : -1
+                    if heavy.isEmpty || next >= heavy.count || q[heavy[next]].signum() != sign {
+                        heavy = (start..<(start + count)).filter { q[$0].signum() == sign }.sorted { abs(q[$0]) < abs(q[$1]) }
+                        next = 0
+                    }
+                    guard next < heavy.count else { break }
+                    let i = heavy[next]
+                    q[i] -= sign
+                    if sign > 0 { alpha -= 1 } else { beta -= 1 }
+                    if q[i] == 0 {
+                        if sign > 0 { positives -= 1 } else { negatives -= 1 }
+                        next += 1
+                    }
+                    steps += 1
+                }
+                // The construction decides (its float arithmetic may differ from the count above
+                // at an edge): one more step toward zero at a time until it succeeds.
                 while Self.representative(Array(q[start..<(start + count)]), budget: budget, plus: true) == nil {
                     let part = q[start..<(start + count)]
-                    let sum = part.reduce(Int64(0)) { $0 + Int64($1) }
-                    let heavier: Int32 = sum >= 0 ? 1 : -1
-                    guard let i = part.indices.filter({ q[$0].signum() == heavier }).min(by: { abs(q[$0]) < abs(q[$1]) }) else { break }
-                    q[i] -= heavier
+                    let sign: Int32 = part.reduce(Int64(0)) { $0 + Int64($1) } >= 0 ? 1 : -1
+                    guard let i = part.indices.filter({ q[$0].signum() == sign }).min(by: { abs(q[$0]) < abs(q[$1]) }) else { break }
+                    q[i] -= sign
                     steps += 1
                 }
             }
         }
         return steps
+    }
+
+    /// Whether a tile with these sums and counts has a representative (`fill` or `halfway`
+    /// succeeds on it): the same arithmetic as theirs, without building the values.
+    static func representable(alpha: Int64, beta: Int64, positives: Int, negatives: Int, zeros: Int, budget: Float) -> Bool {
+        let target = Double((budget * 128).rounded(.down) / 128), half = target / 2, room = 243.0 / 256
+        let (a, b) = (Double(alpha), Double(beta))
+        if a <= half && b <= half {
+            func zerosNeeded(_ deficit: Double, _ own: Int) -> Int {
+                let left = deficit - Double(own) * room
+                return left > 0 ? Int((left / room).rounded(.up)) : 0
+            }
+            if zerosNeeded(half - a, positives) + zerosNeeded(half - b, negatives) <= zeros { return true }
+        }
+        let imbalance = (a - b) + 0.5 * Double(positives - negatives)
+        let capacity = 0.375 * Double(imbalance > 0 ? negatives : positives) + 0.875 * Double(zeros)
+        let norm = a + b + 0.5 * Double(positives + negatives) + abs(imbalance)
+        return abs(imbalance) <= capacity && norm <= Double(budget * (1 - 1e-4))
     }
 
     /// Real values `y` whose round toward zero is `q` and, for A2Q+, sum to zero; with
@@ -145,8 +188,8 @@ extension WeightQuantizer {
         return y
     }
 
-    /// `y_i = q_i ± 1/2` (zeros 0); A2Q+ balanced to `Σy = 0` by moving entries within
-    /// `[1/4, 3/4]` of their interval (zeros within ±3/4) in steps of 2^-8. nil when that
+    /// `y_i = q_i ± 1/2` (zeros 0); A2Q+ balanced to `Σy = 0` by moving entries outward within
+    /// `[1/2, 7/8]` of their interval (zeros within ±7/8) in steps of 1/8. nil when that
     /// cannot balance, or when `Σ|y|` would not stay clearly inside the budget.
     private static func halfway(_ q: [Int32], budget: Float, plus: Bool) -> [Float]? {
         var y = q.map { $0 == 0 ? Float(0) : Float($0) + 0.5 * Float($0.signum()) }
@@ -157,7 +200,7 @@ extension WeightQuantizer {
             let direction: Float = excess > 0 ? -1 : 1
             excess = abs(excess)
             for i in order where excess > 0 {
-                let room: Float = 0.25 + (q[i] == 0 ? 0.5 : 0)
+                let room: Float = q[i] == 0 ? 0.875 : 0.375  // keeps y at least 1/8 inside its interval
                 let move = min(excess, room)
                 y[i] += direction * move
                 excess -= move

@@ -96,7 +96,14 @@ extension Trainer {
             let scales = Self.refitScales(weights: weights, integers: q, hessian: h, scales: result.scales, outputs: out, inputs: k)
             try quantizer.setIntegerWeights(q, scales: scales.map(Float.init), model.parameters)
             let zeros = q.filter { $0 == 0 }.count
-            progress.line(String(format: "axe: %@ (K=%d%@): %d calibration inputs, sparsity %.1f%%%@, %.2f s", layer.name, k,
+            // H's bits (FNV-1a): the same on every rank count, by construction (tested).
+            var fnv: UInt64 = 0xcbf2_9ce4_8422_2325
+            for value in h { fnv = (fnv ^ value.bitPattern) &* 0x100_0000_01b3 }
+            metrics.write(["type": "axe", "layer": layer.name, "inputs": k, "tile": quantizer.tileLength,
+                           "calibration_inputs_rank0": hessian.columnCount, "hessian_fnv1a": String(fnv, radix: 16),
+                           "sparsity": Double(zeros) / Double(max(q.count, 1)), "a2q_plus_steps": adjusted,
+                           "seconds": monotonicSeconds() - started])
+            progress.line(String(format: "axe: %@ (K=%d%@): %d calibration inputs on this rank, sparsity %.1f%%%@, %.2f s", layer.name, k,
                                  quantizer.tileCount > 1 ? ", tiles of \(quantizer.tileLength)" : "", hessian.columnCount,
                                  100 * Double(zeros) / Double(max(q.count, 1)),
                                  adjusted > 0 ? ", \(adjusted) A2Q+ steps toward zero" : "", monotonicSeconds() - started))
