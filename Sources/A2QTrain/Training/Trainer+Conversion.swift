@@ -100,8 +100,9 @@ extension Trainer {
     /// Sets activation-quantizer scales from the first training batches. Each batch's
     /// percentile is taken over the global batch: the maximum and a 4096-bin histogram of `|x|`
     /// are reduced over ranks (exact counts), so the result does not depend on the rank count.
-    func calibrate(_ model: Model) throws {
-        let quantizers = model.activationQuantizers.filter(\.hasParameters)
+    /// `only` limits it to those quantizers (in model order; the others keep their scales).
+    func calibrate(_ model: Model, only: [ActivationQuantizer]? = nil) throws {
+        let quantizers = (only ?? model.activationQuantizers).filter(\.hasParameters)
         guard !quantizers.isEmpty, config.calibrationBatches > 0 else { return }
         for q in quantizers { q.resetCalibration() }
         let order = sampler.order(epoch: 0)
