@@ -12,6 +12,8 @@
 # FOLDER/table.md.
 #
 #   Launch/ptq-table.sh [--out FOLDER] [--models "cnn-bn resnet20"] [--np 2] [--skip-qat]
+#                       [--engine-limit N]   (integer engine on the first N test images: residual
+#                                             networks run on its slow Float64 path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +21,14 @@ out=Checkpoints/ptq-table
 models="cnn-bn resnet20"
 ranks=2
 qat=1
+limit=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --models) models="$2"; shift 2 ;;
     --np) ranks="$2"; shift 2 ;;
     --skip-qat) qat=0; shift ;;
+    --engine-limit) limit="$2"; shift 2 ;;
     *) echo "ptq-table.sh: unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -49,7 +53,7 @@ measure() { # model, row, W/A, P, tile, dir: export, verify, integer engine, ins
   [ -f "$dir/row.json" ] && return 0
   "$a2q" export "$dir/final.h5" --out "$dir/model.h5" > /dev/null
   "$a2q" verify "$dir/model.h5" --json > "$dir/verify.tmp" || true   # exit 2 = can overflow: recorded
-  "$a2q" eval --integer "$dir/model.h5" --json > "$dir/eval.tmp"
+  "$a2q" eval --integer "$dir/model.h5" ${limit:+--limit "$limit"} --json > "$dir/eval.tmp"
   "$a2q" inspect "$dir/final.h5" --json > "$dir/inspect.tmp"
   python3 - "$model" "$row" "$wa" "$p" "$tile" "$dir" > "$dir/row.tmp" <<'PY'
 import json, sys
@@ -64,7 +68,7 @@ print(json.dumps({
     "model": model, "row": row, "wa": wa, "p": p, "tile": tile,
     "accuracy": summary["test_accuracy"], "float": summary.get("float_test_accuracy"),
     "sparsity": summary["sparsity"], "overflow_free": all(l["overflow_free"] for l in verify["layers"]),
-    "integer_accuracy": engine["accuracy"], "engine_images_per_second": engine["images_per_second"],
+    "integer_accuracy": engine["accuracy"], "engine_images": engine["images"], "engine_images_per_second": engine["images_per_second"],
     "kernels": engine.get("kernels"), "seconds": float(open(f"{d}/seconds").read()),
     "axe_seconds": float(axe[0].split(" in ")[1].split(" s")[0]) if axe else None,
     "zlib_percent": 100 * total["zlib_bytes"] / total["float32_bytes"], "entropy_bits": total["entropy_bits"]}))
@@ -135,7 +139,7 @@ for r in rows:
     share = f"{100 * r['accuracy'] / r['float']:.1f}%" if r.get("float") else "-"
     time = f"{r['axe_seconds']:.1f} s AXE, {r['seconds']:.0f} s run" if r.get("axe_seconds") is not None else f"{r['seconds']:.0f} s"
     print(f"| {r['model']} | {r['row']} | {r['wa']} | {r['p']} | {r['tile']} | {100 * r['accuracy']:.2f}% | {share} | "
-          f"{100 * r['integer_accuracy']:.2f}% | {100 * r['sparsity']:.1f}% | {r['zlib_percent']:.1f}% | {time} | "
+          f"{100 * r['integer_accuracy']:.2f}%{'' if r.get('engine_images', 10000) == 10000 else ' (first ' + str(r['engine_images']) + ')'} | {100 * r['sparsity']:.1f}% | {r['zlib_percent']:.1f}% | {time} | "
           f"{r['engine_images_per_second']:.0f} | {'overflow-free' if r['overflow_free'] else 'CAN OVERFLOW'} |")
 PY
 echo "ptq-table: $out/table.md"
