@@ -186,7 +186,7 @@ struct IntegerKernelTests {
                         packed.withUnsafeBytes { p in
                             fused.withUnsafeMutableBufferPointer {
                                 a2qi_gemm_requantize(IntegerKernel.vnni.rawValue, x.baseAddress!, Int64(c.paddedRows), Int64(c.rows), Int64(c.kp),
-                                                     p.baseAddress!, Int64(c.out), &e, $0.baseAddress!)
+                                                     p.baseAddress!, Int64(c.out), Int64(c.kp), 1, &e, $0.baseAddress!)
                             }
                         }
                     }
