@@ -174,6 +174,53 @@ struct IntegerTileKernelTests {
         try checkTileKernel(.int16AVX512)
     }
 
+    @Test("every fused kernel (avx2, vnni, 16-bit tiles) equals its GEMM then a2qi_requantize_u8, and with pool 2 the maximum of each group of four rows")
+    func fusedRequantizationAndPooling() throws {
+        var generator = Xoshiro256(seed: 28)
+        let kernels = IntegerKernel.allCases.filter { $0.isSupported && $0 != .scalar }
+        if CPU.tier >= .avx2 { #expect(kernels.contains(.avx2) && kernels.contains(.int16AVX2)) }
+        for index in 0..<40 {
+            let c = makeTileCase(&generator, index: index)
+            let layout = c.layout, outp = Int(a2qi_padded_out(Int64(c.out)))
+            let multiplier = (0..<c.out).map { _ in generator.uniform(-2e-4, 3e-4) }
+            let offset = (0..<c.out).map { _ in generator.uniform(-5, 5) }
+            let inverse = generator.uniform(0.05, 0.5), relu = index % 2 == 0
+            let (lo, hi): (Float, Float) = index % 3 == 0 ? (0, 15) : (0, 255)
+            let rows = c.laidRows
+            for kernel in kernels {
+                let accumulators = runTiled(kernel, c, widening: layout.stride)
+                var expected = [UInt8](repeating: 0, count: c.paddedRows * c.out)
+                multiplier.withUnsafeBufferPointer { m in
+                    offset.withUnsafeBufferPointer { b in
+                        a2qi_requantize_u8(accumulators, Int64(outp), Int64(c.paddedRows), Int64(c.out), m.baseAddress!, b.baseAddress!,
+                                           relu ? 1 : 0, inverse, lo, hi, &expected)
+                    }
+                }
+                let packed = kernel.pack(layout.rows(c.w, out: c.out), out: c.out, k: layout.rowLength)
+                for pool in [1, 2] as [Int32] {
+                    let count = pool == 2 ? c.paddedRows : c.rows
+                    var fused = [UInt8](repeating: 0, count: (pool == 2 ? count / 4 : count) * c.out)
+                    let done = multiplier.withUnsafeBufferPointer { m in
+                        offset.withUnsafeBufferPointer { b in
+                            var e = a2qi_requantization(multiplier: m.baseAddress!, offset: b.baseAddress!, inverse: inverse, lo: lo, hi: hi,
+                                                        relu: relu ? 1 : 0)
+                            return rows.withUnsafeBufferPointer { x in
+                                packed.withUnsafeBytes { p in
+                                    a2qi_gemm_requantize(kernel.rawValue, x.baseAddress!, Int64(c.paddedRows), Int64(count), Int64(layout.rowLength),
+                                                         p.baseAddress!, Int64(c.out), Int64(layout.stride), pool, &e, &fused)
+                                }
+                            }
+                        }
+                    }
+                    #expect(done == 1, "\(kernel) has no fused form")
+                    let want: [UInt8] = pool == 1 ? Array(expected[0..<(count * c.out)])
+                        : (0..<(count / 4 * c.out)).map { i in (0..<4).map { expected[((i / c.out) * 4 + $0) * c.out + i % c.out] }.max() ?? 0 }
+                    #expect(fused == want, "\(kernel) pool \(pool) case \(index): first difference at \(zip(fused, want).enumerated().first { $0.element.0 != $0.element.1 }.map { "\($0.offset): \($0.element)" } ?? "count")")
+                }
+            }
+        }
+    }
+
     @Test("the 32-bit kernels ignore the tile argument: exact on the tile layout too")
     func int32KernelsOnTileLayout() throws {
         var generator = Xoshiro256(seed: 27)
