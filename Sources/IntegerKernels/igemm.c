@@ -112,75 +112,128 @@ static void gemm_vnni(const uint8_t *x, int64_t rows, int64_t kp, const int8_t *
     }
 }
 
-// The fused requantisation (a2qi_requantize_u8's formula, in registers): `s` holds a block of
-// 4 rows x `lds` int32 sums; columns [0, width) are channels o0 ... o0 + width - 1. Without
-// `pool` the first `valid` rows go to q + r·out; with `pool` the four rows are one 2 x 2
-// window and their maximum goes to q. Quantisation is monotone, so the maximum of the
-// quantized values is the quantized maximum, as max pooling after the quantizer gives.
-__attribute__((target("avx2,fma")))
-static void requantize_block(const int32_t *s, int64_t lds, int64_t width, int valid, int pool, const a2qi_requantization *e,
-                             int64_t o0, int64_t out, uint8_t *q) {
-    const __m256 inverse = _mm256_set1_ps(e->inverse), lo = _mm256_set1_ps(e->lo), hi = _mm256_set1_ps(e->hi);
-    const __m256 zero = _mm256_setzero_ps();
-    for (int64_t j = 0; j < width; j += 8) {
-        int64_t n = width - j < 8 ? width - j : 8;
-        __m256 m, b;
-        if (n == 8) {
-            m = _mm256_loadu_ps(e->multiplier + o0 + j);
-            b = _mm256_loadu_ps(e->offset + o0 + j);
-        } else {
-            float mt[8] = {0}, bt[8] = {0};
-            memcpy(mt, e->multiplier + o0 + j, (size_t)n * 4);
-            memcpy(bt, e->offset + o0 + j, (size_t)n * 4);
-            m = _mm256_loadu_ps(mt);
-            b = _mm256_loadu_ps(bt);
-        }
-        __m256 t[4];
-        for (int r = 0; r < valid; r++) {
-            __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(s + r * lds + j))), m), b);
-            if (e->relu) y = _mm256_max_ps(y, zero);  // NaN → 0, like y > 0 ? y : 0
-            __m256 v = _mm256_round_ps(_mm256_mul_ps(y, inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            t[r] = _mm256_min_ps(_mm256_max_ps(v, lo), hi);  // NaN → lo
-        }
-        int stores = pool ? 1 : valid;
-        if (pool) t[0] = _mm256_max_ps(_mm256_max_ps(t[0], t[1]), _mm256_max_ps(t[2], t[3]));
-        for (int r = 0; r < stores; r++) {
-            __m256i v = _mm256_cvtps_epi32(t[r]);
-            __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-            __m128i p8 = _mm_packus_epi16(p16, p16);
-            uint8_t *qr = q + r * out + o0 + j;
-            if (n == 8) {
-                _mm_storel_epi64((__m128i *)qr, p8);
-            } else {
-                uint8_t bytes[16];
-                _mm_storeu_si128((__m128i *)bytes, p8);
-                memcpy(qr, bytes, (size_t)n);
-            }
-        }
+// The fused requantisation (a2qi_requantize_u8's formula, in registers). An epilogue takes
+// one block's sums of 8 (AVX2) or 16 (AVX-512) channels for its 4 rows. Without `pool` each
+// of the first `valid` rows goes to q + r·out. With `pool` the four rows are one 2 x 2 window
+// and one row goes to q: the maximum of the four quantized values. Every step of the
+// requantisation (int → float, · m, + b, ReLU, · 1/scale with 1/scale > 0, rint, clamp) is a
+// monotone function of the sum, non-decreasing when m ≥ 0 and non-increasing when m < 0 (by
+// its sign bit), so that maximum is the requantisation of the sums' maximum, or of their
+// minimum where m < 0: one requantisation per window instead of four, exactly.
+typedef struct { __m256 m, b, inverse, lo, hi; int relu; } requant8;
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline requant8 requant8_make(const a2qi_requantization *e, int64_t o, int64_t n) {
+    requant8 r;
+    if (n >= 8) {
+        r.m = _mm256_loadu_ps(e->multiplier + o);
+        r.b = _mm256_loadu_ps(e->offset + o);
+    } else {
+        float mt[8] = {0}, bt[8] = {0};
+        memcpy(mt, e->multiplier + o, (size_t)n * 4);
+        memcpy(bt, e->offset + o, (size_t)n * 4);
+        r.m = _mm256_loadu_ps(mt);
+        r.b = _mm256_loadu_ps(bt);
     }
+    r.inverse = _mm256_set1_ps(e->inverse);
+    r.lo = _mm256_set1_ps(e->lo);
+    r.hi = _mm256_set1_ps(e->hi);
+    r.relu = e->relu;
+    return r;
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline void quantize8(__m256i acc, const requant8 *r, uint8_t *q, int64_t n) {
+    __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), r->m), r->b);
+    if (r->relu) y = _mm256_max_ps(y, _mm256_setzero_ps());  // NaN → 0, like y > 0 ? y : 0
+    __m256 t = _mm256_round_ps(_mm256_mul_ps(y, r->inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    t = _mm256_min_ps(_mm256_max_ps(t, r->lo), r->hi);  // NaN → lo
+    __m256i v = _mm256_cvtps_epi32(t);
+    __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    __m128i p8 = _mm_packus_epi16(p16, p16);
+    if (n >= 8) {
+        _mm_storel_epi64((__m128i *)q, p8);
+    } else {
+        uint8_t bytes[16];
+        _mm_storeu_si128((__m128i *)bytes, p8);
+        memcpy(q, bytes, (size_t)n);
+    }
+}
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline void epilogue8(__m256i s0, __m256i s1, __m256i s2, __m256i s3, int valid, int pool, const requant8 *r,
+                             uint8_t *q, int64_t out, int64_t n) {
+    if (pool) {
+        __m256i hi = _mm256_max_epi32(_mm256_max_epi32(s0, s1), _mm256_max_epi32(s2, s3));
+        __m256i lo = _mm256_min_epi32(_mm256_min_epi32(s0, s1), _mm256_min_epi32(s2, s3));
+        __m256i pick = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(hi), _mm256_castsi256_ps(lo), r->m));
+        quantize8(pick, r, q, n);
+        return;
+    }
+    quantize8(s0, r, q, n);
+    if (valid > 1) quantize8(s1, r, q + out, n);
+    if (valid > 2) quantize8(s2, r, q + 2 * out, n);
+    if (valid > 3) quantize8(s3, r, q + 3 * out, n);
+}
+
+typedef struct { __m512 m, b, inverse, lo, hi; __mmask16 mask, negative; int relu; } requant16;
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline requant16 requant16_make(const a2qi_requantization *e, int64_t o, int64_t n) {
+    requant16 r;
+    r.mask = n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+    r.m = _mm512_maskz_loadu_ps(r.mask, e->multiplier + o);
+    r.b = _mm512_maskz_loadu_ps(r.mask, e->offset + o);
+    r.negative = _mm512_cmplt_epi32_mask(_mm512_castps_si512(r.m), _mm512_setzero_si512());  // sign bit
+    r.inverse = _mm512_set1_ps(e->inverse);
+    r.lo = _mm512_set1_ps(e->lo);
+    r.hi = _mm512_set1_ps(e->hi);
+    r.relu = e->relu;
+    return r;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline void quantize16(__m512i acc, const requant16 *r, uint8_t *q) {
+    __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), r->m), r->b);
+    if (r->relu) y = _mm512_max_ps(y, _mm512_setzero_ps());  // NaN → 0, like y > 0 ? y : 0
+    __m512 t = _mm512_roundscale_ps(_mm512_mul_ps(y, r->inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    t = _mm512_min_ps(_mm512_max_ps(t, r->lo), r->hi);  // NaN → lo
+    _mm_mask_storeu_epi8(q, r->mask, _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(t)));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+static inline void epilogue16(__m512i s0, __m512i s1, __m512i s2, __m512i s3, int valid, int pool, const requant16 *r,
+                              uint8_t *q, int64_t out) {
+    if (!r->mask) return;
+    if (pool) {
+        __m512i hi = _mm512_max_epi32(_mm512_max_epi32(s0, s1), _mm512_max_epi32(s2, s3));
+        __m512i lo = _mm512_min_epi32(_mm512_min_epi32(s0, s1), _mm512_min_epi32(s2, s3));
+        quantize16(_mm512_mask_blend_epi32(r->negative, hi, lo), r, q);
+        return;
+    }
+    quantize16(s0, r, q);
+    if (valid > 1) quantize16(s1, r, q + out);
+    if (valid > 2) quantize16(s2, r, q + 2 * out);
+    if (valid > 3) quantize16(s3, r, q + 3 * out);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 static void gemm_vnni_requantize(const uint8_t *x, int64_t rows, int64_t count, int64_t kp, const int8_t *w, int64_t out,
                                  int64_t outp, int pool, const a2qi_requantization *e, uint8_t *q) {
-    _Alignas(64) int32_t s[4 * 32];
-    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-        const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
-        int valid = count - r0 < 4 ? (int)(count - r0) : 4;
-        if (valid <= 0) break;
-        uint8_t *qr = q + (pool ? r0 / 4 : r0) * out;
-        for (int64_t o0 = 0; o0 < outp; o0 += 32) {
+    for (int64_t o0 = 0; o0 < out; o0 += 32) {
+        requant16 ra = requant16_make(e, o0, out - o0), rb = requant16_make(e, o0 + 16, out - o0 - 16);
+        for (int64_t r0 = 0; r0 < count; r0 += 4) {
+            const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
+            int valid = count - r0 < 4 ? (int)(count - r0) : 4;
+            uint8_t *qr = q + (pool ? r0 / 4 : r0) * out + o0;
             __m512i a0 = _mm512_setzero_si512(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
             const int8_t *wp = w + o0 * 4;
             VNNI_TILE();
-            _mm512_store_si512(s, a0); _mm512_store_si512(s + 16, b0);
-            _mm512_store_si512(s + 32, a1); _mm512_store_si512(s + 48, b1);
-            _mm512_store_si512(s + 64, a2); _mm512_store_si512(s + 80, b2);
-            _mm512_store_si512(s + 96, a3); _mm512_store_si512(s + 112, b3);
-            int64_t width = out - o0 < 32 ? out - o0 : 32;
-            if (width > 0) requantize_block(s, 32, width, valid, pool, e, o0, out, qr);
+            epilogue16(a0, a1, a2, a3, valid, pool, &ra, qr, out);
+            epilogue16(b0, b1, b2, b3, valid, pool, &rb, qr + 16, out);
         }
     }
+    (void)rows; (void)outp;
 }
 
 // vpmaddubsw would saturate its pairwise 16-bit sums (255*127*2 > 32767), so the exact AVX2
@@ -226,13 +279,13 @@ __attribute__((target("avx2,fma")))
 static void gemm_avx2_requantize(const uint8_t *x, int64_t rows, int64_t count, int64_t kp, const int16_t *w, int64_t out,
                                  int64_t outp, int pool, const a2qi_requantization *e, uint8_t *q) {
     const __m256i lo_pair = _mm256_set1_epi32((int32_t)0x80018000u), hi_pair = _mm256_set1_epi32((int32_t)0x80038002u);
-    _Alignas(64) int32_t s[4 * 16];
-    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-        const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
-        int valid = count - r0 < 4 ? (int)(count - r0) : 4;
-        if (valid <= 0) break;
-        uint8_t *qr = q + (pool ? r0 / 4 : r0) * out;
-        for (int64_t o0 = 0; o0 < out; o0 += 16) {
+    for (int64_t o0 = 0; o0 < out; o0 += 16) {
+        int64_t n0 = out - o0 < 8 ? out - o0 : 8, n1 = out - o0 - 8 < 8 ? out - o0 - 8 : 8;
+        requant8 ra = requant8_make(e, o0, n0), rb = requant8_make(e, o0 + 8, n1 > 0 ? n1 : 0);
+        for (int64_t r0 = 0; r0 < count; r0 += 4) {
+            const uint8_t *x0 = x + r0 * kp, *x1 = x0 + kp, *x2 = x1 + kp, *x3 = x2 + kp;
+            int valid = count - r0 < 4 ? (int)(count - r0) : 4;
+            uint8_t *qr = q + (pool ? r0 / 4 : r0) * out + o0;
             __m256i a0 = _mm256_setzero_si256(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
             const int16_t *wp = w + o0 * 2;
             for (int64_t i = 0; i < kp; i += 4, wp += outp * 4) {
@@ -244,13 +297,11 @@ static void gemm_avx2_requantize(const uint8_t *x, int64_t rows, int64_t count, 
                 AVX2_ROW(a2, b2, x2);
                 AVX2_ROW(a3, b3, x3);
             }
-            _mm256_store_si256((__m256i *)s, a0); _mm256_store_si256((__m256i *)(s + 8), b0);
-            _mm256_store_si256((__m256i *)(s + 16), a1); _mm256_store_si256((__m256i *)(s + 24), b1);
-            _mm256_store_si256((__m256i *)(s + 32), a2); _mm256_store_si256((__m256i *)(s + 40), b2);
-            _mm256_store_si256((__m256i *)(s + 48), a3); _mm256_store_si256((__m256i *)(s + 56), b3);
-            requantize_block(s, 16, out - o0 < 16 ? out - o0 : 16, valid, pool, e, o0, out, qr);
+            epilogue8(a0, a1, a2, a3, valid, pool, &ra, qr, out, n0);
+            if (n1 > 0) epilogue8(b0, b1, b2, b3, valid, pool, &rb, qr + 8, out, n1);
         }
     }
+    (void)rows;
 }
 
 // 16-bit tile accumulation: vpmaddubsw forms x0*w0 + x1*w1 in 16-bit lanes, vpaddw
@@ -310,15 +361,25 @@ __attribute__((target("avx2,fma")))
 static void gemm_int16_avx2_requantize(const uint8_t *x, int64_t rows, int64_t count, int64_t kp, const int8_t *w, int64_t out,
                                        int64_t outp, int64_t tile, int pool, const a2qi_requantization *e, uint8_t *q) {
     _Alignas(64) int32_t s[4 * 32];
-    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-        int valid = count - r0 < 4 ? (int)(count - r0) : 4;
-        if (valid <= 0) break;
-        uint8_t *qr = q + (pool ? r0 / 4 : r0) * out;
-        for (int64_t o0 = 0; o0 < out; o0 += 32) {
+    for (int64_t o0 = 0; o0 < out; o0 += 32) {
+        requant8 r[4];
+        int64_t n[4];
+        for (int g = 0; g < 4; g++) {
+            n[g] = out - o0 - 8 * g < 8 ? out - o0 - 8 * g : 8;
+            r[g] = requant8_make(e, o0 + 8 * g, n[g] > 0 ? n[g] : 0);
+        }
+        for (int64_t r0 = 0; r0 < count; r0 += 4) {
+            int valid = count - r0 < 4 ? (int)(count - r0) : 4;
+            uint8_t *qr = q + (pool ? r0 / 4 : r0) * out + o0;
             block_int16_avx2(x + r0 * kp, kp, w + o0 * 2, outp, tile, s);
-            requantize_block(s, 32, out - o0 < 32 ? out - o0 : 32, valid, pool, e, o0, out, qr);
+            for (int g = 0; g < 4 && n[g] > 0; g++) {
+                epilogue8(_mm256_load_si256((const __m256i *)(s + 8 * g)), _mm256_load_si256((const __m256i *)(s + 32 + 8 * g)),
+                          _mm256_load_si256((const __m256i *)(s + 64 + 8 * g)), _mm256_load_si256((const __m256i *)(s + 96 + 8 * g)),
+                          valid, pool, &r[g], qr + 8 * g, out, n[g]);
+            }
         }
     }
+    (void)rows;
 }
 
 // The same on 512-bit registers: 4 rows x 64 outputs (the second 32 only when `two`), s is [4][64].
@@ -376,16 +437,21 @@ static void gemm_int16_avx512_requantize(const uint8_t *x, int64_t rows, int64_t
                                          int64_t out, int64_t outp, int64_t tile, int pool, const a2qi_requantization *e,
                                          uint8_t *q) {
     _Alignas(64) int32_t s[4 * 64];
-    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-        int valid = count - r0 < 4 ? (int)(count - r0) : 4;
-        if (valid <= 0) break;
-        uint8_t *qr = q + (pool ? r0 / 4 : r0) * out;
-        for (int64_t o0 = 0; o0 < out; o0 += 64) {
-            int two = o0 + 32 < outp;
+    for (int64_t o0 = 0; o0 < out; o0 += 64) {
+        int two = o0 + 32 < outp;
+        requant16 r[4];
+        for (int g = 0; g < 4; g++) r[g] = requant16_make(e, o0 + 16 * g, out - o0 - 16 * g);
+        for (int64_t r0 = 0; r0 < count; r0 += 4) {
+            int valid = count - r0 < 4 ? (int)(count - r0) : 4;
+            uint8_t *qr = q + (pool ? r0 / 4 : r0) * out + o0;
             block_int16_avx512(x + r0 * kp, kp, w + o0 * 2, outp, two, tile, s);
-            requantize_block(s, 64, out - o0 < 64 ? out - o0 : 64, valid, pool, e, o0, out, qr);
+            for (int g = 0; g < (two ? 4 : 2); g++) {
+                epilogue16(_mm512_load_si512(s + 16 * g), _mm512_load_si512(s + 64 + 16 * g), _mm512_load_si512(s + 128 + 16 * g),
+                           _mm512_load_si512(s + 192 + 16 * g), valid, pool, &r[g], qr + 16 * g, out);
+            }
         }
     }
+    (void)rows;
 }
 #endif
 
