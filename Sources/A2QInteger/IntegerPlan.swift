@@ -52,10 +52,10 @@ final class IntegerPlan {
         /// The 16-bit kernels' widening period in row positions (`a2qi_gemm_tiled`): `kp` (one
         /// tile of all K) without tiles, `TileLayout.stride` for a tiled layer on a 16-bit kernel.
         var tileStride = 0
-        /// The im2row gather table of a tiled layer on a 16-bit kernel (`TileLayout`: offsets of
-        /// each row position in the zero-bordered input window, −1 for the zeros between tiles);
-        /// empty for contiguous NHWC rows.
-        var table: [Int32] = []
+        /// The im2row gather of a tiled layer on a 16-bit kernel (`TileLayout` order) as
+        /// `(row position, offset in the zero-bordered input window or −1 for zeros, length)`
+        /// triples; empty for contiguous NHWC rows.
+        var segments: [Int32] = []
         /// Tile sums per dot product (nil without tiles), for the overflow counts.
         var tileCount: Int?
 
@@ -176,15 +176,16 @@ final class IntegerPlan {
             let r = rows.reserve(padded * step.kp + 64)
             let c = accumulators.reserve(padded * step.outp)
             let poolsInKernel = step.poolsInKernel
-            if step.isConv || !step.table.isEmpty {
+            if step.isConv || !step.segments.isEmpty {
                 // A linear layer's gather is the 1 × 1 convolution of a 1 × 1 image of K channels.
                 let (h, w, c) = step.isConv ? (step.inputHeight, step.inputWidth, step.inputChannels) : (1, 1, step.k)
                 let (size, stride, pad) = step.isConv ? (step.layer.shape[2], step.layer.stride, step.layer.padding) : (1, 1, 0)
                 let scratch = bordered.reserve(Int(a2qi_im2row_scratch_bytes(Int64(h), Int64(w), Int64(c), Int64(pad))))
-                step.table.withUnsafeBufferPointer { table in
+                step.segments.withUnsafeBufferPointer { segments in
                     a2qi_im2row_u8(x, Int64(n), Int64(h), Int64(w), Int64(c), Int64(size), Int64(stride), Int64(pad),
                                    Int64(step.outputHeight), Int64(step.outputWidth), Int64(step.kp),
-                                   step.table.isEmpty ? nil : table.baseAddress, poolsInKernel ? 2 : 1, r, scratch)
+                                   step.segments.isEmpty ? nil : segments.baseAddress, Int64(step.segments.count / 3),
+                                   poolsInKernel ? 2 : 1, r, scratch)
                 }
             } else {
                 for j in 0..<count {
@@ -431,26 +432,41 @@ public struct IntegerPlanBuilder {
         }
         step.tileStride = step.kp
         if step.kernel.accumulates16Bits, layer.accumulatorTile != nil {
-            // Tile-contiguous rows (TileLayout): gathered through a table instead of NHWC copies.
+            // Tile-contiguous rows (TileLayout), gathered instead of copied as NHWC runs. Within a
+            // tile any order sums the same tile (its bound covers every partial sum in any order):
+            // each tile's inputs are sorted by their place in the bordered input, so the gather
+            // copies runs (a kernel tap's channels) rather than single bytes.
             let layout = TileLayout(inputs: step.k, tileLength: layer.tileLength)
-            let nhwc = step.positions
+            let source: [Int32] = (0..<step.k).map { i in
+                guard layer.kind == .conv2d else { return step.positions[i] }  // NHWC place of a flattened input
+                // (ci, ki, kj) → offset in the zero-bordered window, row pitch (w + 2·pad)·c
+                let size = layer.shape[2], pitch = (step.inputWidth + 2 * layer.padding) * step.inputChannels
+                let (ci, ki, kj) = (i / (size * size), (i / size) % size, i % size)
+                return Int32(ki * pitch + kj * step.inputChannels + ci)
+            }
             var laid = [Int8](repeating: 0, count: step.out * layout.rowLength)
             var table = [Int32](repeating: -1, count: layout.rowLength)
-            for i in 0..<step.k {
-                let p = layout.position(ofWeight: i)
-                if layer.kind == .conv2d {
-                    // (ci, ki, kj) → offset in the zero-bordered window, row pitch (w + 2·pad)·c
-                    let size = layer.shape[2], pitch = (step.inputWidth + 2 * layer.padding) * step.inputChannels
-                    let (ci, ki, kj) = (i / (size * size), (i / size) % size, i % size)
-                    table[p] = Int32(ki * pitch + kj * step.inputChannels + ci)
-                } else {
-                    table[p] = nhwc[i]
+            for start in stride(from: 0, to: step.k, by: layout.tileLength) {
+                let members = (start..<min(start + layout.tileLength, step.k)).sorted { source[$0] < source[$1] }
+                for (rank, i) in members.enumerated() {
+                    let p = layout.position(ofWeight: start) + rank
+                    table[p] = source[i]
+                    for o in 0..<step.out { laid[o * layout.rowLength + p] = Int8(truncatingIfNeeded: weights[o * step.k + i]) }
                 }
-                for o in 0..<step.out { laid[o * layout.rowLength + p] = Int8(truncatingIfNeeded: weights[o * step.k + i]) }
             }
+            var segments: [Int32] = []
+            for (p, offset) in table.enumerated() {
+                let n = segments.count
+                if n >= 3, segments[n - 3] + segments[n - 1] == Int32(p),
+                   (offset < 0 && segments[n - 2] < 0) || (offset >= 0 && segments[n - 2] >= 0 && segments[n - 2] + segments[n - 1] == offset) {
+                    segments[n - 1] += 1
+                } else {
+                    segments += [Int32(p), offset, 1]
+                }
+            }
+            step.segments = segments
             step.kp = layout.rowLength
             step.tileStride = layout.stride
-            step.table = table
             step.packed = IntegerPlan.pack(laid, kernel: step.kernel, out: step.out, k: layout.rowLength)
         } else {
             step.packed = IntegerPlan.pack(rowOrder, kernel: step.kernel, out: step.out, k: step.k)

@@ -11,8 +11,11 @@ import IntegerKernels
 /// `T` rounded up to 4; the positions between tiles hold a zero input and a zero weight. No
 /// pair (`vpmaddubsw`) or quad (`vpdpbusd`) of positions then holds products of two tiles, so
 /// the kernel that widens every `stride` positions (`a2qi_gemm_tiled`) sums exactly the
-/// layer's tiles, each bounded by its proven worst case. The rows are gathered through a table
-/// (`a2qi_im2row_u8` with a table); layers without tiles keep the contiguous NHWC rows.
+/// layer's tiles, each bounded by its proven worst case. `position(ofWeight:)` keeps each tile in
+/// weight-index order; the engine's plan sorts a tile's inputs by their place in the input
+/// instead (the tile's bound holds for its partial sums in any order), so that its gather
+/// (`a2qi_im2row_u8` with segments) copies runs of channels. Layers without tiles keep the
+/// contiguous NHWC rows.
 public struct TileLayout: Sendable, Equatable {
     /// K, the weights of one output channel.
     public let inputs: Int

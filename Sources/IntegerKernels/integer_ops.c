@@ -132,8 +132,8 @@ static inline void copy_over(uint8_t *dst, const uint8_t *src, int64_t span) {
 }
 
 KERNEL void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-                           int64_t pad, int64_t ho, int64_t wo, int64_t kp, const int32_t *table, int32_t pool, uint8_t *rows,
-                           uint8_t *scratch) {
+                           int64_t pad, int64_t ho, int64_t wo, int64_t kp, const int32_t *segments, int64_t count, int32_t pool,
+                           uint8_t *rows, uint8_t *scratch) {
     int64_t used = kernel * kernel * c, span = kernel * c;
     int64_t pw = w + 2 * pad, per = ho * wo;
     memset(scratch, 0, (size_t)a2qi_im2row_scratch_bytes(h, w, c, pad));
@@ -151,8 +151,17 @@ KERNEL void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, in
                     for (int64_t dx = 0; dx < sub; dx++, row += kp) {
                         int64_t oh = ph * sub + dy, ow = pw0 * sub + dx;
                         const uint8_t *src = scratch + (oh * stride * pw + ow * stride) * c;
-                        if (table) {
-                            for (int64_t p = 0; p < kp; p++) row[p] = table[p] < 0 ? 0 : src[table[p]];
+                        if (segments) {
+                            for (int64_t g = 0; g < count; g++) {
+                                const int32_t *sg = segments + 3 * g;
+                                uint8_t *d = row + sg[0];
+                                if (sg[1] < 0) {
+                                    for (int32_t t = 0; t < sg[2]; t++) d[t] = 0;
+                                } else {
+                                    const uint8_t *f = src + sg[1];
+                                    for (int32_t t = 0; t < sg[2]; t++) d[t] = f[t];
+                                }
+                            }
                         } else {
                             for (int64_t i = 0; i < kernel; i++) copy_over(row + i * span, src + i * pw * c, span);
                             if (kp > used) memset(row + used, 0, 8);  // kp - used < 4; the rest is the next row's

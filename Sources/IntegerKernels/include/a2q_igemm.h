@@ -96,19 +96,20 @@ void a2qi_requantize_u8(const int32_t *c, int64_t ldc, int64_t rows, int64_t out
 void a2qi_requantize_float(const int32_t *c, int64_t ldc, int64_t rows, int64_t out, const float *m,
                            const float *b, float *y);
 
-/// im2row of an NHWC uint8 image batch for a k x k convolution (zero padding). Without a
-/// `table`, row (b, oh, ow) holds (i, j, c) in that order, kp bytes (the tail zeroed), one
-/// contiguous copy per kernel row. With a `table` (kp entries), byte p of a row is the bordered
-/// image's byte at the window's origin + table[p] (offsets in the image with `pad` zeros on
-/// every side, row pitch (w + 2 pad)·c), or 0 where table[p] < 0: any order of K, such as the
+/// im2row of an NHWC uint8 image batch for a k x k convolution (zero padding). Without
+/// `segments`, row (b, oh, ow) holds (i, j, c) in that order, kp bytes (the tail zeroed), one
+/// contiguous copy per kernel row. With `count` segments (position p, offset f, length n: int32
+/// triples covering the kp bytes of a row), bytes p ... p + n - 1 of a row are the bordered
+/// image's bytes from the window's origin + f (offsets in the image with `pad` zeros on every
+/// side, row pitch (w + 2 pad)·c), or zeros where f < 0: any order of K, such as the
 /// tile-contiguous order of the 16-bit tile kernels. A linear layer is the 1 x 1 case (h = w =
 /// 1, c = its inputs). Rows come in (b, oh, ow) order with `pool` = 1, or with `pool` = 2 (ho
 /// and wo even) in (b, oh/2, ow/2, oh%2, ow%2) order: every four rows are one 2 x 2 pooling
 /// window (a2qi_gemm_requantize's pool). `rows` needs 32 bytes of slack after the last row;
 /// `scratch` needs a2qi_im2row_scratch_bytes.
 void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-                    int64_t pad, int64_t ho, int64_t wo, int64_t kp, const int32_t *table, int32_t pool, uint8_t *rows,
-                    uint8_t *scratch);
+                    int64_t pad, int64_t ho, int64_t wo, int64_t kp, const int32_t *segments, int64_t count, int32_t pool,
+                    uint8_t *rows, uint8_t *scratch);
 int64_t a2qi_im2row_scratch_bytes(int64_t h, int64_t w, int64_t c, int64_t pad);
 /// Max pooling (floor mode, no padding) of NHWC uint8.
 void a2qi_maxpool_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
