@@ -152,15 +152,16 @@ KERNEL void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, in
                         int64_t oh = ph * sub + dy, ow = pw0 * sub + dx;
                         const uint8_t *src = scratch + (oh * stride * pw + ow * stride) * c;
                         if (segments) {
+                            // 8-byte copies that may run up to 7 bytes past a segment: the
+                            // segments ascend, so the next one (or the next row) rewrites them;
+                            // the reads stay inside the scratch's slack.
+                            static const uint8_t zeros[8] = {0};
                             for (int64_t g = 0; g < count; g++) {
                                 const int32_t *sg = segments + 3 * g;
                                 uint8_t *d = row + sg[0];
-                                if (sg[1] < 0) {
-                                    for (int32_t t = 0; t < sg[2]; t++) d[t] = 0;
-                                } else {
-                                    const uint8_t *f = src + sg[1];
-                                    for (int32_t t = 0; t < sg[2]; t++) d[t] = f[t];
-                                }
+                                const uint8_t *f = sg[1] < 0 ? zeros : src + sg[1];
+                                int64_t step = sg[1] < 0 ? 0 : 8;
+                                for (int32_t t = 0; t < sg[2]; t += 8) memcpy(d + t, f + (step ? t : 0), 8);
                             }
                         } else {
                             for (int64_t i = 0; i < kernel; i++) copy_over(row + i * span, src + i * pw * c, span);
