@@ -4,9 +4,12 @@ import IntegerKernels
 
 /// The integer engine's fast path: uint8 activations in NHWC order, int8 weights packed once
 /// per layer for an integer kernel (`IntegerKernel`: AVX-512 VNNI, AVX2, scalar, or 16-bit lanes
-/// on layers proven to fit 16 bits), exact int32 accumulators, and requantisation fused with
-/// ReLU and the next layer's quantizer. Max pooling runs on the integers after quantisation
-/// (ReLU and quantisation are monotone, so pooling before or after gives the same integers).
+/// on layers proven to fit 16 bits per tile, `TileLayout`), exact int32 accumulators, and
+/// requantisation fused with ReLU and the next layer's quantizer (in the kernel's epilogue,
+/// with a following 2 × 2 max pool, when no overflow is simulated). Max pooling runs on the
+/// integers after quantisation (ReLU and quantisation are monotone, so pooling before or after
+/// gives the same integers). A tiled layer that is not proven safe at its P runs the model on
+/// the reference path, which simulates the tile registers.
 ///
 /// Layers that are not proven safe at their P run the P-bit register simulation (wrap,
 /// saturate, partial sums in weight-index order) on the blocks whose Σ|w·x| could leave the
