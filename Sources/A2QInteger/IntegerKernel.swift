@@ -9,7 +9,8 @@ public enum IntegerKernel: Int32, CaseIterable, Sendable, Codable, CustomStringC
     case avx2 = 1
     /// AVX-512 VNNI: `vpdpbusd`, 32-bit accumulators.
     case vnni = 2
-    /// AVX2 `vpmaddubsw` + `vpaddw`: 16-bit accumulators (layers proven to fit 16 bits only).
+    /// AVX2 `vpmaddubsw` + `vpaddw`: 16-bit accumulators widened to int32 once per tile (layers
+    /// proven to fit 16 bits per tile only; a layer without tiles is one tile of K).
     case int16AVX2 = 3
     /// The same on AVX-512 BW registers.
     case int16AVX512 = 4
@@ -43,9 +44,10 @@ public struct IntegerKernelChoice: Sendable, Equatable {
         /// it is 1.8-2.8x the exact 32-bit AVX2 kernel), else `.none`.
         case auto
         case none
-        /// Every layer whose exact worst case fits a 16-bit register.
+        /// Every layer whose exact worst case fits a 16-bit register per tile (the whole dot
+        /// product for a layer without tiles).
         case proven
-        /// These layers; each must be proven to fit 16 bits, or the engine refuses.
+        /// These layers; each must be proven to fit 16 bits per tile, or the engine refuses.
         case named([String])
     }
 

@@ -4,9 +4,12 @@ import IntegerKernels
 
 /// The integer engine's fast path: uint8 activations in NHWC order, int8 weights packed once
 /// per layer for an integer kernel (`IntegerKernel`: AVX-512 VNNI, AVX2, scalar, or 16-bit lanes
-/// on layers proven to fit 16 bits), exact int32 accumulators, and requantisation fused with
-/// ReLU and the next layer's quantizer. Max pooling runs on the integers after quantisation
-/// (ReLU and quantisation are monotone, so pooling before or after gives the same integers).
+/// on layers proven to fit 16 bits per tile, `TileLayout`), exact int32 accumulators, and
+/// requantisation fused with ReLU and the next layer's quantizer (in the kernel's epilogue,
+/// with a following 2 × 2 max pool, when no overflow is simulated). Max pooling runs on the
+/// integers after quantisation (ReLU and quantisation are monotone, so pooling before or after
+/// gives the same integers). A tiled layer that is not proven safe at its P runs the model on
+/// the reference path, which simulates the tile registers.
 ///
 /// Layers that are not proven safe at their P run the P-bit register simulation (wrap,
 /// saturate, partial sums in weight-index order) on the blocks whose Σ|w·x| could leave the
@@ -49,6 +52,27 @@ final class IntegerPlan {
         var pools: [Pool] = []
         var simulate = false
         var bits = 32
+        /// The 16-bit kernels' widening period in row positions (`a2qi_gemm_tiled`): `kp` (one
+        /// tile of all K) without tiles, `TileLayout.stride` for a tiled layer on a 16-bit kernel.
+        var tileStride = 0
+        /// The im2row gather of a tiled layer on a 16-bit kernel (`TileLayout` order) as
+        /// `(row position, offset in the zero-bordered input window or −1 for zeros, length)`
+        /// triples; empty for contiguous NHWC rows.
+        var segments: [Int32] = []
+        /// Tile sums per dot product (nil without tiles), for the overflow counts.
+        var tileCount: Int?
+
+        /// Whether the kernel requantises in its registers (no int32 round trip).
+        var fusesRequantization: Bool {
+            quantize != nil && !simulate && kernel != .scalar
+        }
+
+        /// Whether the first pool (2 × 2, stride 2, on even output sizes) runs inside the fused
+        /// requantisation: rows are then made in pooling-window order (`a2qi_im2row_u8`'s pool 2).
+        var poolsInKernel: Bool {
+            guard fusesRequantization, isConv, outputHeight % 2 == 0, outputWidth % 2 == 0, let first = pools.first else { return false }
+            return first.kernel == 2 && first.stride == 2
+        }
     }
 
     let steps: [Step]
@@ -161,12 +185,18 @@ final class IntegerPlan {
             let padded = (count + 3) / 4 * 4
             let r = rows.reserve(padded * step.kp + 64)
             let c = accumulators.reserve(padded * step.outp)
-            if step.isConv {
-                a2qi_im2row_u8(x, Int64(n), Int64(step.inputHeight), Int64(step.inputWidth), Int64(step.inputChannels),
-                               Int64(step.layer.shape[2]), Int64(step.layer.stride), Int64(step.layer.padding),
-                               Int64(step.outputHeight), Int64(step.outputWidth), Int64(step.kp), r,
-                               bordered.reserve(Int(a2qi_im2row_scratch_bytes(Int64(step.inputHeight), Int64(step.inputWidth),
-                                                                              Int64(step.inputChannels), Int64(step.layer.padding)))))
+            let poolsInKernel = step.poolsInKernel
+            if step.isConv || !step.segments.isEmpty {
+                // A linear layer's gather is the 1 × 1 convolution of a 1 × 1 image of K channels.
+                let (h, w, c) = step.isConv ? (step.inputHeight, step.inputWidth, step.inputChannels) : (1, 1, step.k)
+                let (size, stride, pad) = step.isConv ? (step.layer.shape[2], step.layer.stride, step.layer.padding) : (1, 1, 0)
+                let scratch = bordered.reserve(Int(a2qi_im2row_scratch_bytes(Int64(h), Int64(w), Int64(c), Int64(pad))))
+                step.segments.withUnsafeBufferPointer { segments in
+                    a2qi_im2row_u8(x, Int64(n), Int64(h), Int64(w), Int64(c), Int64(size), Int64(stride), Int64(pad),
+                                   Int64(step.outputHeight), Int64(step.outputWidth), Int64(step.kp),
+                                   step.segments.isEmpty ? nil : segments.baseAddress, Int64(step.segments.count / 3),
+                                   poolsInKernel ? 2 : 1, r, scratch)
+                }
             } else {
                 for j in 0..<count {
                     (r + j * step.kp).update(from: x + j * step.k, count: step.k)
@@ -174,9 +204,11 @@ final class IntegerPlan {
                 }
             }
             (r + count * step.kp).update(repeating: 0, count: (padded - count) * step.kp)
-            if let q = step.quantize, !step.simulate, step.kernel == .vnni {
-                // No overflow to simulate: requantise in the GEMM's registers, no int32 round trip.
-                let y = output.reserve(count * step.out)
+            counts[index].dotProducts += step.out * count
+            if let tiles = step.tileCount { counts[index].tileSums = (counts[index].tileSums ?? 0) + step.out * count * tiles }
+            if let q = step.quantize, step.fusesRequantization {
+                // No overflow to simulate: requantise (and pool) in the GEMM's registers, no int32 round trip.
+                let y = output.reserve((poolsInKernel ? count / 4 : count) * step.out)
                 let fused = step.layer.multiplier.withUnsafeBufferPointer { m in
                     step.layer.offset.withUnsafeBufferPointer { b in
                         step.packed.withUnsafeBytes { p -> Int32 in
@@ -184,21 +216,18 @@ final class IntegerPlan {
                             var e = a2qi_requantization(multiplier: mb, offset: bb, inverse: q.inverse, lo: q.lo, hi: q.hi,
                                                         relu: step.relu ? 1 : 0)
                             return a2qi_gemm_requantize(step.kernel.rawValue, r, Int64(padded), Int64(count), Int64(step.kp), pb,
-                                                        Int64(step.out), &e, y)
+                                                        Int64(step.out), Int64(step.tileStride), poolsInKernel ? 2 : 1, &e, y)
                         }
                     }
                 }
-                if fused != 0 {
-                    counts[index].dotProducts += step.out * count
-                    swap(&input, &output)
-                    x = y
-                    x = pool(step, x, n: n)
-                    continue
-                }
+                precondition(fused != 0, "IntegerPlan: \(step.kernel) has no fused requantisation")
+                swap(&input, &output)
+                x = y
+                x = pool(step, x, n: n, skipping: poolsInKernel ? 1 : 0)
+                continue
             }
             gemm(step.kernel, step.packed, rows: r, count: padded, step: step, into: c)
             if step.simulate { simulate(step, rows: r, count: count, accumulators: c, counts: &counts[index]) }
-            counts[index].dotProducts += step.out * count
             if let q = step.quantize {
                 let y = output.reserve(count * step.out)
                 step.layer.multiplier.withUnsafeBufferPointer { m in
@@ -226,10 +255,11 @@ final class IntegerPlan {
         }
     }
 
-    /// The max pools after `step`'s quantizer, on its uint8 output `x`; returns the result.
-    private func pool(_ step: Step, _ x: UnsafeMutablePointer<UInt8>, n: Int) -> UnsafeMutablePointer<UInt8> {
+    /// The max pools after `step`'s quantizer (but the first `skipping`, done in the kernel), on
+    /// its uint8 output `x`; returns the result.
+    private func pool(_ step: Step, _ x: UnsafeMutablePointer<UInt8>, n: Int, skipping: Int = 0) -> UnsafeMutablePointer<UInt8> {
         var x = x
-        for pool in step.pools {
+        for pool in step.pools.dropFirst(skipping) {
             let (h, w) = (pool.height, pool.width)
             let pooledCount = n * ((h - pool.kernel) / pool.stride + 1) * ((w - pool.kernel) / pool.stride + 1) * step.out
             let pooled = output.reserve(pooledCount)
@@ -244,7 +274,7 @@ final class IntegerPlan {
                       into c: UnsafeMutablePointer<Int32>) {
         packed.withUnsafeBytes { p in
             guard let pb = p.baseAddress else { return }
-            a2qi_gemm(kernel.rawValue, rows, Int64(count), Int64(step.kp), pb, Int64(step.out), c)
+            a2qi_gemm_tiled(kernel.rawValue, rows, Int64(count), Int64(step.kp), pb, Int64(step.out), Int64(step.tileStride), c)
         }
     }
 
@@ -336,6 +366,11 @@ public struct IntegerPlanBuilder {
         step.bits = bits[index]
         step.simulate = !provenSafe[index]
         if step.simulate && step.bits > 31 { return "\(layer.name): simulation of a \(step.bits)-bit register" }
+        if step.simulate && layer.accumulatorTile != nil {
+            // The plan simulates one register per dot product; tile registers run on the reference path.
+            return "\(layer.name): tiles of \(layer.tileLength) not proven to fit their \(step.bits)-bit registers (and the \(layer.outerAccumulatorBits)-bit outer one) need the tile simulation"
+        }
+        if layer.accumulatorTile != nil { step.tileCount = layer.tileCount }
         step.inputChannels = c
         step.inputHeight = h
         step.inputWidth = w
@@ -378,7 +413,9 @@ public struct IntegerPlanBuilder {
             for o in 0..<step.out { for k in 0..<step.k { step.simulationWeights[k * step.ldw + o] = Int16(weights[o * step.k + k]) } }
         }
         step.kernel = kernel32
-        let fits16 = (report.minimumBits.max() ?? 1) <= 16
+        // Per tile: every tile's exact worst case fits a 16-bit lane (the whole dot product without tiles).
+        let tileBits = report.tileMinimumBits.max() ?? 1
+        let fits16 = tileBits <= 16
         var wants16 = false
         switch choice.int16 {
         case .auto: wants16 = fits16 && !IntegerKernel.vnni.isSupported && choice.accumulation == .auto
@@ -387,8 +424,9 @@ public struct IntegerPlanBuilder {
         case .named(let wanted):
             if wanted.contains(layer.name) {
                 guard fits16 else {
-                    throw A2QError("layer \(layer.name) cannot use the 16-bit kernel: its exact worst case needs p_min = \(report.minimumBits.max() ?? 0) bits, more than 16",
-                                   remedy: "only layers that verify proves fit 16 bits can accumulate in 16-bit lanes; leave \(layer.name) out of --int16-layers")
+                    let what = layer.accumulatorTile.map { "exact worst case per tile of \($0)" } ?? "exact worst case"
+                    throw A2QError("layer \(layer.name) cannot use the 16-bit kernel: its \(what) needs p_min = \(tileBits) bits, more than 16",
+                                   remedy: "only layers that verify proves fit 16 bits (per tile) can accumulate in 16-bit lanes; leave \(layer.name) out of --int16-layers")
                 }
                 wants16 = true
             }
@@ -402,7 +440,47 @@ public struct IntegerPlanBuilder {
             }
             step.kernel = k16
         }
-        step.packed = IntegerPlan.pack(rowOrder, kernel: step.kernel, out: step.out, k: step.k)
+        step.tileStride = step.kp
+        if step.kernel.accumulates16Bits, layer.accumulatorTile != nil {
+            // Tile-contiguous rows (TileLayout), gathered instead of copied as NHWC runs. Within a
+            // tile any order sums the same tile (its bound covers every partial sum in any order):
+            // each tile's inputs are sorted by their place in the bordered input, so the gather
+            // copies runs (a kernel tap's channels) rather than single bytes.
+            let layout = TileLayout(inputs: step.k, tileLength: layer.tileLength)
+            let source: [Int32] = (0..<step.k).map { i in
+                guard layer.kind == .conv2d else { return step.positions[i] }  // NHWC place of a flattened input
+                // (ci, ki, kj) → offset in the zero-bordered window, row pitch (w + 2·pad)·c
+                let size = layer.shape[2], pitch = (step.inputWidth + 2 * layer.padding) * step.inputChannels
+                let (ci, ki, kj) = (i / (size * size), (i / size) % size, i % size)
+                return Int32(ki * pitch + kj * step.inputChannels + ci)
+            }
+            var laid = [Int8](repeating: 0, count: step.out * layout.rowLength)
+            var table = [Int32](repeating: -1, count: layout.rowLength)
+            for start in stride(from: 0, to: step.k, by: layout.tileLength) {
+                let members = (start..<min(start + layout.tileLength, step.k)).sorted { source[$0] < source[$1] }
+                for (rank, i) in members.enumerated() {
+                    let p = layout.position(ofWeight: start) + rank
+                    table[p] = source[i]
+                    for o in 0..<step.out { laid[o * layout.rowLength + p] = Int8(truncatingIfNeeded: weights[o * step.k + i]) }
+                }
+            }
+            var segments: [Int32] = []
+            for (p, offset) in table.enumerated() {
+                let n = segments.count
+                if n >= 3, segments[n - 3] + segments[n - 1] == Int32(p),
+                   (offset < 0 && segments[n - 2] < 0) || (offset >= 0 && segments[n - 2] >= 0 && segments[n - 2] + segments[n - 1] == offset) {
+                    segments[n - 1] += 1
+                } else {
+                    segments += [Int32(p), offset, 1]
+                }
+            }
+            step.segments = segments
+            step.kp = layout.rowLength
+            step.tileStride = layout.stride
+            step.packed = IntegerPlan.pack(laid, kernel: step.kernel, out: step.out, k: layout.rowLength)
+        } else {
+            step.packed = IntegerPlan.pack(rowOrder, kernel: step.kernel, out: step.out, k: step.k)
+        }
         if step.simulate { step.packedAbs = IntegerPlan.pack(absolute, kernel: .bestInt32, out: step.out, k: step.k) }
         current = step
         index += 1

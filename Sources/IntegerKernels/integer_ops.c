@@ -132,20 +132,43 @@ static inline void copy_over(uint8_t *dst, const uint8_t *src, int64_t span) {
 }
 
 KERNEL void a2qi_im2row_u8(const uint8_t *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-                           int64_t pad, int64_t ho, int64_t wo, int64_t kp, uint8_t *rows, uint8_t *scratch) {
+                           int64_t pad, int64_t ho, int64_t wo, int64_t kp, const int32_t *segments, int64_t count, int32_t pool,
+                           uint8_t *rows, uint8_t *scratch) {
     int64_t used = kernel * kernel * c, span = kernel * c;
-    int64_t pw = w + 2 * pad;
+    int64_t pw = w + 2 * pad, per = ho * wo;
     memset(scratch, 0, (size_t)a2qi_im2row_scratch_bytes(h, w, c, pad));
     for (int64_t b = 0; b < n; b++) {
         // The image with a zero border: every kernel row is then one contiguous copy.
         const uint8_t *image = x + b * h * w * c;
         for (int64_t y = 0; y < h; y++) memcpy(scratch + ((y + pad) * pw + pad) * c, image + y * w * c, (size_t)(w * c));
-        for (int64_t oh = 0; oh < ho; oh++) {
-            for (int64_t ow = 0; ow < wo; ow++) {
-                uint8_t *row = rows + ((b * ho + oh) * wo + ow) * kp;
-                const uint8_t *src = scratch + (oh * stride * pw + ow * stride) * c;
-                for (int64_t i = 0; i < kernel; i++) copy_over(row + i * span, src + i * pw * c, span);
-                if (kp > used) memset(row + used, 0, 8);  // kp - used < 4; the rest is the next row's
+        // Rows in (oh, ow) order, or (oh/2, ow/2, oh%2, ow%2) with pool 2: nested loops, no
+        // division per row.
+        uint8_t *row = rows + b * per * kp;
+        int64_t outer = pool == 2 ? ho / 2 : ho, inner = pool == 2 ? wo / 2 : wo, sub = pool == 2 ? 2 : 1;
+        for (int64_t ph = 0; ph < outer; ph++) {
+            for (int64_t pw0 = 0; pw0 < inner; pw0++) {
+                for (int64_t dy = 0; dy < sub; dy++) {
+                    for (int64_t dx = 0; dx < sub; dx++, row += kp) {
+                        int64_t oh = ph * sub + dy, ow = pw0 * sub + dx;
+                        const uint8_t *src = scratch + (oh * stride * pw + ow * stride) * c;
+                        if (segments) {
+                            // 8-byte copies that may run up to 7 bytes past a segment: the
+                            // segments ascend, so the next one (or the next row) rewrites them;
+                            // the reads stay inside the scratch's slack.
+                            static const uint8_t zeros[8] = {0};
+                            for (int64_t g = 0; g < count; g++) {
+                                const int32_t *sg = segments + 3 * g;
+                                uint8_t *d = row + sg[0];
+                                const uint8_t *f = sg[1] < 0 ? zeros : src + sg[1];
+                                int64_t step = sg[1] < 0 ? 0 : 8;
+                                for (int32_t t = 0; t < sg[2]; t += 8) memcpy(d + t, f + (step ? t : 0), 8);
+                            }
+                        } else {
+                            for (int64_t i = 0; i < kernel; i++) copy_over(row + i * span, src + i * pw * c, span);
+                            if (kp > used) memset(row + used, 0, 8);  // kp - used < 4; the rest is the next row's
+                        }
+                    }
+                }
             }
         }
     }

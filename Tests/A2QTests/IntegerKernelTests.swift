@@ -162,10 +162,10 @@ struct IntegerKernelTests {
         }
     }
 
-    // Only the VNNI kernel fuses the requantisation: on other CPUs (or under
-    // A2Q_CPU_FEATURES_LIMIT=avx2) the run lists this test as skipped, with the reason.
+    // On CPUs without VNNI (or under A2Q_CPU_FEATURES_LIMIT=avx2) the run lists this test as
+    // skipped, with the reason; every fused kernel is tested in IntegerTileKernelTests.
     @Test("the fused VNNI requantisation equals the GEMM followed by the float formula, bit for bit",
-          .enabled(if: IntegerKernel.vnni.isSupported, "this CPU (or A2Q_CPU_FEATURES_LIMIT) has no AVX-512 VNNI: the fused requantisation exists only in the VNNI kernel"))
+          .enabled(if: IntegerKernel.vnni.isSupported, "this CPU (or A2Q_CPU_FEATURES_LIMIT) has no AVX-512 VNNI (the other kernels' fused epilogues are tested in IntegerTileKernelTests)"))
     func fusedRequantization() throws {
         var generator = Xoshiro256(seed: 13)
         for index in 0..<60 {
@@ -186,7 +186,7 @@ struct IntegerKernelTests {
                         packed.withUnsafeBytes { p in
                             fused.withUnsafeMutableBufferPointer {
                                 a2qi_gemm_requantize(IntegerKernel.vnni.rawValue, x.baseAddress!, Int64(c.paddedRows), Int64(c.rows), Int64(c.kp),
-                                                     p.baseAddress!, Int64(c.out), &e, $0.baseAddress!)
+                                                     p.baseAddress!, Int64(c.out), Int64(c.kp), 1, &e, $0.baseAddress!)
                             }
                         }
                     }
