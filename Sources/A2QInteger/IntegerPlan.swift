@@ -119,13 +119,6 @@ final class IntegerPlan {
         if case .named(let wanted) = choice.int16, let unknown = wanted.first(where: { !names.contains($0) }) {
             throw A2QError("--int16-layers names '\(unknown)', which this model does not have", remedy: "its layers are \(names.joined(separator: ", "))")
         }
-        // The plan simulates one register per dot product; a tiled layer that can overflow needs
-        // the per-tile registers of the reference path.
-        for (accumulator, safe) in zip(model.accumulators, provenSafe) where !safe {
-            if case .layer(let layer) = accumulator, layer.accumulatorTile != nil {
-                return (nil, "layer \(layer.name) is tiled and not proven overflow-free (its tile registers are simulated on the reference path)")
-            }
-        }
         var builder = IntegerPlanBuilder(inputShape: model.inputShape, bits: bits, provenSafe: provenSafe, kernel32: kernel32, choice: choice)
         for op in model.ops {
             if let reason = try op.plan(&builder) { return (nil, reason) }

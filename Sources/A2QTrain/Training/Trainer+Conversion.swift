@@ -100,11 +100,8 @@ extension Trainer {
     /// Sets activation-quantizer scales from the first training batches. Each batch's
     /// percentile is taken over the global batch: the maximum and a 4096-bin histogram of `|x|`
     /// are reduced over ranks (exact counts), so the result does not depend on the rank count.
-    /// `only` limits it to those quantizers (in model order; the others keep their scales).
-    /// `training` is the mode of the forward passes (BatchNorm on batch statistics, as in the
-    /// fine-tuning that follows; `false` for a model that will only be evaluated).
-    func calibrate(_ model: Model, only: [ActivationQuantizer]? = nil, training: Bool = true) throws {
-        let quantizers = (only ?? model.activationQuantizers).filter(\.hasParameters)
+    func calibrate(_ model: Model) throws {
+        let quantizers = model.activationQuantizers.filter(\.hasParameters)
         guard !quantizers.isEmpty, config.calibrationBatches > 0 else { return }
         for q in quantizers { q.resetCalibration() }
         let order = sampler.order(epoch: 0)
@@ -115,7 +112,7 @@ extension Trainer {
                               epoch: 0, input: input)
             // Layer by layer: a quantizer's scale must be final before the next one sees its output.
             for q in quantizers {
-                guard model.network.forward(input, training: training, through: q.name) != nil else { continue }
+                guard model.network.forward(input, training: true, through: q.name) != nil else { continue }
                 var maximum = [Int64(q.lastInputMaximum().bitPattern)]  // |x| ≥ 0: bit order is value order
                 try maximum.withUnsafeMutableBufferPointer { try communicator.allReduceMax($0) }
                 let top = Float(bitPattern: UInt32(truncatingIfNeeded: maximum[0]))

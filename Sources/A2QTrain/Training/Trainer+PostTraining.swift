@@ -25,7 +25,10 @@ extension Trainer {
         for layer in model.constrainedLayers {
             let started = monotonicSeconds()
             let quantizer = layer.quantizer
-            guard let inputQuantizer = layer.inputQuantizer, let inputFormat = layer.input else { continue }
+            guard let inputQuantizer = layer.inputQuantizer, let inputFormat = layer.input else {
+                progress.line("axe: \(layer.name) has no input quantizer; it keeps its conversion integers")
+                continue
+            }
             let k = quantizer.fanIn, out = quantizer.outChannels
             let conv = layer.layer as? Conv2d
             if let conv, conv.groups > 1 {
@@ -39,7 +42,10 @@ extension Trainer {
             // H is summed over the input *integers* (x / s_x, exact in Float64): every partial sum
             // of the dsyrk is an integer below 2^53, so H is exact whatever the order — the same
             // bits on any rank count, BLAS kernel or CPU — and scaled by s_x² once at the end.
-            guard let inputScale = layer.inputScale(in: model), inputScale > 0 else { continue }
+            guard let inputScale = layer.inputScale(in: model), inputScale > 0 else {
+                progress.line("axe: \(layer.name)'s input quantizer has no positive scale; it keeps its conversion integers")
+                continue
+            }
             let inverse = 1 / Double(inputScale)
             var hessian = HessianAccumulator(inputCount: k)
             for batch in 0..<batches {
