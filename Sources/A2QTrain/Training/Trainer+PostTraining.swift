@@ -11,8 +11,7 @@ extension Trainer {
     /// For each constrained layer: the activation quantizers calibrated again on the model as it
     /// now is (the layers before it already AXE's, so its inputs are what it will see; calibrated
     /// on the conversion's placeholder weights instead, scales after a tight budget are far off;
-    /// once more at the end),
-    /// then `H = 2·X·Xᵀ` of its quantized inputs over the calibration
+    /// once more at the end), then `H = 2·X·Xᵀ` of its quantized inputs over the calibration
     /// batches (each rank its shard of every global batch, then one all-reduce of H), AXE on the
     /// float model's weights with the layer's per-tile budget, A2Q+'s representability step, a
     /// least-squares refit of each channel's scale on H (`s = wᵀHq / qᵀHq`: the integers and the
@@ -32,7 +31,7 @@ extension Trainer {
             let k = quantizer.fanIn, out = quantizer.outChannels
             let conv = layer.layer as? Conv2d
             if let conv, conv.groups > 1 {
-                progress.line("axe: \(layer.name) is a grouped convolution; it keeps the --init ep integers")
+                progress.line("axe: \(layer.name) is a grouped convolution; it keeps its conversion (ep-scaled) integers")
                 continue
             }
             // Every quantizer, in order (measured on cnn-bn A2Q+ P=16 at R=2: 83.6%, against 78.8%
