@@ -119,6 +119,20 @@ struct QuantizerGradientTests {
         kinds.map { ($0, (activeClamp: true, weightBits: 4)) }
         + kinds.filter { $0 != .qat }.flatMap { [($0, (activeClamp: false, weightBits: 4)), ($0, (activeClamp: true, weightBits: 8))] }
 
+    /// The reference of a Linear layer in Float64: `y = x·wᵀ + b` with the surrogate's weights.
+    static func linear(_ x: [Double], weights w: [Double], parameters p: [Double], biasOffset: Int, batch: Int, inputs: Int,
+                       outputs: Int) -> [Double] {
+        var y = [Double](repeating: 0, count: batch * outputs)
+        for n in 0..<batch {
+            for o in 0..<outputs {
+                var s = p[biasOffset + o]
+                for i in 0..<inputs { s += x[n * inputs + i] * w[o * inputs + i] }
+                y[n * outputs + o] = s
+            }
+        }
+        return y
+    }
+
     @Test("Linear", arguments: linearCases)
     func linear(kind: WeightQuantizerKind, setting: (activeClamp: Bool, weightBits: Int)) throws {
         let (activeClamp, weightBits) = setting
@@ -141,16 +155,7 @@ struct QuantizerGradientTests {
         let x = randomTensor([batch, inputs], &g)
         let biasOffset = fc.bias!.offset
         checkLayer(fc, store: store, input: x) { x, p in
-            let w = surrogate.weights(p)
-            var y = [Double](repeating: 0, count: batch * outputs)
-            for n in 0..<batch {
-                for o in 0..<outputs {
-                    var s = p[biasOffset + o]
-                    for i in 0..<inputs { s += x[n * inputs + i] * w[o * inputs + i] }
-                    y[n * outputs + o] = s
-                }
-            }
-            return y
+            Self.linear(x, weights: surrogate.weights(p), parameters: p, biasOffset: biasOffset, batch: batch, inputs: inputs, outputs: outputs)
         }
     }
 
@@ -193,16 +198,7 @@ struct QuantizerGradientTests {
         let x = randomTensor([batch, inputs], &g)
         let biasOffset = fc.bias!.offset
         checkLayer(fc, store: store, input: x) { x, p in
-            let w = surrogate.weights(p)
-            var y = [Double](repeating: 0, count: batch * outputs)
-            for n in 0..<batch {
-                for o in 0..<outputs {
-                    var s = p[biasOffset + o]
-                    for i in 0..<inputs { s += x[n * inputs + i] * w[o * inputs + i] }
-                    y[n * outputs + o] = s
-                }
-            }
-            return y
+            Self.linear(x, weights: surrogate.weights(p), parameters: p, biasOffset: biasOffset, batch: batch, inputs: inputs, outputs: outputs)
         }
         let convSurrogate = prepare(conv.quantizer, store, activeClamp: activeClamp, seed: 37)
         let image = randomTensor([2, 2, 4, 5], &g)
